@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The one command that runs every test: formatting, lints, unit and
+# integration tests (real flor processes on loopback). .ci/run calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# shellcheck source=ci/setup.sh
+source ci/setup.sh
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "flor-vertex carries no YAML and no serde_json"
+if cargo tree -p flor-vertex -e normal --prefix none | grep -E '^(serde_json|serde_yaml|serde_yml|serde-saphyr|saphyr|yaml-rust)' ; then
+  echo "flor-vertex must not depend on YAML or serde_json (device build)" >&2
+  exit 1
+fi
+
+step "cargo test"
+cargo test --workspace --locked
+
+if [ -x ci/extra-tests.sh ]; then
+  step "extra tests"
+  ci/extra-tests.sh
+fi

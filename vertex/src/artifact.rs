@@ -1,0 +1,850 @@
+//! The compiled per-node artifacts: `mgmt/agent.json` (kind `agent`) and
+//! `mgmt/vertices/<name>.json` (kind `vertex`).
+//!
+//! These are the stable contract between the operator's compiler and the
+//! device. retectl serialises these very types (with serde_json); the device
+//! parses them with serde-json-core into fixed-capacity fields, so the two
+//! cannot drift. Every list and string is bounded by a constant in
+//! [`crate::limits`], and a value one past its bound is refused with the
+//! limit's name.
+//!
+//! Paths inside artifacts are relative to the rete scope's install root
+//! (`ca.crt`, `certs/service/wiki.crt`); the agent resolves them. Listen ports
+//! are preferences: the vertex binds the preferred port if it is free, else any.
+
+use core::fmt;
+use core::net::SocketAddr;
+
+use heapless::String;
+use serde::de::{SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::identity::{Kind, Name, SpiffeId, TrustDomain};
+use crate::limits::{self, record_exceeded, Limit};
+
+/// Schema major version this build understands; a different major is refused.
+pub const SCHEMA_MAJOR: u16 = 1;
+/// Schema version this build writes (`major.minor`); minors only add optional fields.
+pub const SCHEMA_VERSION: &str = "1.0";
+
+/// Why an artifact was refused after (or while) parsing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ArtifactError {
+    /// The JSON is malformed or a field has the wrong type or value.
+    Malformed,
+    /// A list or string is over its limit.
+    OverLimit(Limit),
+    /// An ACL row names a service index that the artifact does not publish.
+    AclIndexOutOfRange,
+    /// ACL rows are not sorted by caller, or a caller appears twice.
+    AclNotSorted,
+    /// A service, route or principal belongs to another trust domain.
+    ForeignIdentity,
+    /// A published service or route target is not a service.
+    NotAService,
+    /// A SOCKS5 listener is bound to a principal this vertex does not hold.
+    UnknownSocksPrincipal,
+    /// Two services, principals or routes share an identity.
+    Duplicate,
+    /// A path is absolute or climbs out of the scope (`..`).
+    PathEscapesScope,
+}
+
+impl fmt::Display for ArtifactError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArtifactError::Malformed => {
+                f.write_str("artifact is not valid JSON of the expected shape")
+            }
+            ArtifactError::OverLimit(l) => {
+                f.write_str("artifact is over the device limit ")?;
+                fmt::Display::fmt(l, f)
+            }
+            ArtifactError::AclIndexOutOfRange => {
+                f.write_str("an ACL row grants a service index that is not published")
+            }
+            ArtifactError::AclNotSorted => {
+                f.write_str("ACL rows are not sorted by caller or repeat a caller")
+            }
+            ArtifactError::ForeignIdentity => {
+                f.write_str("an identity belongs to another trust domain")
+            }
+            ArtifactError::NotAService => {
+                f.write_str("a published service or route target is not of kind service")
+            }
+            ArtifactError::UnknownSocksPrincipal => {
+                f.write_str("a SOCKS5 listener is bound to a principal the vertex does not hold")
+            }
+            ArtifactError::Duplicate => f.write_str("an identity appears twice in one list"),
+            ArtifactError::PathEscapesScope => {
+                f.write_str("a path is absolute or leaves the scope with '..'")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ArtifactError {}
+
+/// Maps a serde-json-core error to a typed refusal, naming the limit if one was hit.
+pub fn map_parse_error(_e: serde_json_core::de::Error) -> ArtifactError {
+    match limits::take_exceeded_limit() {
+        Some(l) => ArtifactError::OverLimit(l),
+        None => ArtifactError::Malformed,
+    }
+}
+
+/// Parses a bare artifact payload (no envelope) with the device parser.
+pub fn parse_payload<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ArtifactError> {
+    if bytes.len() > limits::MAX_ARTIFACT_BYTES {
+        return Err(ArtifactError::OverLimit(Limit::ArtifactBytes));
+    }
+    let _ = limits::take_exceeded_limit();
+    serde_json_core::from_slice::<T>(bytes)
+        .map(|(v, _)| v)
+        .map_err(map_parse_error)
+}
+
+macro_rules! bounded_text {
+    ($(#[$doc:meta])* $ty:ident, $max:expr, $limit:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $ty(String<{ $max }>);
+
+        impl $ty {
+            /// Copies `s` in, or names the limit it is over.
+            pub fn new(s: &str) -> Result<Self, Limit> {
+                let mut out = String::new();
+                out.push_str(s).map_err(|_| $limit)?;
+                Ok($ty(out))
+            }
+
+            /// The text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$ty, E> {
+                        $ty::new(s).map_err(|l| {
+                            record_exceeded(l);
+                            E::custom(l.name())
+                        })
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    };
+}
+
+bounded_text!(
+    /// A scope-relative file path (`certs/service/wiki.crt`).
+    ScopePath,
+    limits::MAX_PATH_LEN,
+    Limit::PathLen
+);
+bounded_text!(
+    /// A short text field: schema version, vertex name.
+    ShortText,
+    limits::MAX_SHORT_LEN,
+    Limit::ShortLen
+);
+
+impl ScopePath {
+    /// Whether the path stays inside the scope: relative, no `..`, no empty segment.
+    pub fn is_contained(&self) -> bool {
+        let p = self.as_str();
+        !p.is_empty()
+            && !p.starts_with('/')
+            && !p.contains('\\')
+            && p.split('/')
+                .all(|seg| !seg.is_empty() && seg != ".." && seg != ".")
+    }
+}
+
+/// A socket address (`127.0.0.1:8080`, `[::1]:7443`); hostnames are not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Addr(pub SocketAddr);
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl Serialize for Addr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Addr;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an IP socket address")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Addr, E> {
+                if s.len() > limits::MAX_ADDR_LEN {
+                    record_exceeded(Limit::AddrLen);
+                    return Err(E::custom(Limit::AddrLen.name()));
+                }
+                s.parse()
+                    .map(Addr)
+                    .map_err(|_| E::custom("bad socket address"))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+macro_rules! bounded_list {
+    ($(#[$doc:meta])* $ty:ident, $item:ty, $max:expr, $limit:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        pub struct $ty(pub std::vec::Vec<$item>);
+
+        impl $ty {
+            /// The most items the device accepts.
+            pub const CAPACITY: usize = $max;
+
+            /// Appends `item`, or names the limit the list is at.
+            pub fn push(&mut self, item: $item) -> Result<(), Limit> {
+                if self.0.len() >= $max {
+                    return Err($limit);
+                }
+                self.0.push(item);
+                Ok(())
+            }
+        }
+
+        impl core::ops::Deref for $ty {
+            type Target = [$item];
+            fn deref(&self) -> &[$item] {
+                &self.0
+            }
+        }
+
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a list")
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$ty, A::Error> {
+                        let mut out = $ty::default();
+                        while let Some(item) = seq.next_element::<$item>()? {
+                            if out.push(item).is_err() {
+                                record_exceeded($limit);
+                                return Err(serde::de::Error::custom($limit.name()));
+                            }
+                        }
+                        Ok(out)
+                    }
+                }
+                d.deserialize_seq(V)
+            }
+        }
+    };
+}
+
+/// A principal whose certificate and key a vertex (or agent) holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// The principal's SPIFFE ID, as in its certificate's URI SAN.
+    pub id: SpiffeId,
+    /// Scope-relative path of the PEM certificate (leaf first).
+    pub cert: ScopePath,
+    /// Scope-relative path of the PEM private key.
+    pub key: ScopePath,
+}
+
+/// A service this node publishes: where its bytes go once the ACL allows a caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedService {
+    /// The service identity (rete- or node-scoped), presented as the server SAN.
+    pub id: SpiffeId,
+    /// The local upstream TCP address the vertex connects to.
+    pub upstream: Addr,
+}
+
+/// One caller and the services (indexes into `services`) it may reach.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclRow {
+    /// The caller's SPIFFE ID.
+    pub caller: SpiffeId,
+    /// Indexes into [`VertexConfig::services`], ascending.
+    pub services: ServiceIndexes,
+}
+
+/// A remote service this node's principals may dial, and where its node listens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The target service identity.
+    pub target: SpiffeId,
+    /// The UDP address of the hosting node's vertex.
+    pub addr: Addr,
+}
+
+/// A local SOCKS5 listener bound to one caller identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocksListener {
+    /// The identity every flow through this listener uses.
+    pub principal: SpiffeId,
+    /// Preferred loopback TCP port (before the scope's port offset); any free port if taken.
+    pub port: u16,
+}
+
+/// An authorised management-plane signer: its identity and Ed25519 public key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MgmtSigner {
+    /// `spiffe://<td>/management-plane/<name>`.
+    pub id: SpiffeId,
+    /// The 32-byte Ed25519 public key.
+    pub key: PublicKeyHex,
+}
+
+/// An Ed25519 public key written as 64 lowercase hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublicKeyHex(pub [u8; 32]);
+
+impl Serialize for PublicKeyHex {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 64];
+        s.serialize_str(crate::hex::encode(&self.0, &mut buf))
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicKeyHex {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PublicKeyHex;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("64 hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<PublicKeyHex, E> {
+                let mut out = [0u8; 32];
+                crate::hex::decode(s, &mut out).map_err(|_| E::custom("bad hex key"))?;
+                Ok(PublicKeyHex(out))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+bounded_list!(
+    /// Principals a vertex holds ([`limits::MAX_PRINCIPALS`]).
+    Principals, Principal, limits::MAX_PRINCIPALS, Limit::Principals
+);
+bounded_list!(
+    /// Services a node publishes ([`limits::MAX_SERVICES`]).
+    PublishedServices, PublishedService, limits::MAX_SERVICES, Limit::Services
+);
+bounded_list!(
+    /// Indexes of granted services ([`limits::MAX_SERVICES`]).
+    ServiceIndexes, u8, limits::MAX_SERVICES, Limit::Services
+);
+bounded_list!(
+    /// ACL rows ([`limits::MAX_ACL_ROWS`]).
+    AclRows, AclRow, limits::MAX_ACL_ROWS, Limit::AclRows
+);
+bounded_list!(
+    /// Dialable remote services ([`limits::MAX_ROUTES`]).
+    Routes, Route, limits::MAX_ROUTES, Limit::Routes
+);
+bounded_list!(
+    /// SOCKS5 listeners ([`limits::MAX_SOCKS_LISTENERS`]).
+    SocksListeners, SocksListener, limits::MAX_SOCKS_LISTENERS, Limit::SocksListeners
+);
+bounded_list!(
+    /// Authorised management signers ([`limits::MAX_MGMT_SIGNERS`]).
+    MgmtSigners, MgmtSigner, limits::MAX_MGMT_SIGNERS, Limit::MgmtSigners
+);
+bounded_list!(
+    /// Vertices an agent supervises ([`limits::MAX_VERTICES`]).
+    VertexRefs, VertexRef, limits::MAX_VERTICES, Limit::Vertices
+);
+
+/// A vertex the agent supervises and where its artifact lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VertexRef {
+    /// The vertex name (`flor` in C0).
+    pub name: Name,
+    /// Scope-relative artifact path (`mgmt/vertices/flor.json`).
+    pub artifact: ScopePath,
+}
+
+/// How the agent reaches its rete's config-server: a Florete service on a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigServer {
+    /// The config-read service (`spiffe://<td>/service/config`).
+    pub service: SpiffeId,
+    /// The UDP address of the vertex hosting it.
+    pub addr: Addr,
+}
+
+/// Payload of `mgmt/agent.json` (envelope kind `agent`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// The rete (trust domain).
+    pub rete: TrustDomain,
+    /// This node's name.
+    pub node: Name,
+    /// Scope-relative path of the rete CA certificate.
+    pub ca: ScopePath,
+    /// The node's own principal (`node/<name>`), used to fetch artifacts.
+    pub identity: Principal,
+    /// Where to fetch artifacts from.
+    pub config_server: ConfigServer,
+    /// Seconds between polls of the config-server when all is well.
+    pub poll_interval_s: u32,
+    /// Seconds a new version may run unconfirmed before it is rolled back.
+    pub commit_timeout_s: u32,
+    /// Vertices to supervise.
+    pub vertices: VertexRefs,
+}
+
+/// Payload of `mgmt/vertices/<name>.json` (envelope kind `vertex`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VertexConfig {
+    /// The rete (trust domain).
+    pub rete: TrustDomain,
+    /// The node this vertex runs on.
+    pub node: Name,
+    /// The vertex name (`flor`).
+    pub name: Name,
+    /// Scope-relative path of the rete CA certificate.
+    pub ca: ScopePath,
+    /// UDP address to accept QUIC on; `None` on nodes that only dial (laptops).
+    pub listen: Option<Addr>,
+    /// Seconds of silence after which a QUIC connection or TCP flow is closed.
+    pub idle_timeout_s: u32,
+    /// Principals whose certificates this vertex holds.
+    pub principals: Principals,
+    /// Services this node publishes (server side).
+    pub services: PublishedServices,
+    /// Who may reach which of `services`, sorted by caller.
+    pub acl: AclRows,
+    /// Remote services the held principals may dial (client side).
+    pub routes: Routes,
+    /// Local SOCKS5 listeners, one per caller identity.
+    pub socks: SocksListeners,
+}
+
+/// Where a principal's certificate lives in a scope: `certs/<kind>/[<node>/]<name>.crt`.
+/// One convention for the compiler (which writes it into artifacts) and
+/// `flor enroll` (which installs files there).
+pub fn cert_path(id: &SpiffeId) -> ScopePath {
+    scoped(id, "certs/", ".crt")
+}
+
+/// Where a principal's private key lives in a scope: `keys/<kind>/[<node>/]<name>.key`.
+pub fn key_path(id: &SpiffeId) -> ScopePath {
+    scoped(id, "keys/", ".key")
+}
+
+/// Where the rete CA certificate lives in a scope.
+pub const CA_PATH: &str = "ca.crt";
+
+fn scoped(id: &SpiffeId, dir: &str, ext: &str) -> ScopePath {
+    let mut out = String::new();
+    // Cannot overflow: 6 + 16 + 1 + 63 + 1 + 63 + 4 < MAX_PATH_LEN.
+    let _ = out.push_str(dir);
+    let _ = out.push_str(&id.path());
+    let _ = out.push_str(ext);
+    ScopePath(out)
+}
+
+fn check_path(p: &ScopePath) -> Result<(), ArtifactError> {
+    if p.is_contained() {
+        Ok(())
+    } else {
+        Err(ArtifactError::PathEscapesScope)
+    }
+}
+
+fn check_td(id: &SpiffeId, td: &TrustDomain) -> Result<(), ArtifactError> {
+    if id.trust_domain() == td {
+        Ok(())
+    } else {
+        Err(ArtifactError::ForeignIdentity)
+    }
+}
+
+fn check_unique<T, K: PartialEq>(items: &[T], key: impl Fn(&T) -> &K) -> Result<(), ArtifactError> {
+    // Lists are bounded (<= 512), so the quadratic scan stays under a
+    // quarter-million comparisons once per artifact and needs no allocation.
+    for (i, a) in items.iter().enumerate() {
+        if items[i + 1..].iter().any(|b| key(a) == key(b)) {
+            return Err(ArtifactError::Duplicate);
+        }
+    }
+    Ok(())
+}
+
+impl AgentConfig {
+    /// Checks what the types alone cannot: paths stay in scope, identities are in the rete.
+    pub fn validate(&self) -> Result<(), ArtifactError> {
+        check_path(&self.ca)?;
+        check_path(&self.identity.cert)?;
+        check_path(&self.identity.key)?;
+        check_td(&self.identity.id, &self.rete)?;
+        check_td(&self.config_server.service, &self.rete)?;
+        if self.config_server.service.kind() != Kind::Service {
+            return Err(ArtifactError::NotAService);
+        }
+        for v in self.vertices.iter() {
+            check_path(&v.artifact)?;
+        }
+        check_unique(&self.vertices, |v| &v.name)
+    }
+}
+
+impl VertexConfig {
+    /// Checks what the types alone cannot: indexes in range, rows sorted,
+    /// identities in the rete, SOCKS5 principals held, paths in scope.
+    pub fn validate(&self) -> Result<(), ArtifactError> {
+        check_path(&self.ca)?;
+        for p in self.principals.iter() {
+            check_path(&p.cert)?;
+            check_path(&p.key)?;
+            check_td(&p.id, &self.rete)?;
+        }
+        check_unique(&self.principals, |p| &p.id)?;
+        for s in self.services.iter() {
+            check_td(&s.id, &self.rete)?;
+            if s.id.kind() != Kind::Service {
+                return Err(ArtifactError::NotAService);
+            }
+        }
+        check_unique(&self.services, |s| &s.id)?;
+        let n = self.services.len();
+        let mut prev: Option<&SpiffeId> = None;
+        for row in self.acl.iter() {
+            check_td(&row.caller, &self.rete)?;
+            if prev.is_some_and(|p| p >= &row.caller) {
+                return Err(ArtifactError::AclNotSorted);
+            }
+            prev = Some(&row.caller);
+            if row.services.iter().any(|&i| usize::from(i) >= n) {
+                return Err(ArtifactError::AclIndexOutOfRange);
+            }
+        }
+        for r in self.routes.iter() {
+            check_td(&r.target, &self.rete)?;
+            if r.target.kind() != Kind::Service {
+                return Err(ArtifactError::NotAService);
+            }
+        }
+        check_unique(&self.routes, |r| &r.target)?;
+        for s in self.socks.iter() {
+            if !self.principals.iter().any(|p| p.id == s.principal) {
+                return Err(ArtifactError::UnknownSocksPrincipal);
+            }
+        }
+        check_unique(&self.socks, |s| &s.principal)
+    }
+
+    /// The held principal with this identity.
+    pub fn principal(&self, id: &SpiffeId) -> Option<&Principal> {
+        self.principals.iter().find(|p| &p.id == id)
+    }
+
+    /// The route to a target service.
+    pub fn route(&self, target: &SpiffeId) -> Option<&Route> {
+        self.routes.iter().find(|r| &r.target == target)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample_vertex() -> VertexConfig {
+        let id = |s: &str| SpiffeId::parse(s).unwrap();
+        let path = |s: &str| ScopePath::new(s).unwrap();
+        let mut v = VertexConfig {
+            rete: TrustDomain::new("demo.flor").unwrap(),
+            node: Name::new("beta").unwrap(),
+            name: Name::new("flor").unwrap(),
+            ca: path("ca.crt"),
+            listen: Some(Addr("127.0.0.1:7443".parse().unwrap())),
+            idle_timeout_s: 60,
+            principals: Principals::default(),
+            services: PublishedServices::default(),
+            acl: AclRows::default(),
+            routes: Routes::default(),
+            socks: SocksListeners::default(),
+        };
+        v.principals
+            .push(Principal {
+                id: id("spiffe://demo.flor/service/wiki"),
+                cert: path("certs/service/wiki.crt"),
+                key: path("keys/service/wiki.key"),
+            })
+            .unwrap();
+        v.services
+            .push(PublishedService {
+                id: id("spiffe://demo.flor/service/wiki"),
+                upstream: Addr("127.0.0.1:8080".parse().unwrap()),
+            })
+            .unwrap();
+        v.services
+            .push(PublishedService {
+                id: id("spiffe://demo.flor/service/beta/tcp-echo"),
+                upstream: Addr("127.0.0.1:9000".parse().unwrap()),
+            })
+            .unwrap();
+        let mut both = ServiceIndexes::default();
+        both.push(0).unwrap();
+        both.push(1).unwrap();
+        let mut wiki = ServiceIndexes::default();
+        wiki.push(0).unwrap();
+        v.acl
+            .push(AclRow {
+                caller: id("spiffe://demo.flor/user/alice"),
+                services: both,
+            })
+            .unwrap();
+        v.acl
+            .push(AclRow {
+                caller: id("spiffe://demo.flor/user/bob"),
+                services: wiki,
+            })
+            .unwrap();
+        v
+    }
+
+    #[test]
+    fn scope_paths_follow_the_identity() {
+        let id = SpiffeId::parse("spiffe://demo.flor/service/beta/tcp-echo").unwrap();
+        assert_eq!(cert_path(&id).as_str(), "certs/service/beta/tcp-echo.crt");
+        assert_eq!(key_path(&id).as_str(), "keys/service/beta/tcp-echo.key");
+        assert!(cert_path(&id).is_contained());
+    }
+
+    #[test]
+    fn round_trip_through_device_parser() {
+        let v = sample_vertex();
+        v.validate().unwrap();
+        let json = serde_json::to_vec(&v).unwrap();
+        let back: VertexConfig = parse_payload(&json).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn wire_shape_is_stable() {
+        let json = serde_json::to_string(&sample_vertex()).unwrap();
+        assert!(json.starts_with(r#"{"rete":"demo.flor","node":"beta","name":"flor","ca":"ca.crt","listen":"127.0.0.1:7443""#), "{json}");
+        assert!(
+            json.contains(r#"{"caller":"spiffe://demo.flor/user/alice","services":[0,1]}"#),
+            "{json}"
+        );
+    }
+
+    fn over_by_one(list_field: &str, item: &str, n: usize) -> std::string::String {
+        let v = serde_json::to_value(sample_vertex()).unwrap();
+        let mut v = v;
+        let items: std::vec::Vec<serde_json::Value> = (0..n)
+            .map(|i| serde_json::from_str(&item.replace("{i}", &i.to_string())).unwrap())
+            .collect();
+        v[list_field] = serde_json::Value::Array(items);
+        serde_json::to_string(&v).unwrap()
+    }
+
+    #[test]
+    fn one_over_each_list_limit_is_named() {
+        let cases = [
+            (
+                "principals",
+                r#"{"id":"spiffe://demo.flor/user/u{i}","cert":"c","key":"k"}"#,
+                limits::MAX_PRINCIPALS,
+                Limit::Principals,
+            ),
+            (
+                "services",
+                r#"{"id":"spiffe://demo.flor/service/s{i}","upstream":"127.0.0.1:1"}"#,
+                limits::MAX_SERVICES,
+                Limit::Services,
+            ),
+            (
+                "acl",
+                r#"{"caller":"spiffe://demo.flor/user/u{i}","services":[]}"#,
+                limits::MAX_ACL_ROWS,
+                Limit::AclRows,
+            ),
+            (
+                "routes",
+                r#"{"target":"spiffe://demo.flor/service/s{i}","addr":"127.0.0.1:1"}"#,
+                limits::MAX_ROUTES,
+                Limit::Routes,
+            ),
+            (
+                "socks",
+                r#"{"principal":"spiffe://demo.flor/user/u{i}","port":1080}"#,
+                limits::MAX_SOCKS_LISTENERS,
+                Limit::SocksListeners,
+            ),
+        ];
+        for (field, item, max, limit) in cases {
+            let at = over_by_one(field, item, max);
+            assert!(
+                parse_payload::<VertexConfig>(at.as_bytes()).is_ok(),
+                "{field} at its limit must parse"
+            );
+            let over = over_by_one(field, item, max + 1);
+            assert_eq!(
+                parse_payload::<VertexConfig>(over.as_bytes()),
+                Err(ArtifactError::OverLimit(limit)),
+                "{field}"
+            );
+        }
+        // The grant list of one row.
+        let idx: std::vec::Vec<u8> = (0..=limits::MAX_SERVICES as u8).collect();
+        let over = over_by_one(
+            "acl",
+            &format!(r#"{{"caller":"spiffe://demo.flor/user/u{{i}}","services":{idx:?}}}"#),
+            1,
+        );
+        assert_eq!(
+            parse_payload::<VertexConfig>(over.as_bytes()),
+            Err(ArtifactError::OverLimit(Limit::Services))
+        );
+    }
+
+    #[test]
+    fn one_over_each_text_limit_is_named() {
+        let mut v = serde_json::to_value(sample_vertex()).unwrap();
+        v["ca"] = serde_json::Value::String("c".repeat(limits::MAX_PATH_LEN));
+        assert!(parse_payload::<VertexConfig>(v.to_string().as_bytes()).is_ok());
+        v["ca"] = serde_json::Value::String("c".repeat(limits::MAX_PATH_LEN + 1));
+        assert_eq!(
+            parse_payload::<VertexConfig>(v.to_string().as_bytes()),
+            Err(ArtifactError::OverLimit(Limit::PathLen))
+        );
+
+        let mut v = serde_json::to_value(sample_vertex()).unwrap();
+        v["rete"] = serde_json::Value::String("t".repeat(limits::MAX_TRUST_DOMAIN_LEN + 1));
+        assert_eq!(
+            parse_payload::<VertexConfig>(v.to_string().as_bytes()),
+            Err(ArtifactError::OverLimit(Limit::TrustDomainLen))
+        );
+
+        let mut v = serde_json::to_value(sample_vertex()).unwrap();
+        v["node"] = serde_json::Value::String("n".repeat(limits::MAX_NAME_LEN + 1));
+        assert_eq!(
+            parse_payload::<VertexConfig>(v.to_string().as_bytes()),
+            Err(ArtifactError::OverLimit(Limit::NameLen))
+        );
+
+        let mut v = serde_json::to_value(sample_vertex()).unwrap();
+        v["acl"][0]["caller"] = serde_json::Value::String(format!(
+            "spiffe://demo.flor/user/{}",
+            "a".repeat(limits::MAX_SPIFFE_ID_LEN)
+        ));
+        assert_eq!(
+            parse_payload::<VertexConfig>(v.to_string().as_bytes()),
+            Err(ArtifactError::OverLimit(Limit::SpiffeIdLen))
+        );
+
+        let mut v = serde_json::to_value(sample_vertex()).unwrap();
+        v["listen"] = serde_json::Value::String("1".repeat(limits::MAX_ADDR_LEN + 1));
+        assert_eq!(
+            parse_payload::<VertexConfig>(v.to_string().as_bytes()),
+            Err(ArtifactError::OverLimit(Limit::AddrLen))
+        );
+
+        let big = vec![b' '; limits::MAX_ARTIFACT_BYTES + 1];
+        assert_eq!(
+            parse_payload::<VertexConfig>(&big),
+            Err(ArtifactError::OverLimit(Limit::ArtifactBytes))
+        );
+    }
+
+    #[test]
+    fn malformed_input_is_a_typed_error() {
+        for bad in [&b""[..], b"{", b"null", b"{\"rete\":1}", b"\xff\xfe", b"[]"] {
+            assert_eq!(
+                parse_payload::<VertexConfig>(bad),
+                Err(ArtifactError::Malformed)
+            );
+        }
+        let mut v = serde_json::to_value(sample_vertex()).unwrap();
+        v["listen"] = serde_json::Value::String("example.com:80".into());
+        assert_eq!(
+            parse_payload::<VertexConfig>(v.to_string().as_bytes()),
+            Err(ArtifactError::Malformed)
+        );
+    }
+
+    #[test]
+    fn validate_catches_what_types_cannot() {
+        let mut v = sample_vertex();
+        v.acl.0.swap(0, 1);
+        assert_eq!(v.validate(), Err(ArtifactError::AclNotSorted));
+
+        let mut v = sample_vertex();
+        v.acl.0[0].services.push(7).unwrap();
+        assert_eq!(v.validate(), Err(ArtifactError::AclIndexOutOfRange));
+
+        let mut v = sample_vertex();
+        v.principals.0[0].key = ScopePath::new("../../etc/shadow").unwrap();
+        assert_eq!(v.validate(), Err(ArtifactError::PathEscapesScope));
+        v.principals.0[0].key = ScopePath::new("/etc/shadow").unwrap();
+        assert_eq!(v.validate(), Err(ArtifactError::PathEscapesScope));
+
+        let mut v = sample_vertex();
+        v.services.0[0].id = SpiffeId::parse("spiffe://other/service/wiki").unwrap();
+        assert_eq!(v.validate(), Err(ArtifactError::ForeignIdentity));
+
+        let mut v = sample_vertex();
+        v.services.0[0].id = SpiffeId::parse("spiffe://demo.flor/user/wiki").unwrap();
+        assert_eq!(v.validate(), Err(ArtifactError::NotAService));
+
+        let mut v = sample_vertex();
+        v.socks
+            .push(SocksListener {
+                principal: SpiffeId::parse("spiffe://demo.flor/user/mallory").unwrap(),
+                port: 1080,
+            })
+            .unwrap();
+        assert_eq!(v.validate(), Err(ArtifactError::UnknownSocksPrincipal));
+
+        let mut v = sample_vertex();
+        let dup = v.services[0].clone();
+        v.services.push(dup).unwrap();
+        assert_eq!(v.validate(), Err(ArtifactError::Duplicate));
+    }
+}

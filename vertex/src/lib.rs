@@ -1,0 +1,36 @@
+//! flor-vertex: the core every Florete component builds on.
+//!
+//! A rete is a SPIFFE trust domain whose operator compiles hand-edited YAML
+//! into signed per-node artifacts. This crate holds the types both ends share,
+//! so the producer (retectl, on the operator's workstation) and the consumer
+//! (`flor`, on a router or a Raspberry Pi) cannot drift apart:
+//!
+//! ```text
+//! retectl: YAML -> model -> artifact::{AgentConfig, VertexConfig} -> envelope::seal
+//!                                                                        |
+//! flor:    envelope::open (signer, signature, plane, version) <- bytes <-+
+//!              -> artifact::validate -> acl::Acl (RBAC) + identity::SniRegistry
+//! ```
+//!
+//! Everything here is sans-IO: functions take bytes, names and versions and
+//! return values or typed errors; no sockets, files or clocks. Parsing uses
+//! serde-json-core into fixed-capacity fields whose bounds live in [`limits`].
+//! Nothing here panics on outside input.
+//!
+//! Modules:
+//! - [`identity`]: trust domains, SPIFFE IDs, `Dialable`, `render`/`resolve`/`sni_for` (ADR-0007).
+//! - [`artifact`]: the `agent.json` and `vertices/<name>.json` shapes.
+//! - [`bundle`]: enrollment bundles and CSR requests (operator <-> device).
+//! - [`envelope`]: the Ed25519-signed wrapper and its verifier.
+//! - [`acl`]: RBAC tables, swappable whole behind an `Arc`.
+//! - [`limits`]: every capacity, with its reason.
+
+#![warn(missing_docs)]
+
+pub mod acl;
+pub mod artifact;
+pub mod bundle;
+pub mod envelope;
+pub mod hex;
+pub mod identity;
+pub mod limits;

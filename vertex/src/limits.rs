@@ -1,0 +1,235 @@
+//! Every capacity of the device, in one place, with its reason and its cost.
+//!
+//! The device parses artifacts into fixed-capacity (`heapless`) types, so each
+//! list and string has a ceiling chosen here. `retectl validate` checks every
+//! node's compiled artifact against these same constants, so a rete that would
+//! not fit a device is refused on the operator's workstation, naming the limit.
+//!
+//! Strings are inline, fixed-capacity (`heapless::String`). Lists are heap
+//! vectors that refuse to grow past their limit: a list at its limit inline
+//! would put ~250 KB on the stack of the parsing thread (musl gives threads
+//! 128 KB), while a real pilot's artifact needs a few KB. So raising a list
+//! limit costs nothing until an artifact uses it, and then RAM in proportion;
+//! raising a string limit costs its bytes in every copy of that field.
+
+use core::fmt;
+
+/// Longest trust domain. SPIFFE allows 255; 96 keeps a whole SPIFFE ID under
+/// [`MAX_SPIFFE_ID_LEN`] and is far beyond any name an operator types.
+pub const MAX_TRUST_DOMAIN_LEN: usize = 96;
+
+/// Longest principal or node name: one DNS label (RFC 1035).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Longest SPIFFE ID: `spiffe://` + trust domain + `/management-plane/` + node + `/` + name.
+/// 9 + 96 + 18 + 63 + 1 + 63 = 250, rounded up.
+pub const MAX_SPIFFE_ID_LEN: usize = 256;
+
+/// Longest `.rete` hostname: name + node + trust domain + `._v` + `.rete`, with dots.
+pub const MAX_HOSTNAME_LEN: usize = 256;
+
+/// Longest scope-relative path inside an artifact (`certs/service/beta/tcp-echo.crt`).
+pub const MAX_PATH_LEN: usize = 128;
+
+/// Longest socket address in text (`[ffff:...:ffff]:65535` is 47 bytes; hostnames are not used).
+pub const MAX_ADDR_LEN: usize = 64;
+
+/// Longest short text field (schema version, kind, plane, vertex name).
+pub const MAX_SHORT_LEN: usize = 16;
+
+/// Largest artifact file the device reads. A vertex artifact at every list
+/// limit below is about 170 KB of JSON; 256 KiB leaves room and caps the read.
+pub const MAX_ARTIFACT_BYTES: usize = 256 * 1024;
+
+/// Largest enrollment bundle or CSR request `flor enroll` reads: a CA, a
+/// handful of PEM certificates and keys, and the signer list fit in 64 KiB.
+pub const MAX_BUNDLE_BYTES: usize = 64 * 1024;
+
+/// Largest single JSON string `flor enroll` unescapes from a bundle (one PEM
+/// chain). A P-256 leaf plus its CA is ~1.5 KB of PEM; 16 KiB leaves room.
+pub const MAX_PEM_LEN: usize = 16 * 1024;
+
+/// Principals one bundle may carry (the same bound as a vertex holds).
+pub const MAX_BUNDLE_PRINCIPALS: usize = MAX_PRINCIPALS;
+
+/// Management-plane signers an envelope may authorise. A pilot has one
+/// (`primary`) and briefly two while rotating; 4 leaves room for a spare.
+pub const MAX_MGMT_SIGNERS: usize = 4;
+
+/// Principals one vertex holds certificates for (node identity, hosted
+/// services, users of a laptop). 32 covers a server hosting a handful of
+/// services or a shared workstation; each costs ~650 bytes of parse RAM.
+pub const MAX_PRINCIPALS: usize = 32;
+
+/// Services one node publishes. 64 so an ACL row's grant fits one `u64` bitmask.
+pub const MAX_SERVICES: usize = 64;
+const _: () = assert!(MAX_SERVICES <= 64, "ACL grants are a u64 bitmask");
+
+/// Distinct callers allowed to reach any service of one node. 512 rows of
+/// ~264 bytes is ~135 KB of parse RAM; a 20-user pilot needs about 30.
+pub const MAX_ACL_ROWS: usize = 512;
+
+/// Remote services this node's principals may dial (SOCKS5 targets). Each
+/// costs ~330 bytes of parse RAM.
+pub const MAX_ROUTES: usize = 128;
+
+/// SOCKS5 listeners on one node, one per caller identity.
+pub const MAX_SOCKS_LISTENERS: usize = 16;
+
+/// Vertices one agent supervises. C0 runs exactly one; C1 adds the mesh vertex.
+pub const MAX_VERTICES: usize = 2;
+
+/// A named limit, reported when an input does not fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// [`MAX_TRUST_DOMAIN_LEN`]
+    TrustDomainLen,
+    /// [`MAX_NAME_LEN`]
+    NameLen,
+    /// [`MAX_SPIFFE_ID_LEN`]
+    SpiffeIdLen,
+    /// [`MAX_HOSTNAME_LEN`]
+    HostnameLen,
+    /// [`MAX_PATH_LEN`]
+    PathLen,
+    /// [`MAX_ADDR_LEN`]
+    AddrLen,
+    /// [`MAX_SHORT_LEN`]
+    ShortLen,
+    /// [`MAX_ARTIFACT_BYTES`]
+    ArtifactBytes,
+    /// [`MAX_MGMT_SIGNERS`]
+    MgmtSigners,
+    /// [`MAX_PRINCIPALS`]
+    Principals,
+    /// [`MAX_SERVICES`]
+    Services,
+    /// [`MAX_ACL_ROWS`]
+    AclRows,
+    /// [`MAX_ROUTES`]
+    Routes,
+    /// [`MAX_SOCKS_LISTENERS`]
+    SocksListeners,
+    /// [`MAX_VERTICES`]
+    Vertices,
+    /// [`MAX_BUNDLE_BYTES`]
+    BundleBytes,
+    /// [`MAX_PEM_LEN`]
+    PemLen,
+}
+
+impl Limit {
+    /// Every limit, for tables and for mapping a parser message back to its limit.
+    pub const ALL: [Limit; 17] = [
+        Limit::TrustDomainLen,
+        Limit::NameLen,
+        Limit::SpiffeIdLen,
+        Limit::HostnameLen,
+        Limit::PathLen,
+        Limit::AddrLen,
+        Limit::ShortLen,
+        Limit::ArtifactBytes,
+        Limit::MgmtSigners,
+        Limit::Principals,
+        Limit::Services,
+        Limit::AclRows,
+        Limit::Routes,
+        Limit::SocksListeners,
+        Limit::Vertices,
+        Limit::BundleBytes,
+        Limit::PemLen,
+    ];
+
+    /// The constant's name, as written in this module.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Limit::TrustDomainLen => "MAX_TRUST_DOMAIN_LEN",
+            Limit::NameLen => "MAX_NAME_LEN",
+            Limit::SpiffeIdLen => "MAX_SPIFFE_ID_LEN",
+            Limit::HostnameLen => "MAX_HOSTNAME_LEN",
+            Limit::PathLen => "MAX_PATH_LEN",
+            Limit::AddrLen => "MAX_ADDR_LEN",
+            Limit::ShortLen => "MAX_SHORT_LEN",
+            Limit::ArtifactBytes => "MAX_ARTIFACT_BYTES",
+            Limit::MgmtSigners => "MAX_MGMT_SIGNERS",
+            Limit::Principals => "MAX_PRINCIPALS",
+            Limit::Services => "MAX_SERVICES",
+            Limit::AclRows => "MAX_ACL_ROWS",
+            Limit::Routes => "MAX_ROUTES",
+            Limit::SocksListeners => "MAX_SOCKS_LISTENERS",
+            Limit::Vertices => "MAX_VERTICES",
+            Limit::BundleBytes => "MAX_BUNDLE_BYTES",
+            Limit::PemLen => "MAX_PEM_LEN",
+        }
+    }
+
+    /// The capacity the limit stands for.
+    pub const fn value(self) -> usize {
+        match self {
+            Limit::TrustDomainLen => MAX_TRUST_DOMAIN_LEN,
+            Limit::NameLen => MAX_NAME_LEN,
+            Limit::SpiffeIdLen => MAX_SPIFFE_ID_LEN,
+            Limit::HostnameLen => MAX_HOSTNAME_LEN,
+            Limit::PathLen => MAX_PATH_LEN,
+            Limit::AddrLen => MAX_ADDR_LEN,
+            Limit::ShortLen => MAX_SHORT_LEN,
+            Limit::ArtifactBytes => MAX_ARTIFACT_BYTES,
+            Limit::MgmtSigners => MAX_MGMT_SIGNERS,
+            Limit::Principals => MAX_PRINCIPALS,
+            Limit::Services => MAX_SERVICES,
+            Limit::AclRows => MAX_ACL_ROWS,
+            Limit::Routes => MAX_ROUTES,
+            Limit::SocksListeners => MAX_SOCKS_LISTENERS,
+            Limit::Vertices => MAX_VERTICES,
+            Limit::BundleBytes => MAX_BUNDLE_BYTES,
+            Limit::PemLen => MAX_PEM_LEN,
+        }
+    }
+
+    /// Finds the limit whose name is `name`.
+    pub fn from_name(name: &str) -> Option<Limit> {
+        Limit::ALL.iter().copied().find(|l| l.name() == name)
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())?;
+        f.write_str(" (")?;
+        fmt::Display::fmt(&self.value(), f)?;
+        f.write_str(")")
+    }
+}
+
+std::thread_local! {
+    static EXCEEDED: core::cell::Cell<Option<Limit>> = const { core::cell::Cell::new(None) };
+}
+
+/// Records that a bounded value being parsed on this thread ran past `limit`.
+///
+/// serde-json-core reduces custom errors to one message-less variant (its
+/// message-carrying variant can panic on long serde messages), so bounded
+/// types record the limit here and the artifact parser reads it back with
+/// [`take_exceeded_limit`] to name the limit in its error.
+pub fn record_exceeded(limit: Limit) {
+    EXCEEDED.with(|c| c.set(Some(limit)));
+}
+
+/// Takes (and clears) the limit recorded by the last failed parse on this thread.
+pub fn take_exceeded_limit() -> Option<Limit> {
+    EXCEEDED.with(|c| c.take())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for l in Limit::ALL {
+            assert_eq!(Limit::from_name(l.name()), Some(l));
+        }
+        assert_eq!(Limit::from_name("MAX_NOTHING"), None);
+    }
+}
