@@ -7,6 +7,7 @@
 
 mod fsutil;
 mod scope;
+mod vertex_cmd;
 
 use argh::FromArgs;
 
@@ -22,12 +23,26 @@ struct Flor {
 
 #[derive(FromArgs)]
 #[argh(subcommand)]
-enum Cmd {}
+enum Cmd {
+    Vertex(vertex_cmd::VertexCmd),
+}
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let flor: Flor = argh::from_env();
-    if flor.version || flor.cmd.is_none() {
-        println!("flor {}", env!("CARGO_PKG_VERSION"));
+    let result: Result<(), Box<dyn std::error::Error>> = match flor.cmd {
+        _ if flor.version => {
+            println!("flor {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Some(Cmd::Vertex(c)) => c.run().map_err(Into::into),
+        None => {
+            println!("flor {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("flor: {e}");
+        std::process::exit(1);
     }
 }

@@ -12,7 +12,7 @@
 //!              -> artifact::validate -> acl::Acl (RBAC) + identity::SniRegistry
 //! ```
 //!
-//! Everything here is sans-IO: functions take bytes, names and versions and
+//! Everything here except `net` is sans-IO: functions take bytes, names and versions and
 //! return values or typed errors; no sockets, files or clocks. Parsing uses
 //! serde-json-core into fixed-capacity fields whose bounds live in [`limits`].
 //! Nothing here panics on outside input.
@@ -23,7 +23,10 @@
 //! - [`bundle`]: enrollment bundles and CSR requests (operator <-> device).
 //! - [`envelope`]: the Ed25519-signed wrapper and its verifier.
 //! - [`acl`]: RBAC tables, swappable whole behind an `Arc`.
+//! - [`socks5`]: SOCKS5 ingress parsing (sans-IO).
+//! - [`wire`]: the stream preamble and close codes of the data plane.
 //! - [`limits`]: every capacity, with its reason.
+//! - `net` (feature `net`): the QUIC/mTLS data plane on smol — the only I/O in this crate.
 
 #![warn(missing_docs)]
 
@@ -34,3 +37,7 @@ pub mod envelope;
 pub mod hex;
 pub mod identity;
 pub mod limits;
+#[cfg(feature = "net")]
+pub mod net;
+pub mod socks5;
+pub mod wire;

@@ -79,6 +79,42 @@ pub const MAX_SOCKS_LISTENERS: usize = 16;
 /// Vertices one agent supervises. C0 runs exactly one; C1 adds the mesh vertex.
 pub const MAX_VERTICES: usize = 2;
 
+/// QUIC connections one vertex serves at once; one more is refused (close
+/// code OVERLOADED). A connection serves one (caller, target) pair, so 256
+/// covers 20 users times a handful of services with room to spare.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Concurrent flows (bidirectional streams) one QUIC connection may carry.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// Concurrent flows a vertex forwards, server and client side each. Every flow
+/// costs two [`FLOW_BUFFER_BYTES`] buffers, so 1,024 flows cap forwarding
+/// buffers at 32 MiB; beyond it new flows get "overloaded".
+pub const MAX_FLOWS: usize = 1024;
+
+/// Bytes of the fixed buffer each direction of a flow copies through. 16 KiB
+/// keeps syscalls per megabyte low on loopback and RAM bounded on a router.
+pub const FLOW_BUFFER_BYTES: usize = 16 * 1024;
+
+/// QUIC receive window of one stream: how much one flow may have in flight.
+/// 1 MiB keeps a LAN link full; a router pays it only for flows that fill it.
+pub const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
+
+/// QUIC receive window of one connection (all its flows together).
+pub const CONNECTION_RECEIVE_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// QUIC send window of one connection.
+pub const SEND_WINDOW: u64 = 4 * 1024 * 1024;
+
+/// Seconds a QUIC handshake or a SOCKS5 negotiation may take.
+pub const HANDSHAKE_TIMEOUT_S: u64 = 10;
+
+/// Seconds the server waits for an upstream TCP connect.
+pub const UPSTREAM_CONNECT_TIMEOUT_S: u64 = 5;
+
+/// Seconds between QUIC keep-alives on a warm connection (keeps NAT bindings).
+pub const KEEP_ALIVE_S: u64 = 15;
+
 /// A named limit, reported when an input does not fit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

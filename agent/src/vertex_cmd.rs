@@ -1,0 +1,221 @@
+//! `flor vertex run`: the data-plane process the agent supervises.
+//!
+//! It reads `mgmt/vertices/<name>.json` from the scope, verifies the envelope
+//! against the scope's trusted management signers, loads the certificates
+//! the artifact names, binds, and then writes its actual bindings to
+//! `<runtime root>/vertices/<name>.status.json`. That file appearing is the
+//! vertex's "ready" signal to the agent; the process then serves until killed.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use argh::FromArgs;
+use flor_vertex::artifact::{Addr, ArtifactError, VertexConfig};
+use flor_vertex::envelope::{self, ArtifactKind, EnvelopeError, Expect};
+use flor_vertex::identity::SpiffeId;
+use flor_vertex::limits::{MAX_ARTIFACT_BYTES, MAX_SOCKS_LISTENERS};
+use flor_vertex::net::{self, Credentials, NetError, VertexSetup};
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+use crate::scope::{Scope, ScopeError};
+
+/// Largest PEM file (certificate chain or key) a vertex reads.
+const MAX_PEM_FILE: usize = flor_vertex::limits::MAX_PEM_LEN;
+
+/// Vertex commands.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "vertex")]
+pub struct VertexCmd {
+    #[argh(subcommand)]
+    cmd: VertexSub,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum VertexSub {
+    Run(RunArgs),
+}
+
+/// Run a vertex in the foreground (normally started by `flor agent run`).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "run")]
+struct RunArgs {
+    /// rete scope (default: the only one enrolled)
+    #[argh(option)]
+    rete: Option<String>,
+    /// vertex name (default: flor)
+    #[argh(option, default = "String::from(\"flor\")")]
+    name: String,
+}
+
+/// Why a vertex could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum VertexCmdError {
+    /// The scope is not enrolled or unreadable.
+    Scope(ScopeError),
+    /// A file the artifact needs could not be read.
+    Read(PathBuf, std::io::Error),
+    /// The artifact's envelope was refused.
+    Envelope(PathBuf, EnvelopeError),
+    /// The artifact's payload is inconsistent.
+    Artifact(PathBuf, ArtifactError),
+    /// A certificate or key was refused.
+    Credentials(Box<SpiffeId>, NetError),
+    /// Binding or TLS setup failed.
+    Net(NetError),
+    /// The status file could not be written.
+    Status(PathBuf, std::io::Error),
+    /// The vertex name is not a valid name.
+    BadName(String),
+}
+
+impl fmt::Display for VertexCmdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VertexCmdError::Scope(e) => write!(f, "{e}"),
+            VertexCmdError::Read(p, e) => write!(f, "{}: {e}", p.display()),
+            VertexCmdError::Envelope(p, e) => write!(f, "{}: refused: {e}", p.display()),
+            VertexCmdError::Artifact(p, e) => write!(f, "{}: {e}", p.display()),
+            VertexCmdError::Credentials(id, e) => write!(f, "credentials of {id}: {e}"),
+            VertexCmdError::Net(e) => write!(f, "{e}"),
+            VertexCmdError::Status(p, e) => write!(f, "cannot write {}: {e}", p.display()),
+            VertexCmdError::BadName(n) => write!(f, "vertex name {n:?} is not a valid name"),
+        }
+    }
+}
+
+impl std::error::Error for VertexCmdError {}
+
+/// One SOCKS5 listener as the vertex bound it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocksStatus {
+    /// The caller identity of the listener.
+    pub principal: SpiffeId,
+    /// Preferred port (artifact port + scope offset).
+    pub preferred: u16,
+    /// Bound port.
+    pub actual: u16,
+}
+
+/// `<runtime>/vertices/<name>.status.json`: what a running vertex bound.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VertexStatus {
+    /// The vertex process.
+    pub pid: u32,
+    /// The artifact version it runs.
+    pub version: u32,
+    /// Bound QUIC address, if it serves.
+    pub udp: Option<Addr>,
+    /// Bound SOCKS5 listeners.
+    pub socks: heapless::Vec<SocksStatus, MAX_SOCKS_LISTENERS>,
+}
+
+impl VertexStatus {
+    /// Where a scope's vertex writes its status.
+    pub fn path(scope: &Scope, name: &str) -> PathBuf {
+        scope
+            .runtime
+            .join("vertices")
+            .join(format!("{name}.status.json"))
+    }
+
+    /// Reads a status file (None if absent or unreadable: the vertex is not ready).
+    #[allow(dead_code)] // read by `flor agent status` (agent work in progress)
+    pub fn read(path: &Path) -> Option<VertexStatus> {
+        let bytes = fsutil::read_bounded(path, 8 * 1024).ok()?;
+        flor_vertex::artifact::parse_payload(&bytes).ok()
+    }
+}
+
+fn read(path: PathBuf, max: usize) -> Result<Vec<u8>, VertexCmdError> {
+    fsutil::read_bounded(&path, max).map_err(|e| VertexCmdError::Read(path, e))
+}
+
+/// Loads and verifies everything a vertex needs from its scope.
+pub fn load(scope: &Scope, name: &str) -> Result<(VertexSetup, u32), VertexCmdError> {
+    flor_vertex::identity::Name::new(name)
+        .map_err(|_| VertexCmdError::BadName(name.to_string()))?;
+    let info = scope.info().map_err(VertexCmdError::Scope)?;
+    let path = scope
+        .install
+        .join("mgmt/vertices")
+        .join(format!("{name}.json"));
+    let bytes = read(path.clone(), MAX_ARTIFACT_BYTES)?;
+    let expect = Expect {
+        kind: ArtifactKind::Vertex,
+        rete: &info.rete,
+        node: &info.node,
+        trusted: &info.mgmt_signers,
+        // The agent enforces monotonic versions when it installs; the vertex
+        // runs whatever verified artifact is installed (a rollback included).
+        current_version: None,
+    };
+    let opened = envelope::open::<VertexConfig>(&bytes, &expect)
+        .map_err(|e| VertexCmdError::Envelope(path.clone(), e))?;
+    let cfg = opened.payload;
+    cfg.validate()
+        .map_err(|e| VertexCmdError::Artifact(path, e))?;
+    let ca_pem = read(scope.path(&cfg.ca), MAX_PEM_FILE)?;
+    let mut credentials = Vec::with_capacity(cfg.principals.len());
+    for p in cfg.principals.iter() {
+        let cert = read(scope.path(&p.cert), MAX_PEM_FILE)?;
+        let key = read(scope.path(&p.key), MAX_PEM_FILE)?;
+        let c = Credentials::from_pem(p.id.clone(), &cert, &key)
+            .map_err(|e| VertexCmdError::Credentials(Box::new(p.id.clone()), e))?;
+        credentials.push(Arc::new(c));
+    }
+    let setup = VertexSetup {
+        cfg,
+        ca_pem,
+        credentials,
+        port_offset: info.port_offset,
+        socks_ip: net::SOCKS_IP,
+    };
+    Ok((setup, opened.header.version))
+}
+
+impl VertexCmd {
+    /// Runs the subcommand; returns only on error.
+    pub fn run(self) -> Result<(), VertexCmdError> {
+        let VertexSub::Run(args) = self.cmd;
+        let scope = Scope::find(args.rete.as_deref()).map_err(VertexCmdError::Scope)?;
+        let status_path = VertexStatus::path(&scope, &args.name);
+        // A stale status from an earlier process must not read as "ready".
+        let _ = std::fs::remove_file(&status_path);
+        let (setup, version) = load(&scope, &args.name)?;
+        smol::block_on(async {
+            let running = net::start(setup).map_err(VertexCmdError::Net)?;
+            let mut socks = heapless::Vec::new();
+            for b in &running.socks {
+                let _ = socks.push(SocksStatus {
+                    principal: b.principal.clone(),
+                    preferred: b.preferred,
+                    actual: b.actual,
+                });
+            }
+            let status = VertexStatus {
+                pid: std::process::id(),
+                version,
+                udp: running.udp.map(Addr),
+                socks,
+            };
+            let mut buf = vec![0u8; 8 * 1024];
+            let n = serde_json_core::to_slice(&status, &mut buf).map_err(|_| {
+                VertexCmdError::Status(status_path.clone(), std::io::ErrorKind::InvalidData.into())
+            })?;
+            buf.truncate(n);
+            fsutil::write_atomic(&status_path, &buf, 0o644)
+                .map_err(|e| VertexCmdError::Status(status_path.clone(), e))?;
+            log::info!(
+                "vertex ready: version {version}, status in {}",
+                status_path.display()
+            );
+            smol::future::pending::<()>().await;
+            drop(running);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,235 @@
+//! The serving side: accept QUIC connections, learn who calls (the caller's
+//! SVID) and what for (the SNI, looked up), ask the ACL, and forward each
+//! allowed stream to the service's upstream.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::sign::CertifiedKey;
+use smol::future;
+use smol::net::TcpStream;
+use smol::Timer;
+
+use super::forward::pump;
+use super::take_slot;
+use super::tls::spiffe_id_of;
+use crate::acl::{AclHandle, Verdict as AclVerdict};
+use crate::identity::{Dialable, SniRegistry, SpiffeId, TrustDomain};
+use crate::limits::{HANDSHAKE_TIMEOUT_S, MAX_CONNECTIONS, MAX_FLOWS, UPSTREAM_CONNECT_TIMEOUT_S};
+use crate::wire::{close, Verdict, STREAM_HELLO};
+
+/// Everything the serving side needs, shared by all connections.
+#[derive(Debug)]
+pub struct ServerCtx {
+    /// This rete.
+    pub td: TrustDomain,
+    /// Published identities by SNI.
+    pub registry: Arc<SniRegistry<Arc<CertifiedKey>>>,
+    /// Service -> upstream TCP address.
+    pub upstreams: HashMap<SpiffeId, SocketAddr>,
+    /// The RBAC table, swappable whole.
+    pub acl: Arc<AclHandle>,
+    /// Idle timeout of a flow.
+    pub idle: Duration,
+    /// Connections being served.
+    pub connections: AtomicUsize,
+    /// Flows being forwarded.
+    pub flows: AtomicUsize,
+}
+
+fn code(c: u32) -> quinn::VarInt {
+    quinn::VarInt::from_u32(c)
+}
+
+/// Accepts connections on `endpoint` until it is closed.
+pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<ServerCtx>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let ctx = Arc::clone(&ctx);
+        smol::spawn(async move {
+            let Some(_slot) = take_slot(&ctx.connections, MAX_CONNECTIONS) else {
+                log::warn!(
+                    "refused connection from {}: at MAX_CONNECTIONS ({MAX_CONNECTIONS})",
+                    incoming.remote_address()
+                );
+                incoming.refuse();
+                return;
+            };
+            let remote = incoming.remote_address();
+            let handshake = async { incoming.await.ok() };
+            let timeout = async {
+                Timer::after(Duration::from_secs(HANDSHAKE_TIMEOUT_S)).await;
+                None
+            };
+            match future::or(handshake, timeout).await {
+                Some(conn) => connection(conn, &ctx).await,
+                None => {
+                    log::warn!("refused connection from {remote}: handshake failed or timed out")
+                }
+            }
+        })
+        .detach();
+    }
+}
+
+/// Why a connection is closed right after its handshake: close code, reason, caller if known.
+type Refusal = (u32, &'static str, Option<Box<SpiffeId>>);
+
+/// Who is calling and what for, once the handshake is done.
+fn identify(conn: &quinn::Connection, ctx: &ServerCtx) -> Result<(SpiffeId, Dialable), Refusal> {
+    let caller = conn
+        .peer_identity()
+        .and_then(|any| {
+            any.downcast::<Vec<pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .ok_or((close::BAD_IDENTITY, "no client certificate", None))?;
+    let leaf = caller
+        .first()
+        .ok_or((close::BAD_IDENTITY, "empty client chain", None))?;
+    let caller = spiffe_id_of(leaf, &ctx.td).map_err(|e| {
+        log::warn!("refused caller from {}: {e}", conn.remote_address());
+        (
+            close::BAD_IDENTITY,
+            "caller certificate names no principal of this rete",
+            None,
+        )
+    })?;
+    let sni = conn
+        .handshake_data()
+        .and_then(|any| any.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.server_name)
+        .ok_or((
+            close::UNKNOWN_SERVICE,
+            "no SNI",
+            Some(Box::new(caller.clone())),
+        ))?;
+    let (target, _) = ctx.registry.lookup(&sni).ok_or((
+        close::UNKNOWN_SERVICE,
+        "SNI names nothing published",
+        Some(Box::new(caller.clone())),
+    ))?;
+    Ok((caller, target.clone()))
+}
+
+async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
+    let (caller, target) = match identify(&conn, ctx) {
+        Ok(x) => x,
+        Err((c, reason, caller)) => {
+            match caller {
+                Some(id) => log::warn!("refused {id} from {}: {reason}", conn.remote_address()),
+                None => log::warn!("refused caller from {}: {reason}", conn.remote_address()),
+            }
+            conn.close(code(c), reason.as_bytes());
+            return;
+        }
+    };
+    if let Some(reason) = acl_refusal(ctx, &caller, target.id()) {
+        log::warn!("refused {caller} -> {target}: {}", reason.as_str());
+        let c = if reason == Verdict::Denied {
+            close::DENIED
+        } else {
+            close::UNKNOWN_SERVICE
+        };
+        conn.close(code(c), reason.as_str().as_bytes());
+        return;
+    }
+    log::debug!(
+        "connection {caller} -> {target} from {}",
+        conn.remote_address()
+    );
+    let caller = Arc::new(caller);
+    let target = Arc::new(target);
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                let ctx = Arc::clone(ctx);
+                let (caller, target) = (Arc::clone(&caller), Arc::clone(&target));
+                smol::spawn(async move { stream(send, recv, &ctx, &caller, &target).await })
+                    .detach();
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+fn acl_refusal(ctx: &ServerCtx, caller: &SpiffeId, target: &SpiffeId) -> Option<Verdict> {
+    match ctx.acl.load().check(caller, target) {
+        AclVerdict::Allowed => None,
+        AclVerdict::Denied => Some(Verdict::Denied),
+        AclVerdict::UnknownService => Some(Verdict::UnknownService),
+    }
+}
+
+async fn refuse_stream(mut send: quinn::SendStream, verdict: Verdict) {
+    let _ = send.write_all(&[verdict as u8]).await;
+    let _ = send.finish();
+    // Wait for the verdict to be delivered before the stream is dropped.
+    let _ = future::or(async { send.stopped().await.ok().flatten() }, async {
+        Timer::after(Duration::from_secs(2)).await;
+        None
+    })
+    .await;
+}
+
+async fn stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    ctx: &ServerCtx,
+    caller: &SpiffeId,
+    target: &Dialable,
+) {
+    let mut hello = [0u8; 1];
+    if recv.read_exact(&mut hello).await.is_err() || hello[0] != STREAM_HELLO {
+        log::warn!("refused stream {caller} -> {target}: bad preamble");
+        let _ = send.reset(code(close::BAD_PREAMBLE));
+        return;
+    }
+    let Some(_flow) = take_slot(&ctx.flows, MAX_FLOWS) else {
+        log::warn!("refused flow {caller} -> {target}: at MAX_FLOWS ({MAX_FLOWS})");
+        return refuse_stream(send, Verdict::Overloaded).await;
+    };
+    // Checked per flow as well: an ACL swapped since the handshake applies to new flows.
+    if let Some(v) = acl_refusal(ctx, caller, target.id()) {
+        log::warn!("refused flow {caller} -> {target}: {}", v.as_str());
+        return refuse_stream(send, v).await;
+    }
+    let Some(&upstream) = ctx.upstreams.get(target.id()) else {
+        log::warn!("refused flow {caller} -> {target}: no upstream configured");
+        return refuse_stream(send, Verdict::UnknownService).await;
+    };
+    let connect = async { Some(TcpStream::connect(upstream).await) };
+    let timeout = async {
+        Timer::after(Duration::from_secs(UPSTREAM_CONNECT_TIMEOUT_S)).await;
+        None
+    };
+    let tcp = match future::or(connect, timeout).await {
+        Some(Ok(tcp)) => tcp,
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            log::warn!("flow {caller} -> {target}: upstream {upstream} refused the connection");
+            return refuse_stream(send, Verdict::UpstreamRefused).await;
+        }
+        Some(Err(e)) => {
+            log::warn!("flow {caller} -> {target}: upstream {upstream}: {e}");
+            return refuse_stream(send, Verdict::UpstreamUnreachable).await;
+        }
+        None => {
+            log::warn!("flow {caller} -> {target}: upstream {upstream} did not answer");
+            return refuse_stream(send, Verdict::UpstreamUnreachable).await;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    if send.write_all(&[Verdict::Allowed as u8]).await.is_err() {
+        return;
+    }
+    match pump(send, recv, tcp, ctx.idle).await {
+        Ok(m) => log::debug!(
+            "flow {caller} -> {target} done: {} bytes in, {} out",
+            m.to_peer,
+            m.from_peer
+        ),
+        Err(e) => log::info!("flow {caller} -> {target} ended: {e}"),
+    }
+}

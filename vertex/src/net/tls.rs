@@ -1,0 +1,294 @@
+//! mTLS for the data plane: credentials, the server's certificate choice by
+//! SNI lookup, the client's exact-SAN check, and reading a peer's SPIFFE ID.
+//!
+//! Trust is the rete CA alone. The server requires a client certificate that
+//! chains to it; the client accepts a server only if its chain ends at the CA
+//! and its leaf's one URI SAN equals the target it dialed (ADR-0007: exact SAN
+//! match is the gate; SNI is a routing hint that is looked up, never parsed).
+
+use std::sync::Arc;
+
+use pki_types::pem::PemObject;
+use pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::NetError;
+use crate::identity::{Dialable, SniRegistry, SpiffeId, TrustDomain};
+use crate::wire::ALPN;
+
+/// A principal's certificate chain and private key, ready for TLS.
+#[derive(Debug)]
+pub struct Credentials {
+    /// The principal, as in the leaf's URI SAN.
+    pub id: SpiffeId,
+    key: Arc<CertifiedKey>,
+}
+
+impl Credentials {
+    /// Loads PEM files; refuses a leaf whose SPIFFE ID is not `id`, so a
+    /// misplaced file fails at start, not at the first handshake.
+    pub fn from_pem(id: SpiffeId, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, NetError> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|_| NetError::BadPem("certificate"))?;
+        let leaf = chain.first().ok_or(NetError::BadPem("certificate"))?;
+        let found = spiffe_id_of(leaf, id.trust_domain()).map_err(NetError::BadCertificate)?;
+        if found != id {
+            return Err(NetError::CertificateIdMismatch(Box::new(id)));
+        }
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| NetError::BadPem("private key"))?;
+        let signing = provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|_| NetError::BadPem("private key"))?;
+        let certified = CertifiedKey::new(chain, signing);
+        certified.keys_match().map_err(|_| NetError::KeyMismatch)?;
+        Ok(Credentials {
+            id,
+            key: Arc::new(certified),
+        })
+    }
+}
+
+/// Presents the caller's one certificate whatever the server asks.
+#[derive(Debug)]
+struct OneClientCert(Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for OneClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The crypto provider: rustls with ring (one copy of ring on the router).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Loads the rete CA (one or more PEM certificates) as the only trust anchor.
+pub fn load_ca(pem: &[u8]) -> Result<Arc<RootCertStore>, NetError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|_| NetError::BadPem("CA certificate"))?;
+        roots
+            .add(cert)
+            .map_err(|_| NetError::BadPem("CA certificate"))?;
+    }
+    if roots.is_empty() {
+        return Err(NetError::BadPem("CA certificate"));
+    }
+    Ok(Arc::new(roots))
+}
+
+/// Why a peer certificate does not name a principal of this rete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerIdError {
+    /// The certificate does not parse.
+    Unparseable,
+    /// No `spiffe://` URI SAN.
+    NoSpiffeId,
+    /// More than one `spiffe://` URI SAN.
+    SeveralSpiffeIds,
+    /// The URI is not a valid SPIFFE ID.
+    BadSpiffeId,
+    /// The SPIFFE ID is in another trust domain.
+    ForeignTrustDomain,
+}
+
+impl core::fmt::Display for PeerIdError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            PeerIdError::Unparseable => "certificate does not parse",
+            PeerIdError::NoSpiffeId => "certificate has no spiffe:// URI SAN",
+            PeerIdError::SeveralSpiffeIds => "certificate has more than one spiffe:// URI SAN",
+            PeerIdError::BadSpiffeId => "certificate URI SAN is not a valid SPIFFE ID",
+            PeerIdError::ForeignTrustDomain => "certificate SPIFFE ID is in another trust domain",
+        })
+    }
+}
+
+/// The one SPIFFE ID a certificate names, in trust domain `td`.
+pub fn spiffe_id_of(cert: &CertificateDer<'_>, td: &TrustDomain) -> Result<SpiffeId, PeerIdError> {
+    let ee = webpki::EndEntityCert::try_from(cert).map_err(|_| PeerIdError::Unparseable)?;
+    let mut uris = ee.valid_uri_names().filter(|u| u.starts_with("spiffe://"));
+    let uri = uris.next().ok_or(PeerIdError::NoSpiffeId)?;
+    if uris.next().is_some() {
+        return Err(PeerIdError::SeveralSpiffeIds);
+    }
+    let id = SpiffeId::parse(uri).map_err(|_| PeerIdError::BadSpiffeId)?;
+    if id.trust_domain() != td {
+        return Err(PeerIdError::ForeignTrustDomain);
+    }
+    Ok(id)
+}
+
+/// Picks the certificate to present by looking the SNI up in the registry.
+#[derive(Debug)]
+struct SniResolver(Arc<SniRegistry<Arc<CertifiedKey>>>);
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let sni = hello.server_name()?;
+        match self.0.lookup(sni) {
+            Some((_, key)) => Some(Arc::clone(key)),
+            None => {
+                log::warn!("refused handshake: SNI {sni} names nothing published here");
+                None
+            }
+        }
+    }
+}
+
+/// Builds the registry of published identities from held credentials.
+pub fn registry(published: &[(Dialable, Arc<Credentials>)]) -> SniRegistry<Arc<CertifiedKey>> {
+    let mut reg = SniRegistry::new();
+    for (d, creds) in published {
+        reg.publish(d.clone(), Arc::clone(&creds.key));
+    }
+    reg
+}
+
+/// The rustls server config of a vertex: client certificates required and
+/// chained to the rete CA; server certificate chosen by SNI lookup.
+pub fn server_config(
+    roots: Arc<RootCertStore>,
+    registry: Arc<SniRegistry<Arc<CertifiedKey>>>,
+) -> Result<rustls::ServerConfig, NetError> {
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(&provider))
+        .build()
+        .map_err(|_| NetError::Tls("client verifier"))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|_| NetError::Tls("TLS 1.3"))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(SniResolver(registry)));
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(cfg)
+}
+
+/// The rustls client config for one (caller, target) connection.
+pub fn client_config(
+    roots: Arc<RootCertStore>,
+    caller: &Credentials,
+    target: &Dialable,
+) -> Result<rustls::ClientConfig, NetError> {
+    let provider = provider();
+    let verifier = ExactSanVerifier {
+        roots,
+        expected: target.id().clone(),
+        provider: Arc::clone(&provider),
+    };
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|_| NetError::Tls("TLS 1.3"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_cert_resolver(Arc::new(OneClientCert(Arc::clone(&caller.key))));
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(cfg)
+}
+
+/// Accepts a server only if its chain ends at the rete CA and its leaf's one
+/// URI SAN is exactly the dialed target. The SNI plays no part in the check.
+#[derive(Debug)]
+struct ExactSanVerifier {
+    roots: Arc<RootCertStore>,
+    expected: SpiffeId,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for ExactSanVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ee = webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        ee.verify_for_usage(
+            self.provider.signature_verification_algorithms.all,
+            &self.roots.roots,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| {
+            log::warn!(
+                "refused server {}: certificate does not chain to the rete CA ({e})",
+                self.expected
+            );
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+        })?;
+        match spiffe_id_of(end_entity, self.expected.trust_domain()) {
+            Ok(id) if id == self.expected => Ok(ServerCertVerified::assertion()),
+            Ok(id) => {
+                log::warn!(
+                    "refused server: presented {id} where {} was dialed",
+                    self.expected
+                );
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName,
+                ))
+            }
+            Err(e) => {
+                log::warn!("refused server {}: {e}", self.expected);
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName,
+                ))
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // TLS 1.3 only (QUIC); a TLS 1.2 signature is never legitimate here.
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,0 +1,188 @@
+//! Assembles a running vertex from a verified artifact and its credentials:
+//! the serving endpoint, the dialer, and one SOCKS5 listener per caller identity.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::dial::{client_endpoint, Dialer};
+use super::serve::{serve, ServerCtx};
+use super::socks::{bind_preferred, serve_socks, SocksCtx};
+use super::tls::{load_ca, registry, server_config, Credentials};
+use super::{transport, NetError};
+use crate::acl::{Acl, AclHandle};
+use crate::artifact::VertexConfig;
+use crate::identity::{Dialable, SpiffeId};
+
+/// What a vertex starts from: a validated artifact and the files it names.
+#[derive(Debug)]
+pub struct VertexSetup {
+    /// The verified, validated vertex artifact.
+    pub cfg: VertexConfig,
+    /// PEM of the rete CA.
+    pub ca_pem: Vec<u8>,
+    /// Credentials of the principals the artifact lists.
+    pub credentials: Vec<Arc<Credentials>>,
+    /// The scope's local port offset, added to every preferred SOCKS5 port.
+    pub port_offset: u16,
+    /// Address SOCKS5 listeners bind (loopback: only local apps may use them).
+    pub socks_ip: IpAddr,
+}
+
+/// One SOCKS5 listener as bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocksBinding {
+    /// The identity every flow through it uses.
+    pub principal: SpiffeId,
+    /// The port the artifact prefers, plus the scope's offset.
+    pub preferred: u16,
+    /// The port actually bound (differs when the preferred one was taken).
+    pub actual: u16,
+}
+
+/// A vertex serving in the background of the smol executor.
+#[derive(Debug)]
+pub struct RunningVertex {
+    /// The bound QUIC address, if this vertex serves.
+    pub udp: Option<SocketAddr>,
+    /// SOCKS5 listeners as bound.
+    pub socks: Vec<SocksBinding>,
+    /// The RBAC table: `acl.swap(..)` replaces it without dropping flows.
+    pub acl: Arc<AclHandle>,
+    endpoint: Option<quinn::Endpoint>,
+    _tasks: Vec<smol::Task<()>>,
+}
+
+impl RunningVertex {
+    /// Closes the serving endpoint, telling peers the vertex is going away.
+    pub fn shutdown(&self) {
+        if let Some(ep) = &self.endpoint {
+            ep.close(
+                quinn::VarInt::from_u32(crate::wire::close::SHUTDOWN),
+                b"vertex shutting down",
+            );
+        }
+    }
+}
+
+/// Binds and starts everything the artifact describes.
+///
+/// A UDP listen address that cannot be bound is an error (the node could not
+/// serve); a SOCKS5 port that is taken is not: another port is bound and logged.
+pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
+    let cfg = &setup.cfg;
+    let idle = Duration::from_secs(u64::from(cfg.idle_timeout_s.max(1)));
+    let roots = load_ca(&setup.ca_pem)?;
+    let creds_of = |id: &SpiffeId| setup.credentials.iter().find(|c| &c.id == id).cloned();
+    let acl = Arc::new(AclHandle::new(Acl::from_config(cfg)));
+    let mut tasks = Vec::new();
+
+    let mut published = Vec::new();
+    let mut upstreams = HashMap::new();
+    for s in cfg.services.iter() {
+        let creds = creds_of(&s.id)
+            .ok_or_else(|| NetError::CertificateIdMismatch(Box::new(s.id.clone())))?;
+        let d = Dialable::new(s.id.clone())
+            .map_err(|_| NetError::Tls("published identity is not dialable"))?;
+        published.push((d, creds));
+        upstreams.insert(s.id.clone(), s.upstream.0);
+    }
+
+    let (udp, endpoint) = match cfg.listen {
+        Some(listen) => {
+            let tls = server_config(Arc::clone(&roots), Arc::new(registry(&published)))?;
+            let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+                .map_err(|_| NetError::Tls("QUIC server config"))?;
+            let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
+            sc.transport_config(transport(idle));
+            let socket = UdpSocket::bind(listen.0)?;
+            let ep = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(sc),
+                socket,
+                Arc::new(quinn::SmolRuntime),
+            )?;
+            let bound = ep.local_addr()?;
+            log::info!(
+                "vertex {} serving {} service(s) on udp {bound}",
+                cfg.name,
+                published.len()
+            );
+            let ctx = Arc::new(ServerCtx {
+                td: cfg.rete.clone(),
+                registry: Arc::new(registry(&published)),
+                upstreams,
+                acl: Arc::clone(&acl),
+                idle,
+                connections: AtomicUsize::new(0),
+                flows: AtomicUsize::new(0),
+            });
+            tasks.push(smol::spawn(serve(ep.clone(), ctx)));
+            (Some(bound), Some(ep))
+        }
+        None => (None, None),
+    };
+
+    let mut socks = Vec::new();
+    if !cfg.socks.is_empty() {
+        let dialer = Arc::new(Dialer::with_endpoint(
+            client_endpoint()?,
+            Arc::clone(&roots),
+            idle,
+        ));
+        let ctx = Arc::new(SocksCtx {
+            td: cfg.rete.clone(),
+            dialer,
+            routes: cfg
+                .routes
+                .iter()
+                .map(|r| (r.target.clone(), r.addr.0))
+                .collect(),
+            idle,
+            flows: AtomicUsize::new(0),
+        });
+        for l in cfg.socks.iter() {
+            let Some(creds) = creds_of(&l.principal) else {
+                continue;
+            };
+            let preferred = l.port.checked_add(setup.port_offset).unwrap_or(0);
+            match bind_preferred(setup.socks_ip, preferred) {
+                Ok((listener, taken)) => {
+                    let actual = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+                    if taken {
+                        log::warn!(
+                            "SOCKS5 for {}: preferred port {preferred} is taken; bound {}:{actual}",
+                            l.principal,
+                            setup.socks_ip
+                        );
+                    } else {
+                        log::info!("SOCKS5 for {} on {}:{actual}", l.principal, setup.socks_ip);
+                    }
+                    socks.push(SocksBinding {
+                        principal: l.principal.clone(),
+                        preferred,
+                        actual,
+                    });
+                    tasks.push(smol::spawn(serve_socks(listener, creds, Arc::clone(&ctx))));
+                }
+                Err(e) => log::error!(
+                    "SOCKS5 for {}: cannot bind {}: {e}",
+                    l.principal,
+                    setup.socks_ip
+                ),
+            }
+        }
+    }
+    Ok(RunningVertex {
+        udp,
+        socks,
+        acl,
+        endpoint,
+        _tasks: tasks,
+    })
+}
+
+/// The loopback address SOCKS5 listeners bind by default.
+pub const SOCKS_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
