@@ -85,7 +85,12 @@ pub const MAX_VERTICES: usize = 2;
 pub const MAX_CONNECTIONS: usize = 256;
 
 /// Concurrent flows (bidirectional streams) one QUIC connection may carry.
-pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// At least [`MAX_FLOWS`]: one caller's browser may open many flows to one
+/// service, and a lower cap would stall the next flow until an old one ends.
+/// Plus a quarter, because quinn announces freed stream credit only once 1/8
+/// of the window is free, so up to that many closed streams still count.
+/// A stream costs quinn a few hundred bytes until data flows.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = (MAX_FLOWS + MAX_FLOWS / 4) as u32;
 
 /// Concurrent flows a vertex forwards, server and client side each. Every flow
 /// costs two [`FLOW_BUFFER_BYTES`] buffers, so 1,024 flows cap forwarding

@@ -221,7 +221,8 @@ impl Dialer {
                 }
             };
             match open_flow(&conn).await {
-                Err(DialError::Handshake(_)) | Err(DialError::Unreachable) if !fresh => continue,
+                // Lost (not slow): a timeout here would only be repeated.
+                Err(DialError::Handshake(_)) if !fresh => continue,
                 other => return other,
             }
         }
