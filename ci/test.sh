@@ -21,6 +21,9 @@ if cargo tree -p flor-vertex -e normal --prefix none | grep -E '^(serde_json|ser
   exit 1
 fi
 
+step "fuzz targets compile (fuzz/, one per parser of outside input)"
+cargo build --manifest-path fuzz/Cargo.toml --locked
+
 step "cargo test"
 cargo test --workspace --locked
 
