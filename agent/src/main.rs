@@ -4,10 +4,31 @@
 //! verifies them on the device, and supervises one vertex child process
 //! (`flor vertex run`), which carries the traffic. One binary for both, so a
 //! router's flash holds one copy of quinn, rustls and ring.
+//!
+//! ```text
+//! flor id create      keys + CSRs on the device (Flow B)
+//! flor enroll         bundle -> scope; fetch + verify + install artifacts
+//! flor agent run      supervise the vertex, poll with backoff, serve agent.sock
+//! flor agent sync     fetch now; stage, restart, confirm or roll back
+//! flor agent status   what runs, what is pending, which ports are bound
+//! flor config-server  store and serve the published tree (management node)
+//! flor vertex run     the data plane (started by the agent)
+//! ```
 
+mod agent;
+mod config_server;
+mod control;
+mod core;
+mod enroll;
+mod fetch;
 mod fsutil;
 mod scope;
+mod store;
+mod sync;
 mod vertex_cmd;
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use argh::FromArgs;
 
@@ -24,25 +45,232 @@ struct Flor {
 #[derive(FromArgs)]
 #[argh(subcommand)]
 enum Cmd {
+    Id(IdCmd),
+    Enroll(EnrollCmd),
+    Agent(AgentCmd),
+    ConfigServer(ConfigServerCmd),
     Vertex(vertex_cmd::VertexCmd),
+}
+
+/// Device identities.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "id")]
+struct IdCmd {
+    #[argh(subcommand)]
+    cmd: IdSub,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum IdSub {
+    Create(IdCreate),
+}
+
+/// Generate keys on this device and write CSRs for the operator (Flow B).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "create")]
+struct IdCreate {
+    /// the rete (trust domain), e.g. demo.flor
+    #[argh(option)]
+    rete: String,
+    /// this node's name in the rete
+    #[argh(option)]
+    node: String,
+    /// another principal this device holds, as kind/name (service/wiki, user/alice); repeatable
+    #[argh(option)]
+    principal: Vec<String>,
+    /// where to write the CSR request (default: <node>.csr.json)
+    #[argh(option)]
+    out: Option<PathBuf>,
+}
+
+/// Install a bundle, fetch and verify the node's artifacts.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "enroll")]
+struct EnrollCmd {
+    /// the bundle file from the operator
+    #[argh(positional)]
+    bundle: PathBuf,
+    /// local scope name (default: the rete's name)
+    #[argh(option, long = "as")]
+    as_scope: Option<String>,
+    /// fetch artifacts from a compiled tree directory or http://<ip>:<port>/ mirror
+    #[argh(option)]
+    from: Option<String>,
+    /// add this to every preferred local port (default: 0 for the first scope, else from the CA fingerprint)
+    #[argh(option)]
+    port_offset: Option<u16>,
+}
+
+/// The node agent.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "agent")]
+struct AgentCmd {
+    #[argh(subcommand)]
+    cmd: AgentSub,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum AgentSub {
+    Run(AgentRun),
+    Sync(AgentSync),
+    Status(AgentStatus),
+}
+
+/// Run the agent: supervise the vertex, poll the config-server, serve agent.sock.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "run")]
+struct AgentRun {
+    /// the scope (needed when several retes are enrolled)
+    #[argh(option)]
+    rete: Option<String>,
+}
+
+/// Fetch now; stage, restart the vertex, and confirm or roll back.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "sync")]
+struct AgentSync {
+    /// the scope (needed when several retes are enrolled)
+    #[argh(option)]
+    rete: Option<String>,
+    /// roll back unless confirmed within this time (e.g. 5m, 90s; default: agent.json's commit timeout)
+    #[argh(option)]
+    commit_timeout: Option<String>,
+    /// confirm the pending version, or commit a new one as soon as it runs healthy
+    #[argh(switch)]
+    confirm: bool,
+    /// print what would change and change nothing
+    #[argh(switch)]
+    dry_run: bool,
+}
+
+/// Show what the agent runs.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "status")]
+struct AgentStatus {
+    /// the scope (needed when several retes are enrolled)
+    #[argh(option)]
+    rete: Option<String>,
+    /// print one JSON object
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Store and serve the published tree (runs on the management node).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "config-server")]
+struct ConfigServerCmd {
+    /// the scope whose rete and signers this server checks publishes against
+    #[argh(option)]
+    rete: Option<String>,
+    /// loopback address for GET /artifact/... (the `config` service's upstream)
+    #[argh(option)]
+    read_listen: std::net::SocketAddr,
+    /// loopback address for POST /publish (the `config-publish` service's upstream)
+    #[argh(option)]
+    publish_listen: std::net::SocketAddr,
+    /// directory holding the published tree
+    #[argh(option)]
+    store: PathBuf,
+}
+
+/// How long `flor agent sync` waits for the agent: fetch, restart and the health window.
+const SYNC_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn run(cmd: Cmd) -> Result<bool, String> {
+    match cmd {
+        Cmd::Id(IdCmd {
+            cmd: IdSub::Create(c),
+        }) => {
+            let out = enroll::id_create(&c.rete, &c.node, &c.principal, c.out.as_deref())
+                .map_err(|e| e.to_string())?;
+            println!(
+                "wrote {}; send it to the operator (retectl issue-bundle --csr), then run flor enroll <bundle>",
+                out.display()
+            );
+            Ok(true)
+        }
+        Cmd::Enroll(c) => {
+            let e = enroll::enroll(
+                &c.bundle,
+                c.as_scope.as_deref(),
+                c.from.as_deref(),
+                c.port_offset,
+            )
+            .map_err(|e| e.to_string())?;
+            println!(
+                "enrolled node {} in rete {} as scope {} (v{}, port offset {}) at {}",
+                e.info.node,
+                e.info.rete,
+                e.scope.name,
+                e.version,
+                e.info.port_offset,
+                e.scope.install.display()
+            );
+            println!(
+                "start the agent with:\n  flor agent run --rete {}",
+                e.scope.name
+            );
+            Ok(true)
+        }
+        Cmd::Agent(AgentCmd { cmd }) => match cmd {
+            AgentSub::Run(r) => {
+                let scope = scope::Scope::find(r.rete.as_deref()).map_err(|e| e.to_string())?;
+                agent::run(scope).map(|()| true)
+            }
+            AgentSub::Sync(s) => {
+                let scope = scope::Scope::find(s.rete.as_deref()).map_err(|e| e.to_string())?;
+                let timeout_s = match s.commit_timeout.as_deref() {
+                    Some(t) => Some(control::parse_duration(t).ok_or_else(|| {
+                        format!("--commit-timeout {t}: expected a duration like 5m, 90s or 300")
+                    })?),
+                    None => None,
+                };
+                control::call(
+                    &scope,
+                    control::Request::Sync {
+                        dry_run: s.dry_run,
+                        confirm: s.confirm,
+                        timeout_s,
+                    },
+                    SYNC_CLIENT_TIMEOUT,
+                )
+            }
+            AgentSub::Status(s) => {
+                let scope = scope::Scope::find(s.rete.as_deref()).map_err(|e| e.to_string())?;
+                control::call(
+                    &scope,
+                    control::Request::Status { json: s.json },
+                    Duration::from_secs(5),
+                )
+            }
+        },
+        Cmd::Vertex(c) => c.run().map(|()| true).map_err(|e| e.to_string()),
+        Cmd::ConfigServer(c) => {
+            let scope = scope::Scope::find(c.rete.as_deref()).map_err(|e| e.to_string())?;
+            config_server::run(scope, c.read_listen, c.publish_listen, c.store).map(|()| true)
+        }
+    }
 }
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let flor: Flor = argh::from_env();
-    let result: Result<(), Box<dyn std::error::Error>> = match flor.cmd {
-        _ if flor.version => {
-            println!("flor {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
-        Some(Cmd::Vertex(c)) => c.run().map_err(Into::into),
-        None => {
-            println!("flor {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
+    let Some(cmd) = flor.cmd else {
+        println!("flor {}", env!("CARGO_PKG_VERSION"));
+        return;
     };
-    if let Err(e) = result {
-        eprintln!("flor: {e}");
-        std::process::exit(1);
+    if flor.version {
+        println!("flor {}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    match run(cmd) {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("flor: {e}");
+            std::process::exit(1);
+        }
     }
 }

@@ -25,6 +25,7 @@
 //! - [`acl`]: RBAC tables, swappable whole behind an `Arc`.
 //! - [`socks5`]: SOCKS5 ingress parsing (sans-IO).
 //! - [`wire`]: the stream preamble and close codes of the data plane.
+//! - [`http`]: sans-IO HTTP/1.1 heads for the config-server and its clients.
 //! - [`limits`]: every capacity, with its reason.
 //! - `net` (feature `net`): the QUIC/mTLS data plane on smol — the only I/O in this crate.
 
@@ -35,6 +36,7 @@ pub mod artifact;
 pub mod bundle;
 pub mod envelope;
 pub mod hex;
+pub mod http;
 pub mod identity;
 pub mod limits;
 #[cfg(feature = "net")]

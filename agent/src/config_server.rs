@@ -1,0 +1,438 @@
+//! `flor config-server`: stores the published tree and serves it to nodes.
+//!
+//! ```text
+//! read listener    GET  /artifact/<node>/mgmt/agent.json          -> stored envelope
+//!                  GET  /artifact/<node>/mgmt/vertices/<name>.json
+//! publish listener POST /publish   (body: flor_vertex::http::tree)  -> 200 | 4xx + reason
+//! ```
+//!
+//! Both listeners are plain HTTP/1.1 on loopback; the management node's
+//! vertex publishes them as the Florete services `config` (group
+//! `config-read`) and `config-publish` (group `config-write`), so who may read
+//! or publish is decided by the rete's ACL before a byte reaches this process.
+//!
+//! The server only stores and serves: it cannot mint state. Still, it refuses
+//! a publish in which any envelope is not signed by one of the rete's
+//! authorised signers (read from the scope's `scope.json` at each publish), is
+//! for another rete or node than its path says, or would lower a node's
+//! version. A publish is all or nothing: the new tree is written to a fresh
+//! directory and made live by renaming one symlink.
+//!
+//! ```text
+//! <store>/tree -> trees/5      symlink, swapped atomically
+//! <store>/trees/5/<node>/mgmt/{agent.json, vertices/flor.json}
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use flor_vertex::envelope::{self, ArtifactKind, Expect};
+use flor_vertex::http::{self, tree, Parsed};
+use flor_vertex::identity::Name;
+use flor_vertex::limits::MAX_ARTIFACT_BYTES;
+use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use smol::net::{TcpListener, TcpStream};
+
+use crate::fsutil;
+use crate::scope::Scope;
+use crate::store::vertex_name_of;
+
+/// The live-tree symlink in the store.
+const TREE_LINK: &str = "tree";
+/// Generations of the stored tree.
+const TREES_DIR: &str = "trees";
+/// Largest publish body: 64 nodes × (agent + vertex) at the artifact limit
+/// would be 32 MiB; a pilot's tree is a few hundred KB. Bounded so a
+/// misbehaving client cannot fill the management node's disk.
+pub const MAX_PUBLISH_BYTES: u64 = 16 * 1024 * 1024;
+/// Artifacts in one publish (two per node in C0, three in C1).
+pub const MAX_PUBLISH_FILES: usize = 256;
+/// Connections served at once; more wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 32;
+/// Time a client has to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a whole publish body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A refusal: HTTP status and a reason a person can act on.
+#[derive(Debug)]
+struct Refusal(u16, String);
+
+fn refuse<T>(status: u16, msg: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal(status, msg.into()))
+}
+
+/// Which store and which rete this server serves.
+struct Server {
+    scope: Scope,
+    store: PathBuf,
+    publish_lock: smol::lock::Mutex<()>,
+    slots: std::sync::Arc<smol::lock::Semaphore>,
+}
+
+/// Runs the config-server until killed.
+pub fn run(
+    scope: Scope,
+    read: SocketAddr,
+    publish: SocketAddr,
+    store: PathBuf,
+) -> Result<(), String> {
+    let info = scope.info().map_err(|e| e.to_string())?;
+    fs::create_dir_all(store.join(TREES_DIR)).map_err(|e| format!("{}: {e}", store.display()))?;
+    smol::block_on(async move {
+        let read_l = TcpListener::bind(read)
+            .await
+            .map_err(|e| format!("cannot listen on {read}: {e}"))?;
+        let pub_l = TcpListener::bind(publish)
+            .await
+            .map_err(|e| format!("cannot listen on {publish}: {e}"))?;
+        log::info!(
+            "config-server for rete {} serving {} (read on {}, publish on {})",
+            info.rete,
+            store.display(),
+            read_l.local_addr().map_err(|e| e.to_string())?,
+            pub_l.local_addr().map_err(|e| e.to_string())?
+        );
+        let server = Rc::new(Server {
+            scope,
+            store,
+            publish_lock: smol::lock::Mutex::new(()),
+            slots: std::sync::Arc::new(smol::lock::Semaphore::new(MAX_CONNECTIONS)),
+        });
+        let ex = Rc::new(smol::LocalExecutor::new());
+        let a = accept_loop(ex.clone(), server.clone(), read_l, false);
+        let b = accept_loop(ex.clone(), server, pub_l, true);
+        ex.run(smol::future::zip(a, b)).await;
+        Ok(())
+    })
+}
+
+async fn accept_loop(
+    ex: Rc<smol::LocalExecutor<'static>>,
+    server: Rc<Server>,
+    l: TcpListener,
+    publish: bool,
+) {
+    loop {
+        let (stream, _) = match l.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                smol::Timer::after(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let permit = server.slots.acquire_arc().await;
+        let server = server.clone();
+        ex.spawn(async move {
+            if let Err(e) = serve(&server, stream, publish).await {
+                log::debug!("connection ended: {e}");
+            }
+            drop(permit);
+        })
+        .detach();
+    }
+}
+
+async fn respond(stream: &mut TcpStream, status: u16, ctype: &str, body: &[u8]) -> io::Result<()> {
+    let mut head = [0u8; 256];
+    let n = http::write_response(status, ctype, body.len() as u64, &mut head)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    stream.write_all(&head[..n]).await?;
+    stream.write_all(body).await?;
+    stream.flush().await
+}
+
+async fn serve(server: &Server, mut stream: TcpStream, publish: bool) -> io::Result<()> {
+    let mut buf = vec![0u8; http::MAX_HEAD];
+    let mut filled = 0;
+    let head = smol::future::or(
+        async {
+            loop {
+                let n = stream.read(&mut buf[filled..]).await?;
+                if n == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
+                }
+                filled += n;
+                match http::parse_request(&buf[..filled]) {
+                    Ok(Parsed::Partial) => continue,
+                    Ok(Parsed::Complete(r)) => {
+                        return Ok(Ok((
+                            r.method == "POST",
+                            r.method == "GET",
+                            r.path.to_string(),
+                            r.content_length,
+                            r.head_len,
+                            r.expect_continue,
+                        )))
+                    }
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+        },
+        async {
+            smol::Timer::after(HEAD_TIMEOUT).await;
+            Err(io::Error::new(io::ErrorKind::TimedOut, "request head"))
+        },
+    )
+    .await?;
+    let (is_post, is_get, path, len, head_len, expect_continue) = match head {
+        Ok(h) => h,
+        Err(e) => return respond(&mut stream, 400, "text/plain", e.to_string().as_bytes()).await,
+    };
+    let result = if publish {
+        if !is_post || path != "/publish" {
+            refuse(405, "this listener accepts only POST /publish\n")
+        } else {
+            if expect_continue && len <= MAX_PUBLISH_BYTES {
+                stream.write_all(http::CONTINUE).await?;
+            }
+            let pre = buf[head_len..filled].to_vec();
+            let body = (&pre[..]).chain(&mut stream).take(len);
+            smol::future::or(handle_publish(server, body, len), async {
+                smol::Timer::after(BODY_TIMEOUT).await;
+                refuse(408, "publish body did not arrive in time\n")
+            })
+            .await
+        }
+    } else if !is_get {
+        refuse(405, "this listener accepts only GET /artifact/<node>/...\n")
+    } else {
+        handle_get(server, &path)
+    };
+    match result {
+        Ok((ctype, body)) => respond(&mut stream, 200, ctype, &body).await,
+        Err(Refusal(status, msg)) => {
+            log::warn!("refused ({status}): {}", msg.trim_end());
+            respond(&mut stream, status, "text/plain", msg.as_bytes()).await
+        }
+    }
+}
+
+/// Maps `/artifact/<node>/<rel>` to the stored file, refusing anything else.
+fn artifact_path(path: &str) -> Option<(Name, String)> {
+    let rest = path.strip_prefix("/artifact/")?;
+    let (node, rel) = rest.split_once('/')?;
+    let node = Name::new(node).ok()?;
+    if rel == "mgmt/agent.json" || vertex_name_of(rel).is_some() {
+        Some((node, rel.to_string()))
+    } else {
+        None
+    }
+}
+
+fn handle_get(server: &Server, path: &str) -> Result<(&'static str, Vec<u8>), Refusal> {
+    let Some((node, rel)) = artifact_path(path) else {
+        return refuse(
+            404,
+            "no such artifact path; use /artifact/<node>/mgmt/agent.json\n",
+        );
+    };
+    let file = server.store.join(TREE_LINK).join(node.as_str()).join(&rel);
+    match fsutil::read_bounded(&file, MAX_ARTIFACT_BYTES) {
+        Ok(b) => Ok(("application/json", b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            refuse(404, format!("nothing published for {node}/{rel}\n"))
+        }
+        Err(e) => refuse(500, format!("reading {node}/{rel}: {e}\n")),
+    }
+}
+
+async fn read_line<R: smol::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Vec<u8>, Refusal> {
+    let mut line = Vec::new();
+    let mut limited = r.take(tree::MAX_LINE as u64);
+    limited
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(|e| Refusal(400, format!("reading publish body: {e}\n")))?;
+    Ok(line)
+}
+
+async fn handle_publish<R: smol::io::AsyncRead + Unpin>(
+    server: &Server,
+    body: R,
+    len: u64,
+) -> Result<(&'static str, Vec<u8>), Refusal> {
+    if len > MAX_PUBLISH_BYTES {
+        return refuse(
+            413,
+            format!("publish body is over {MAX_PUBLISH_BYTES} bytes\n"),
+        );
+    }
+    let info = server
+        .scope
+        .info()
+        .map_err(|e| Refusal(500, format!("{e}\n")))?;
+    let _guard = server.publish_lock.lock().await;
+    let trees = server.store.join(TREES_DIR);
+    let incoming = trees.join(format!(".incoming-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&incoming);
+    let result = receive(server, &info, smol::io::BufReader::new(body), &incoming).await;
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&incoming);
+            return Err(e);
+        }
+    };
+    swap_in(&server.store, &incoming).map_err(|e| {
+        let _ = fs::remove_dir_all(&incoming);
+        Refusal(500, format!("storing the tree: {e}\n"))
+    })?;
+    let mut msg = String::from("published");
+    for (node, v) in &summary {
+        let _ = write!(msg, " {node} v{v}");
+    }
+    msg.push('\n');
+    log::info!("{}", msg.trim_end());
+    Ok(("text/plain", msg.into_bytes()))
+}
+
+/// Reads and checks every entry into `incoming`; returns node -> agent version.
+async fn receive<R: smol::io::AsyncBufRead + Unpin>(
+    server: &Server,
+    info: &crate::scope::ScopeInfo,
+    mut body: R,
+    incoming: &Path,
+) -> Result<BTreeMap<String, u32>, Refusal> {
+    let bad = |e: tree::TreeError| Refusal(400, format!("{e}\n"));
+    let magic = read_line(&mut body).await?;
+    if magic != tree::MAGIC {
+        return Err(bad(tree::TreeError::BadMagic));
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut versions: BTreeMap<String, u32> = BTreeMap::new();
+    let mut vertex_nodes: Vec<String> = Vec::new();
+    loop {
+        let line = read_line(&mut body).await?;
+        let (len, path) = match tree::parse_line(&line).map_err(bad)? {
+            tree::Line::End => break,
+            tree::Line::File { len, path } => (len, path.to_string()),
+        };
+        if seen.len() >= MAX_PUBLISH_FILES {
+            return refuse(
+                413,
+                format!("publish has more than {MAX_PUBLISH_FILES} files\n"),
+            );
+        }
+        if seen.contains(&path) {
+            return refuse(400, format!("{path} appears twice in the publish\n"));
+        }
+        if len > MAX_ARTIFACT_BYTES as u64 {
+            return refuse(413, format!("{path} is larger than MAX_ARTIFACT_BYTES\n"));
+        }
+        let Some((node, rel)) = artifact_path(&format!("/artifact/{path}")) else {
+            return refuse(
+                400,
+                format!(
+                    "{path} is not <node>/mgmt/agent.json or <node>/mgmt/vertices/<name>.json\n"
+                ),
+            );
+        };
+        let mut bytes = vec![0u8; len as usize];
+        body.read_exact(&mut bytes)
+            .await
+            .map_err(|_| bad(tree::TreeError::Truncated))?;
+        let kind = if rel == "mgmt/agent.json" {
+            ArtifactKind::Agent
+        } else {
+            ArtifactKind::Vertex
+        };
+        let expect = Expect {
+            kind,
+            rete: &info.rete,
+            node: &node,
+            trusted: &info.mgmt_signers,
+            current_version: None,
+        };
+        let opened = envelope::open::<serde::de::IgnoredAny>(&bytes, &expect)
+            .map_err(|e| Refusal(403, format!("{path} refused: {e}\n")))?;
+        let version = opened.header.version;
+        let stored = server.store.join(TREE_LINK).join(&path);
+        if let Ok(old) = fsutil::read_bounded(&stored, MAX_ARTIFACT_BYTES) {
+            if let Ok(h) = envelope::peek_header(&old) {
+                if version < h.version || (version == h.version && old != bytes) {
+                    return refuse(
+                        409,
+                        format!(
+                            "{path} refused: version {version} would replace stored version {} (rollback; publish a newer version)\n",
+                            h.version
+                        ),
+                    );
+                }
+            }
+        }
+        fsutil::write_atomic(&incoming.join(&path), &bytes, 0o644)
+            .map_err(|e| Refusal(500, format!("storing {path}: {e}\n")))?;
+        if kind == ArtifactKind::Agent {
+            versions.insert(node.to_string(), version);
+        } else {
+            vertex_nodes.push(node.to_string());
+        }
+        seen.push(path);
+    }
+    if let Some(n) = vertex_nodes.iter().find(|n| !versions.contains_key(*n)) {
+        return refuse(
+            400,
+            format!("node {n} has vertex artifacts but no mgmt/agent.json\n"),
+        );
+    }
+    if versions.is_empty() {
+        return refuse(400, "publish holds no artifacts\n");
+    }
+    Ok(versions)
+}
+
+/// Makes `incoming` the live tree: rename to the next generation, swap the symlink, drop the old one.
+fn swap_in(store: &Path, incoming: &Path) -> io::Result<()> {
+    let trees = store.join(TREES_DIR);
+    let link = store.join(TREE_LINK);
+    let old = fs::read_link(&link).ok();
+    let next = fs::read_dir(&trees)?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .map_or(1, |m| m + 1);
+    let gen = trees.join(next.to_string());
+    fs::rename(incoming, &gen)?;
+    fs::File::open(&trees)?.sync_all()?;
+    let tmp = store.join(format!(".tree.tmp.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(Path::new(TREES_DIR).join(next.to_string()), &tmp)?;
+    fs::rename(&tmp, &link)?;
+    fs::File::open(store)?.sync_all()?;
+    if let Some(old) = old {
+        let _ = fs::remove_dir_all(store.join(old));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_artifact_paths_map_to_files() {
+        assert_eq!(
+            artifact_path("/artifact/alpha/mgmt/agent.json"),
+            Some((Name::new("alpha").unwrap(), "mgmt/agent.json".into()))
+        );
+        assert!(artifact_path("/artifact/alpha/mgmt/vertices/flor.json").is_some());
+        for bad in [
+            "/artifact/../mgmt/agent.json",
+            "/artifact/alpha/../../etc/passwd",
+            "/artifact/alpha/mgmt/vertices/../agent.json",
+            "/artifact/Alpha/mgmt/agent.json",
+            "/artifact/alpha/scope.json",
+            "/other",
+        ] {
+            assert_eq!(artifact_path(bad), None, "{bad}");
+        }
+    }
+}

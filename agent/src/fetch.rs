@@ -1,0 +1,225 @@
+//! Where a node's artifacts come from, and the one HTTP GET that fetches them.
+//!
+//! A source serves the compiled tree's `artifact/<node>/mgmt/...` paths:
+//!
+//! - the config-server through Florete (the `config` service, dialled as the
+//!   node's own `node/<name>` identity) once the data-plane dialer is linked;
+//! - any plain-HTTP mirror of the tree (`http://<ip>:<port>/[prefix/]`),
+//!   including the config-server's own loopback read listener;
+//! - a local compiled tree directory (`retectl compile --out <dir>`), which
+//!   is how the management node bootstraps itself before anything runs.
+//!
+//! Nodes verify every envelope, so the source needs no trust of its own.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flor_vertex::http::{self, Parsed};
+use flor_vertex::identity::Name;
+use flor_vertex::limits::MAX_ARTIFACT_BYTES;
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::fsutil;
+
+/// How long one fetch (connect, request, whole body) may take.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why an artifact could not be fetched.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The source is not reachable (connection refused, timed out).
+    Unreachable(String),
+    /// The source answered with an HTTP status other than 200.
+    Status(u16),
+    /// The source's answer is not valid HTTP.
+    Http(http::HttpError),
+    /// The artifact is larger than the device accepts.
+    TooLarge,
+    /// The local tree has no such file.
+    Missing(PathBuf),
+    /// A source string is not `http://<ip>:<port>/...` or a directory.
+    BadSource(String),
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchError::Unreachable(e) => write!(f, "config source unreachable: {e}"),
+            FetchError::Status(404) => {
+                f.write_str("config source has no artifact for this node (HTTP 404)")
+            }
+            FetchError::Status(s) => write!(f, "config source answered HTTP {s}"),
+            FetchError::Http(e) => write!(f, "config source answered with bad HTTP: {e}"),
+            FetchError::TooLarge => f.write_str("artifact is larger than MAX_ARTIFACT_BYTES"),
+            FetchError::Missing(p) => write!(f, "{} does not exist", p.display()),
+            FetchError::BadSource(s) => write!(
+                f,
+                "{s} is neither a directory nor an http://<ip>:<port>/ URL"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+/// A place to fetch a node's artifacts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A compiled tree on disk: `<dir>/<node>/mgmt/...`.
+    Dir(PathBuf),
+    /// A plain-HTTP mirror: `GET <prefix>artifact/<node>/mgmt/...` at `addr`.
+    Http {
+        /// The server's socket address.
+        addr: SocketAddr,
+        /// Path prefix ending in `/`.
+        prefix: String,
+    },
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Dir(d) => write!(f, "{}", d.display()),
+            Source::Http { addr, prefix } => write!(f, "http://{addr}{prefix}"),
+        }
+    }
+}
+
+impl Source {
+    /// Parses `--from`: an `http://<ip>:<port>[/prefix]` URL, else a directory path.
+    pub fn parse(s: &str) -> Result<Source, FetchError> {
+        if let Some(rest) = s.strip_prefix("http://") {
+            let (hostport, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            let addr: SocketAddr = hostport
+                .parse()
+                .map_err(|_| FetchError::BadSource(s.into()))?;
+            let mut prefix = path.to_string();
+            if !prefix.ends_with('/') {
+                prefix.push('/');
+            }
+            return Ok(Source::Http { addr, prefix });
+        }
+        if s.contains("://") {
+            return Err(FetchError::BadSource(s.into()));
+        }
+        let p = PathBuf::from(s);
+        if !p.is_dir() {
+            return Err(FetchError::BadSource(s.into()));
+        }
+        Ok(Source::Dir(p))
+    }
+
+    /// Fetches `<node>/<rel>` (rel is `mgmt/agent.json` or `mgmt/vertices/<name>.json`).
+    pub async fn fetch(&self, node: &Name, rel: &str) -> Result<Vec<u8>, FetchError> {
+        match self {
+            Source::Dir(d) => {
+                let p = d.join(node.as_str()).join(rel);
+                fsutil::read_bounded(&p, MAX_ARTIFACT_BYTES).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        FetchError::Missing(p)
+                    } else if e.kind() == std::io::ErrorKind::InvalidData {
+                        FetchError::TooLarge
+                    } else {
+                        FetchError::Unreachable(e.to_string())
+                    }
+                })
+            }
+            Source::Http { addr, prefix } => {
+                let path = format!("{prefix}artifact/{node}/{rel}");
+                let host = addr.to_string();
+                let addr = *addr;
+                with_timeout(async move {
+                    let stream = smol::net::TcpStream::connect(addr)
+                        .await
+                        .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+                    get(stream, &host, &path).await
+                })
+                .await
+            }
+        }
+    }
+}
+
+/// Runs `fut`, failing with `Unreachable` after [`FETCH_TIMEOUT`].
+pub async fn with_timeout<T>(
+    fut: impl std::future::Future<Output = Result<T, FetchError>>,
+) -> Result<T, FetchError> {
+    smol::future::or(fut, async {
+        smol::Timer::after(FETCH_TIMEOUT).await;
+        Err(FetchError::Unreachable("timed out".into()))
+    })
+    .await
+}
+
+/// One `GET` over any byte stream (TCP, or a Florete flow); returns a 200 body.
+pub async fn get<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+) -> Result<Vec<u8>, FetchError> {
+    let mut head = [0u8; 512];
+    let n = http::write_request("GET", host, path, None, &mut head).map_err(FetchError::Http)?;
+    let unreachable = |e: std::io::Error| FetchError::Unreachable(e.to_string());
+    stream.write_all(&head[..n]).await.map_err(unreachable)?;
+    stream.flush().await.map_err(unreachable)?;
+    let (status, body) = read_response(&mut stream, MAX_ARTIFACT_BYTES).await?;
+    if status != 200 {
+        return Err(FetchError::Status(status));
+    }
+    Ok(body)
+}
+
+/// Reads one response: its status and body (bounded by `max`).
+pub async fn read_response<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max: usize,
+) -> Result<(u16, Vec<u8>), FetchError> {
+    let unreachable = |e: std::io::Error| FetchError::Unreachable(e.to_string());
+    let mut buf = vec![0u8; http::MAX_HEAD];
+    let mut filled = 0;
+    let resp = loop {
+        let n = stream.read(&mut buf[filled..]).await.map_err(unreachable)?;
+        if n == 0 {
+            return Err(FetchError::Unreachable(
+                "connection closed before a response".into(),
+            ));
+        }
+        filled += n;
+        match http::parse_response(&buf[..filled]).map_err(FetchError::Http)? {
+            Parsed::Complete(r) => break r,
+            Parsed::Partial => continue,
+        }
+    };
+    if resp.content_length.is_some_and(|l| l > max as u64) {
+        return Err(FetchError::TooLarge);
+    }
+    let mut body = buf[resp.head_len..filled].to_vec();
+    match resp.content_length {
+        Some(len) => {
+            let len = len as usize;
+            if body.len() > len {
+                body.truncate(len);
+            }
+            let have = body.len();
+            body.resize(len, 0);
+            stream
+                .read_exact(&mut body[have..])
+                .await
+                .map_err(unreachable)?;
+        }
+        None => {
+            let mut limited = stream.take((max + 1 - body.len().min(max)) as u64);
+            limited.read_to_end(&mut body).await.map_err(unreachable)?;
+            if body.len() > max {
+                return Err(FetchError::TooLarge);
+            }
+        }
+    }
+    Ok((resp.status, body))
+}

@@ -1,0 +1,559 @@
+//! A scope's installed artifacts: generations, the live pointer, the pending commit.
+//!
+//! ```text
+//! <install>/mgmt          -> gen/7        symlink: what the agent and the vertex read
+//! <install>/gen/7/agent.json              (mgmt/agent.json)
+//! <install>/gen/7/vertices/flor.json      (mgmt/vertices/flor.json)
+//! <install>/gen/6/...                     the previous version, kept for rollback
+//! <install>/commit.json                   present only while a version is pending
+//! ```
+//!
+//! Both artifacts of a version change together because the only switch is
+//! one `rename` of the `mgmt` symlink: a crash at any instant leaves the old
+//! or the new generation live, never a mix. The order of writes is chosen so
+//! that every crash point recovers to a consistent state ([`recover`]):
+//!
+//! - stage: write `gen/<new>` (temp dir, fsync, rename) → write `commit.json`
+//!   → switch `mgmt`. A crash before the switch leaves a `commit.json` that
+//!   names a generation which is not live: recovery drops it.
+//! - roll back: switch `mgmt` to the previous generation → remove
+//!   `commit.json` → remove the failed generation.
+//! - commit: remove `commit.json` → adopt the envelope's signer snapshot into
+//!   `scope.json` → prune generations older than the previous one. Adoption is
+//!   idempotent and redone by [`recover`], so a crash in between is harmless.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use flor_vertex::artifact::{AgentConfig, ArtifactError, VertexConfig};
+use flor_vertex::envelope::{self, ArtifactKind, EnvelopeError, Expect, Header};
+use flor_vertex::identity::Name;
+use flor_vertex::limits::MAX_ARTIFACT_BYTES;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+use crate::scope::{Scope, ScopeInfo};
+
+/// The live-generation symlink in the install root.
+pub const MGMT_LINK: &str = "mgmt";
+/// Directory of generations in the install root.
+pub const GEN_DIR: &str = "gen";
+/// The pending-commit record.
+pub const COMMIT_FILE: &str = "commit.json";
+/// The agent artifact's path inside the `mgmt` tree and on the config-server.
+pub const AGENT_REL: &str = "mgmt/agent.json";
+
+/// Why fetched artifacts were refused or could not be installed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// An envelope was refused: which file and why.
+    Envelope(String, EnvelopeError),
+    /// A payload does not validate.
+    Artifact(String, ArtifactError),
+    /// agent.json names a vertex artifact path other than `mgmt/vertices/<name>.json`.
+    BadVertexPath(String),
+    /// A vertex artifact's payload names another vertex than agent.json says.
+    VertexNameMismatch(String),
+    /// The filesystem refused: what was being done and why.
+    Io(&'static str, io::Error),
+    /// Nothing is installed (the scope was never synced).
+    NothingInstalled,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Envelope(file, e) => write!(f, "{file} refused: {e}"),
+            StoreError::Artifact(file, e) => write!(f, "{file} refused: {e}"),
+            StoreError::BadVertexPath(p) => write!(
+                f,
+                "agent.json names vertex artifact {p}; expected mgmt/vertices/<name>.json"
+            ),
+            StoreError::VertexNameMismatch(p) => {
+                write!(f, "{p} describes a different vertex than agent.json names")
+            }
+            StoreError::Io(what, e) => write!(f, "{what}: {e}"),
+            StoreError::NothingInstalled => {
+                f.write_str("no artifacts are installed in this scope (run flor enroll)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// One verified vertex artifact.
+#[derive(Clone, Debug)]
+pub struct VerifiedVertex {
+    /// The vertex name.
+    pub name: Name,
+    /// Its payload.
+    pub config: VertexConfig,
+    /// The envelope bytes, exactly as fetched.
+    pub bytes: Vec<u8>,
+}
+
+/// A verified set of artifacts for one version.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    /// The agent envelope's header.
+    pub header: Header,
+    /// The agent payload.
+    #[allow(dead_code)] // kept with its bytes; the agent re-reads the installed copy
+    pub agent: AgentConfig,
+    /// The agent envelope bytes.
+    pub agent_bytes: Vec<u8>,
+    /// Every vertex agent.json lists.
+    pub vertices: Vec<VerifiedVertex>,
+}
+
+impl Verified {
+    /// The version of this set (the agent envelope's version).
+    pub fn version(&self) -> u32 {
+        self.header.version
+    }
+}
+
+/// The vertex name in a `mgmt/vertices/<name>.json` path.
+pub fn vertex_name_of(path: &str) -> Option<Name> {
+    let name = path.strip_prefix("mgmt/vertices/")?.strip_suffix(".json")?;
+    Name::new(name).ok()
+}
+
+/// Opens and validates agent.json against the scope's trust and current version.
+pub fn verify_agent(
+    info: &ScopeInfo,
+    bytes: Vec<u8>,
+    current: Option<u32>,
+) -> Result<(Header, AgentConfig, Vec<u8>), StoreError> {
+    let expect = Expect {
+        kind: ArtifactKind::Agent,
+        rete: &info.rete,
+        node: &info.node,
+        trusted: &info.mgmt_signers,
+        current_version: current,
+    };
+    let opened = envelope::open::<AgentConfig>(&bytes, &expect)
+        .map_err(|e| StoreError::Envelope(AGENT_REL.into(), e))?;
+    opened
+        .payload
+        .validate()
+        .map_err(|e| StoreError::Artifact(AGENT_REL.into(), e))?;
+    for v in opened.payload.vertices.iter() {
+        if vertex_name_of(v.artifact.as_str()).as_ref() != Some(&v.name) {
+            return Err(StoreError::BadVertexPath(v.artifact.as_str().into()));
+        }
+    }
+    Ok((opened.header, opened.payload, bytes))
+}
+
+/// Opens and validates one vertex artifact.
+pub fn verify_vertex(
+    info: &ScopeInfo,
+    name: &Name,
+    bytes: Vec<u8>,
+    current: Option<u32>,
+) -> Result<VerifiedVertex, StoreError> {
+    let file = vertex_rel(name);
+    let expect = Expect {
+        kind: ArtifactKind::Vertex,
+        rete: &info.rete,
+        node: &info.node,
+        trusted: &info.mgmt_signers,
+        current_version: current,
+    };
+    let opened = envelope::open::<VertexConfig>(&bytes, &expect)
+        .map_err(|e| StoreError::Envelope(file.clone(), e))?;
+    opened
+        .payload
+        .validate()
+        .map_err(|e| StoreError::Artifact(file.clone(), e))?;
+    if &opened.payload.name != name {
+        return Err(StoreError::VertexNameMismatch(file));
+    }
+    Ok(VerifiedVertex {
+        name: name.clone(),
+        config: opened.payload,
+        bytes,
+    })
+}
+
+/// `mgmt/vertices/<name>.json`.
+pub fn vertex_rel(name: &Name) -> String {
+    let mut s = String::from("mgmt/vertices/");
+    s.push_str(name.as_str());
+    s.push_str(".json");
+    s
+}
+
+fn gen_dir(scope: &Scope, version: u32) -> PathBuf {
+    scope.install.join(GEN_DIR).join(version.to_string())
+}
+
+/// The live generation's version, read from the `mgmt` symlink.
+pub fn live_version(scope: &Scope) -> Option<u32> {
+    let target = fs::read_link(scope.install.join(MGMT_LINK)).ok()?;
+    let rest = target.strip_prefix(GEN_DIR).ok()?;
+    rest.to_str()?.parse().ok()
+}
+
+/// Reads an installed artifact of the live generation (`mgmt/...`), bounded.
+pub fn read_live(scope: &Scope, rel: &str) -> Result<Vec<u8>, StoreError> {
+    fsutil::read_bounded(&scope.install.join(rel), MAX_ARTIFACT_BYTES).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            StoreError::NothingInstalled
+        } else {
+            StoreError::Io("reading installed artifact", e)
+        }
+    })
+}
+
+/// The live generation's version per file (the "current" each new envelope must beat).
+pub fn live_header(scope: &Scope, rel: &str) -> Option<Header> {
+    let bytes = read_live(scope, rel).ok()?;
+    envelope::peek_header(&bytes).ok()
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Writes a verified set as generation `<version>` (not yet live).
+pub fn write_generation(scope: &Scope, v: &Verified) -> Result<(), StoreError> {
+    let io = |e| StoreError::Io("writing a new generation", e);
+    let gens = scope.install.join(GEN_DIR);
+    fs::create_dir_all(&gens).map_err(io)?;
+    let dst = gen_dir(scope, v.version());
+    if dst.exists() {
+        if live_version(scope) == Some(v.version()) {
+            // Same version already live (re-enroll): nothing to write.
+            return Ok(());
+        }
+        fs::remove_dir_all(&dst).map_err(io)?;
+    }
+    let tmp = gens.join(format!(".tmp-{}-{}", v.version(), std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fsutil::write_atomic(&tmp.join("agent.json"), &v.agent_bytes, 0o644).map_err(io)?;
+    for vx in &v.vertices {
+        let mut file = String::from(vx.name.as_str());
+        file.push_str(".json");
+        fsutil::write_atomic(&tmp.join("vertices").join(file), &vx.bytes, 0o644).map_err(io)?;
+    }
+    fs::rename(&tmp, &dst).map_err(io)?;
+    sync_dir(&gens).map_err(io)
+}
+
+/// Points `mgmt` at generation `<version>` with one atomic rename.
+pub fn switch_to(scope: &Scope, version: u32) -> Result<(), StoreError> {
+    let io = |e| StoreError::Io("switching the live generation", e);
+    let link = scope.install.join(MGMT_LINK);
+    let tmp = scope
+        .install
+        .join(format!(".mgmt.tmp.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let target = Path::new(GEN_DIR).join(version.to_string());
+    std::os::unix::fs::symlink(&target, &tmp).map_err(io)?;
+    fs::rename(&tmp, &link).map_err(io)?;
+    sync_dir(&scope.install).map_err(io)
+}
+
+/// The record of a version that runs but is not yet committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    /// The staged version.
+    pub pending: u32,
+    /// The version to return to.
+    pub previous: u32,
+    /// Wall-clock deadline (Unix seconds) for confirmation; survives an agent restart.
+    pub deadline_unix: u64,
+    /// Commit as soon as the vertex is healthy (a poll, or `sync --confirm`) rather than on confirmation.
+    pub auto: bool,
+}
+
+/// Reads `commit.json`, if any.
+pub fn read_commit(scope: &Scope) -> Option<CommitRecord> {
+    let bytes = fsutil::read_bounded(&scope.install.join(COMMIT_FILE), 1024).ok()?;
+    serde_json_core::from_slice::<CommitRecord>(&bytes)
+        .ok()
+        .map(|(r, _)| r)
+}
+
+fn write_commit(scope: &Scope, r: &CommitRecord) -> Result<(), StoreError> {
+    let mut buf = [0u8; 256];
+    let n = serde_json_core::to_slice(r, &mut buf).map_err(|_| {
+        StoreError::Io(
+            "writing commit.json",
+            io::Error::new(io::ErrorKind::InvalidData, "record too long"),
+        )
+    })?;
+    fsutil::write_atomic(&scope.install.join(COMMIT_FILE), &buf[..n], 0o644)
+        .map_err(|e| StoreError::Io("writing commit.json", e))
+}
+
+fn remove_commit(scope: &Scope) -> Result<(), StoreError> {
+    match fs::remove_file(scope.install.join(COMMIT_FILE)) {
+        Ok(()) => sync_dir(&scope.install).map_err(|e| StoreError::Io("removing commit.json", e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::Io("removing commit.json", e)),
+    }
+}
+
+/// Installs a verified set and makes it live at once, with nothing pending (enroll).
+pub fn install_committed(
+    scope: &Scope,
+    info: &mut ScopeInfo,
+    v: &Verified,
+) -> Result<(), StoreError> {
+    write_generation(scope, v)?;
+    switch_to(scope, v.version())?;
+    remove_commit(scope)?;
+    adopt_signers(scope, info, &v.header)?;
+    prune(scope, v.version(), None);
+    Ok(())
+}
+
+/// Stages a verified set: writes it, records it as pending, makes it live.
+pub fn stage(
+    scope: &Scope,
+    v: &Verified,
+    previous: u32,
+    deadline_unix: u64,
+    auto: bool,
+) -> Result<(), StoreError> {
+    write_generation(scope, v)?;
+    write_commit(
+        scope,
+        &CommitRecord {
+            pending: v.version(),
+            previous,
+            deadline_unix,
+            auto,
+        },
+    )?;
+    switch_to(scope, v.version())
+}
+
+/// Returns to the previous generation and forgets the failed one.
+pub fn roll_back(scope: &Scope, failed: u32, previous: u32) -> Result<(), StoreError> {
+    switch_to(scope, previous)?;
+    remove_commit(scope)?;
+    let _ = fs::remove_dir_all(gen_dir(scope, failed));
+    Ok(())
+}
+
+/// Makes the pending version permanent and adopts its signer snapshot.
+pub fn commit(
+    scope: &Scope,
+    info: &mut ScopeInfo,
+    version: u32,
+    keep: Option<u32>,
+) -> Result<(), StoreError> {
+    remove_commit(scope)?;
+    if let Some(h) = live_header(scope, AGENT_REL) {
+        adopt_signers(scope, info, &h)?;
+    }
+    prune(scope, version, keep);
+    Ok(())
+}
+
+/// Writes the header's `authorized_mgmt_signers` into `scope.json` if they differ.
+pub fn adopt_signers(scope: &Scope, info: &mut ScopeInfo, h: &Header) -> Result<(), StoreError> {
+    if info.mgmt_signers == h.authorized_mgmt_signers {
+        return Ok(());
+    }
+    info.mgmt_signers = h.authorized_mgmt_signers.clone();
+    scope
+        .write_info(info)
+        .map_err(|e| StoreError::Io("adopting the signer snapshot into scope.json", e))
+}
+
+/// Removes every generation except `live` and `keep`, and stray temp dirs.
+fn prune(scope: &Scope, live: u32, keep: Option<u32>) {
+    let Ok(entries) = fs::read_dir(scope.install.join(GEN_DIR)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let v: Option<u32> = name.parse().ok();
+        if v == Some(live) || (v.is_some() && v == keep) {
+            continue;
+        }
+        let _ = fs::remove_dir_all(e.path());
+    }
+}
+
+/// What [`recover`] found at agent start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovered {
+    /// A committed version is live and nothing is pending.
+    Committed(u32),
+    /// A staged version is live and still inside its confirmation window.
+    Pending(CommitRecord),
+    /// A staged version's window passed while the agent was down: rolled back.
+    RolledBack {
+        /// The version that was rolled back.
+        failed: u32,
+        /// The version live now.
+        live: u32,
+    },
+}
+
+/// Brings the install root to a consistent state after a crash at any point.
+pub fn recover(
+    scope: &Scope,
+    info: &mut ScopeInfo,
+    now_unix: u64,
+) -> Result<Recovered, StoreError> {
+    let live = live_version(scope).ok_or(StoreError::NothingInstalled)?;
+    // Leftover temp generations and links from an interrupted write.
+    if let Ok(entries) = fs::read_dir(scope.install.join(GEN_DIR)) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    match read_commit(scope) {
+        Some(r) if r.pending == live => {
+            if now_unix >= r.deadline_unix {
+                roll_back(scope, r.pending, r.previous)?;
+                return Ok(Recovered::RolledBack {
+                    failed: r.pending,
+                    live: r.previous,
+                });
+            }
+            Ok(Recovered::Pending(r))
+        }
+        stale => {
+            if let Some(r) = stale {
+                // Crashed before the switch, or after a rollback's switch.
+                remove_commit(scope)?;
+                if r.pending != live {
+                    let _ = fs::remove_dir_all(gen_dir(scope, r.pending));
+                }
+            }
+            if let Some(h) = live_header(scope, AGENT_REL) {
+                adopt_signers(scope, info, &h)?;
+            }
+            Ok(Recovered::Committed(live))
+        }
+    }
+}
+
+/// What `--dry-run` prints: the differences between the live and a new set.
+pub fn diff(live: Option<(&Header, &[VertexConfig])>, new: &Verified) -> Vec<String> {
+    let mut out = Vec::new();
+    let old_v = live.map(|(h, _)| h.version);
+    out.push(match old_v {
+        Some(o) => format!("version: {o} -> {}", new.version()),
+        None => format!("version: (none) -> {}", new.version()),
+    });
+    if let Some((h, _)) = live {
+        if h.authorized_mgmt_signers != new.header.authorized_mgmt_signers {
+            out.push("authorized management signers change".into());
+        }
+    }
+    let empty: &[VertexConfig] = &[];
+    let olds = live.map(|(_, v)| v).unwrap_or(empty);
+    for nv in &new.vertices {
+        let ov = olds.iter().find(|o| o.name == nv.name);
+        let n = &nv.config;
+        let prefix = nv.name.as_str();
+        // Services.
+        for s in n.services.iter() {
+            match ov.and_then(|o| o.services.iter().find(|x| x.id == s.id)) {
+                None => out.push(format!("{prefix}: + service {} -> {}", s.id, s.upstream)),
+                Some(x) if x.upstream != s.upstream => out.push(format!(
+                    "{prefix}: ~ service {} upstream {} -> {}",
+                    s.id, x.upstream, s.upstream
+                )),
+                Some(_) => {}
+            }
+        }
+        if let Some(o) = ov {
+            for s in o.services.iter() {
+                if !n.services.iter().any(|x| x.id == s.id) {
+                    out.push(format!("{prefix}: - service {}", s.id));
+                }
+            }
+        }
+        // ACL rows, compared by caller and the service ids they grant.
+        let grants = |cfg: &VertexConfig, i: usize| -> Vec<String> {
+            let mut g: Vec<String> = cfg.acl[i]
+                .services
+                .iter()
+                .filter_map(|&k| cfg.services.get(usize::from(k)))
+                .map(|s| s.id.to_string())
+                .collect();
+            g.sort();
+            g
+        };
+        for (i, row) in n.acl.iter().enumerate() {
+            let new_g = grants(n, i);
+            let old = ov.and_then(|o| {
+                o.acl
+                    .iter()
+                    .position(|r| r.caller == row.caller)
+                    .map(|j| grants(o, j))
+            });
+            match old {
+                None => out.push(format!(
+                    "{prefix}: + acl {} -> [{}]",
+                    row.caller,
+                    new_g.join(", ")
+                )),
+                Some(g) if g != new_g => out.push(format!(
+                    "{prefix}: ~ acl {} [{}] -> [{}]",
+                    row.caller,
+                    g.join(", "),
+                    new_g.join(", ")
+                )),
+                Some(_) => {}
+            }
+        }
+        if let Some(o) = ov {
+            for row in o.acl.iter() {
+                if !n.acl.iter().any(|r| r.caller == row.caller) {
+                    out.push(format!("{prefix}: - acl {}", row.caller));
+                }
+            }
+        }
+        // Routes.
+        for r in n.routes.iter() {
+            match ov.and_then(|o| o.routes.iter().find(|x| x.target == r.target)) {
+                None => out.push(format!("{prefix}: + route {} via {}", r.target, r.addr)),
+                Some(x) if x.addr != r.addr => out.push(format!(
+                    "{prefix}: ~ route {} via {} -> {}",
+                    r.target, x.addr, r.addr
+                )),
+                Some(_) => {}
+            }
+        }
+        if let Some(o) = ov {
+            for r in o.routes.iter() {
+                if !n.routes.iter().any(|x| x.target == r.target) {
+                    out.push(format!("{prefix}: - route {}", r.target));
+                }
+            }
+            if o.listen != n.listen {
+                out.push(format!(
+                    "{prefix}: ~ listen {} -> {}",
+                    o.listen
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "none".into()),
+                    n.listen
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "none".into())
+                ));
+            }
+        }
+    }
+    if out.len() == 1 {
+        out.push("no change to services, ACL rows or routes".into());
+    }
+    out
+}

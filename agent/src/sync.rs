@@ -1,0 +1,120 @@
+//! Fetch and verify one version of a node's artifacts from a source.
+//!
+//! agent.json comes first: it names the vertices whose artifacts follow. Each
+//! envelope must be signed by a signer the scope trusts now, be for this rete
+//! and node, and be newer than the file it would replace. A source that still
+//! serves the running version is "up to date", not an error.
+
+use std::fmt;
+
+use crate::fetch::{FetchError, Source};
+use crate::scope::{Scope, ScopeInfo};
+use crate::store::{self, StoreError, Verified, AGENT_REL};
+
+/// Why a sync did not produce a new version.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The source could not be reached or answered badly.
+    Fetch(FetchError),
+    /// An artifact was refused (signature, signer, rete, node, version, payload).
+    Store(StoreError),
+}
+
+impl fmt::Display for SyncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncError::Fetch(e) => write!(f, "{e}"),
+            SyncError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SyncError {}
+
+/// The outcome of a fetch.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The source serves the version that runs.
+    UpToDate(u32),
+    /// A newer, verified version.
+    New(Box<Verified>),
+}
+
+/// Where the agent fetches from when no `--from` is given: the scope's
+/// plain-HTTP mirror (the config-server's read listener or any static copy).
+pub fn default_source(info: &ScopeInfo) -> Option<Source> {
+    let url = info.mirror_url.as_ref()?;
+    Source::parse(url).ok()
+}
+
+/// Fetches and verifies a full set for a first install (enroll): any version.
+pub async fn fetch_verified(
+    source: &Source,
+    info: &ScopeInfo,
+    current: Option<u32>,
+) -> Result<Verified, SyncError> {
+    let bytes = source
+        .fetch(&info.node, AGENT_REL)
+        .await
+        .map_err(SyncError::Fetch)?;
+    verify_set(source, info, bytes, current, |_| None).await
+}
+
+/// Verifies fetched agent.json bytes, then fetches and verifies its vertices.
+/// `vertex_current` gives the running version of each vertex artifact.
+async fn verify_set(
+    source: &Source,
+    info: &ScopeInfo,
+    agent_bytes: Vec<u8>,
+    current: Option<u32>,
+    vertex_current: impl Fn(&flor_vertex::identity::Name) -> Option<u32>,
+) -> Result<Verified, SyncError> {
+    let (header, agent, agent_bytes) =
+        store::verify_agent(info, agent_bytes, current).map_err(SyncError::Store)?;
+    let mut vertices = Vec::new();
+    for v in agent.vertices.iter() {
+        let rel = store::vertex_rel(&v.name);
+        let bytes = source
+            .fetch(&info.node, &rel)
+            .await
+            .map_err(SyncError::Fetch)?;
+        vertices.push(
+            store::verify_vertex(info, &v.name, bytes, vertex_current(&v.name))
+                .map_err(SyncError::Store)?,
+        );
+    }
+    Ok(Verified {
+        header,
+        agent,
+        agent_bytes,
+        vertices,
+    })
+}
+
+/// Fetches for a running scope: up to date, or a verified newer version.
+pub async fn fetch_for(
+    scope: &Scope,
+    info: &ScopeInfo,
+    source: &Source,
+) -> Result<Fetched, SyncError> {
+    let current = store::live_header(scope, AGENT_REL).map(|h| h.version);
+    let bytes = source
+        .fetch(&info.node, AGENT_REL)
+        .await
+        .map_err(SyncError::Fetch)?;
+    if let Some(cur) = current {
+        // An unchanged server costs no signature check; anything else (newer,
+        // or a replayed or tampered copy) is fully verified and refused with its reason.
+        let live = store::read_live(scope, AGENT_REL).map_err(SyncError::Store)?;
+        if bytes == live {
+            return Ok(Fetched::UpToDate(cur));
+        }
+    }
+    let vcur = |n: &flor_vertex::identity::Name| {
+        store::live_header(scope, &store::vertex_rel(n)).map(|h| h.version)
+    };
+    verify_set(source, info, bytes, current, vcur)
+        .await
+        .map(|v| Fetched::New(Box::new(v)))
+}

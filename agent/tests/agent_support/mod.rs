@@ -1,0 +1,367 @@
+//! Fixtures for the agent's process tests: a config-server with a store, a
+//! publisher (curl), bundles, and `flor agent run` processes whose whole
+//! process group (agent and vertex) dies with the test.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// A running process group (the agent and its vertex), killed when dropped.
+pub struct Group(pub Child);
+
+impl Group {
+    pub fn kill9(&mut self) {
+        let pgid = self.0.id().to_string();
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{pgid}")])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn flor_cmd(home: &Path) -> Command {
+    let mut c = Command::new(flor_bin());
+    c.env("FLOR_HOME", home)
+        .env("FLOR_RUNTIME_DIR", home.join("run"))
+        .env("RUST_LOG", "info");
+    c
+}
+
+/// Runs `flor <args>` for the host whose `FLOR_HOME` is `home`.
+pub fn flor(home: &Path, args: &[&str]) -> Output {
+    flor_cmd(home).args(args).output().unwrap()
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A TCP echo upstream.
+pub fn start_echo() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A rete with a running config-server.
+pub struct Pilot {
+    pub rete: Rete,
+    pub mgmt: Node,
+    pub store: TempDir,
+    pub read: u16,
+    pub publish: u16,
+    pub cs: Option<Group>,
+}
+
+impl Pilot {
+    pub fn new(td: &str) -> Pilot {
+        let rete = Rete::new(td);
+        let mgmt = rete.node("mgmt01");
+        let store = TempDir::new("store");
+        let mut p = Pilot {
+            rete,
+            mgmt,
+            store,
+            read: free_tcp(),
+            publish: free_tcp(),
+            cs: None,
+        };
+        p.start_config_server();
+        p
+    }
+
+    pub fn start_config_server(&mut self) {
+        let log = std::fs::File::create(
+            self.store
+                .0
+                .join("../cs.log")
+                .with_file_name(format!("cs-{}.log", self.read)),
+        )
+        .unwrap();
+        let child = flor_cmd(&self.mgmt.home.0)
+            .args([
+                "config-server",
+                "--rete",
+                &self.rete.td,
+                "--read-listen",
+                &format!("127.0.0.1:{}", self.read),
+                "--publish-listen",
+                &format!("127.0.0.1:{}", self.publish),
+                "--store",
+                path_str(&self.store.0),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        self.cs = Some(Group(child));
+        wait_tcp(self.read);
+        wait_tcp(self.publish);
+    }
+
+    pub fn stop_config_server(&mut self) {
+        self.cs = None;
+    }
+
+    pub fn mirror(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.read)
+    }
+
+    /// `<node>/mgmt/agent.json` payload.
+    pub fn agent_payload(&self, node: &str, poll_s: u32) -> Value {
+        json!({
+            "rete": self.rete.td, "node": node, "ca": "ca.crt",
+            "identity": {"id": self.rete.id(&format!("node/{node}")),
+                         "cert": format!("certs/node/{node}.crt"), "key": format!("keys/node/{node}.key")},
+            "config_server": {"service": self.rete.id("service/config"), "addr": "127.0.0.1:9"},
+            "poll_interval_s": poll_s, "commit_timeout_s": 300,
+            "vertices": [{"name": "flor", "artifact": "mgmt/vertices/flor.json"}],
+        })
+    }
+
+    /// The publish body for one node at `version`.
+    pub fn tree(&self, node: &str, version: u32, agent: &Value, vertex: &Value) -> Vec<Vec<u8>> {
+        vec![
+            self.rete.seal("agent", node, version, agent),
+            self.rete.seal("vertex", node, version, vertex),
+        ]
+    }
+
+    /// POSTs a tree with curl; returns (HTTP status, body).
+    pub fn publish_files(&self, files: &[(String, Vec<u8>)]) -> (u16, String) {
+        let mut body = flor_vertex::http::tree::MAGIC.to_vec();
+        for (path, bytes) in files {
+            flor_vertex::http::tree::push_file(&mut body, path, bytes);
+        }
+        body.extend_from_slice(flor_vertex::http::tree::END);
+        let f = self.store.0.with_extension(format!("body-{}", files.len()));
+        std::fs::write(&f, &body).unwrap();
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "20",
+                "-w",
+                "\n%{http_code}",
+                "--data-binary",
+                &format!("@{}", f.display()),
+                &format!("http://127.0.0.1:{}/publish", self.publish),
+            ])
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&f);
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = s.rsplit_once('\n').unwrap();
+        (code.trim().parse().unwrap(), body.to_string())
+    }
+
+    pub fn publish(
+        &self,
+        node: &str,
+        version: u32,
+        agent: &Value,
+        vertex: &Value,
+    ) -> (u16, String) {
+        let t = self.tree(node, version, agent, vertex);
+        self.publish_files(&[
+            (format!("{node}/mgmt/agent.json"), t[0].clone()),
+            (format!("{node}/mgmt/vertices/flor.json"), t[1].clone()),
+        ])
+    }
+
+    /// The stored copy of a node's artifact on the config-server.
+    pub fn stored(&self, node: &str, rel: &str) -> PathBuf {
+        self.store.0.join("tree").join(node).join(rel)
+    }
+
+    /// A Flow A bundle for `node` holding `principals` (paths like `service/echo`).
+    pub fn bundle(&self, node: &str, principals: &[&str], dir: &Path) -> PathBuf {
+        let mut ps = vec![];
+        for p in
+            std::iter::once(format!("node/{node}")).chain(principals.iter().map(|s| s.to_string()))
+        {
+            let (cert, key) = self.rete.ca.issue(&self.rete.id(&p));
+            ps.push(json!({"id": self.rete.id(&p), "cert_pem": cert, "key_pem": key}));
+        }
+        let b = json!({
+            "format": "florete-bundle/1", "rete": self.rete.td, "node": node,
+            "ca_pem": self.rete.ca.pem, "principals": ps,
+            "mgmt_signers": [self.rete.signer()],
+            "config_server": {"service": self.rete.id("service/config"), "addr": "127.0.0.1:9"},
+            "mirror_url": self.mirror(),
+        });
+        let f = dir.join(format!("{node}.{}.bundle.json", self.rete.td));
+        std::fs::write(&f, serde_json::to_vec_pretty(&b).unwrap()).unwrap();
+        f
+    }
+
+    /// Principal entry of a vertex payload for something `enroll` installed.
+    pub fn principal(&self, path: &str) -> Value {
+        json!({"id": self.rete.id(path), "cert": format!("certs/{path}.crt"), "key": format!("keys/{path}.key")})
+    }
+}
+
+/// A host (`FLOR_HOME`) that may enroll in several retes.
+pub struct Host {
+    pub home: TempDir,
+}
+
+impl Host {
+    pub fn new(tag: &str) -> Host {
+        Host {
+            home: TempDir::new(tag),
+        }
+    }
+
+    pub fn flor(&self, args: &[&str]) -> Output {
+        flor(&self.home.0, args)
+    }
+
+    pub fn scope(&self, scope: &str) -> PathBuf {
+        self.home.0.join("retes").join(scope)
+    }
+
+    /// Starts `flor agent run --rete <scope>` in its own process group.
+    pub fn start_agent(&self, scope: &str) -> Group {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(scope))
+            .unwrap();
+        let child = flor_cmd(&self.home.0)
+            .args(["agent", "run", "--rete", scope])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Group(child)
+    }
+
+    pub fn log_path(&self, scope: &str) -> PathBuf {
+        self.home.0.join(format!("agent-{scope}.log"))
+    }
+
+    pub fn log(&self, scope: &str) -> String {
+        std::fs::read_to_string(self.log_path(scope)).unwrap_or_default()
+    }
+
+    pub fn status(&self, scope: &str) -> Option<Value> {
+        let o = self.flor(&["agent", "status", "--rete", scope, "--json"]);
+        if !o.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&o.stdout).ok()
+    }
+
+    /// Waits until `pred(status)` holds, or fails the test after `secs`.
+    pub fn wait_status(
+        &self,
+        scope: &str,
+        secs: u64,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut last = None;
+        loop {
+            if let Some(s) = self.status(scope) {
+                if pred(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {secs} s; last status {last:?}\nagent log:\n{}",
+                self.log(scope)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn wait_healthy(&self, scope: &str, version: u64) -> Value {
+        self.wait_status(scope, 30, "vertex healthy", |s| {
+            s["vertex"]["health"] == "healthy"
+                && s["version"] == version
+                && s["listeners"].is_array()
+        })
+    }
+
+    /// Every file under the scope with its bytes (symlinks as their targets), sorted.
+    pub fn snapshot(&self, scope: &str) -> Vec<(String, Vec<u8>)> {
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
+                let meta = std::fs::symlink_metadata(&p).unwrap();
+                if meta.file_type().is_symlink() {
+                    out.push((
+                        rel,
+                        std::fs::read_link(&p)
+                            .unwrap()
+                            .to_string_lossy()
+                            .into_owned()
+                            .into_bytes(),
+                    ));
+                } else if meta.is_dir() {
+                    walk(root, &p, out);
+                } else if meta.file_type().is_file() {
+                    out.push((rel, std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        let mut out = vec![];
+        let root = self.scope(scope);
+        walk(&root, &root, &mut out);
+        out.sort();
+        out
+    }
+}
+
+/// Sends `payload` through SOCKS5 `port` to `host:dport` and expects it echoed.
+pub fn echo_through(port: u16, host: &str) -> Result<(), u8> {
+    let (code, s) = socks_connect(port, host, 7);
+    let Some(mut s) = s else { return Err(code) };
+    s.write_all(b"ping through florete\n").unwrap();
+    let mut got = [0u8; 21];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping through florete\n");
+    Ok(())
+}
+
+pub fn udp() -> SocketAddr {
+    free_udp()
+}
