@@ -1,0 +1,678 @@
+//! Per-node compilation: the checked rete → each node's signed
+//! `mgmt/agent.json` and `mgmt/vertices/flor.json`.
+//!
+//! Need to know: a node's vertex artifact carries only
+//! - the principals it holds (its `node/<name>`, the services it hosts, the users listed on it),
+//! - the services it hosts and the ACL rows for them (one per caller, sorted by caller),
+//! - routes to the services its principals may reach, and nothing else,
+//! - SOCKS5 listeners: one per held user (preferred ports 1080, 1081, … by user name),
+//!   then one per held service principal that may call out, then the node principal.
+//!
+//! Deterministic: every list is built from sorted maps, no timestamps, the
+//! JSON is serde_json's compact form of flor-vertex's own types in struct
+//! order, and Ed25519 signing is deterministic. The same repo state gives the
+//! same bytes on any machine. The version comes from `rete.yaml` (see
+//! `docs/versions.md`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use flor_vertex::artifact::{
+    self, AclRow, Addr, AgentConfig, ConfigServer, MgmtSigner, MgmtSigners, Principal,
+    PublishedService, Route, ScopePath, ServiceIndexes, ShortText, SocksListener, VertexConfig,
+    VertexRef,
+};
+use flor_vertex::envelope::{self, ArtifactKind, Expect, Header, Plane};
+use flor_vertex::identity::{Kind, Name, SpiffeId};
+use flor_vertex::limits::{self, Limit};
+
+use crate::model::{self, Problem};
+use crate::validate::{Access, Node, Rete};
+
+/// The one vertex a C0 node runs.
+pub const VERTEX_NAME: &str = "flor";
+/// Where the agent artifact lives in a scope and in the compiled tree.
+pub const AGENT_PATH: &str = "mgmt/agent.json";
+/// Where the vertex artifact lives in a scope and in the compiled tree.
+pub const VERTEX_PATH: &str = "mgmt/vertices/flor.json";
+/// The first preferred SOCKS5 port (the conventional SOCKS port); later listeners count up.
+pub const SOCKS_BASE_PORT: u16 = 1080;
+
+/// Why compiling a node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The artifact would not fit a device limit.
+    #[error("node {node}: {what} is {got}, over {limit} by {over}")]
+    OverLimit {
+        /// The node.
+        node: String,
+        /// What overflowed.
+        what: &'static str,
+        /// The count or length.
+        got: usize,
+        /// The limit.
+        limit: Limit,
+        /// By how much.
+        over: usize,
+    },
+    /// A value does not fit a bounded field (a path or name).
+    #[error("node {node}: {what} does not fit {limit}")]
+    Field {
+        /// The node.
+        node: String,
+        /// What overflowed.
+        what: String,
+        /// The limit.
+        limit: Limit,
+    },
+    /// The node hosting the config-server, or a service's node, has no listen address.
+    #[error("node {node}: {what}")]
+    Unroutable {
+        /// The node.
+        node: String,
+        /// What is missing.
+        what: String,
+    },
+    /// The device parser or verifier refused the sealed artifact (a retectl bug).
+    #[error("node {node}: the device refuses the compiled {kind}: {reason}")]
+    DeviceRefused {
+        /// The node.
+        node: String,
+        /// agent or vertex.
+        kind: &'static str,
+        /// The device's reason.
+        reason: String,
+    },
+}
+
+/// One node's artifacts, before sealing.
+#[derive(Clone, Debug)]
+pub struct NodeArtifacts {
+    /// The agent payload.
+    pub agent: AgentConfig,
+    /// The vertex payload.
+    pub vertex: VertexConfig,
+}
+
+fn path(node: &str, p: &str) -> Result<ScopePath, CompileError> {
+    ScopePath::new(p).map_err(|limit| CompileError::Field {
+        node: node.to_owned(),
+        what: format!("path {p:?}"),
+        limit,
+    })
+}
+
+fn principal(id: &SpiffeId) -> Principal {
+    Principal {
+        id: id.clone(),
+        cert: artifact::cert_path(id),
+        key: artifact::key_path(id),
+    }
+}
+
+fn check_count(
+    node: &str,
+    what: &'static str,
+    got: usize,
+    limit: Limit,
+    errs: &mut Vec<CompileError>,
+) {
+    if got > limit.value() {
+        errs.push(CompileError::OverLimit {
+            node: node.to_owned(),
+            what,
+            got,
+            limit,
+            over: got - limit.value(),
+        });
+    }
+}
+
+/// Builds one node's payloads, or every limit it breaks.
+pub fn build(
+    rete: &Rete,
+    access: &Access,
+    node: &Node,
+) -> Result<NodeArtifacts, Vec<CompileError>> {
+    let n = node.name.as_str();
+    let mut errs = Vec::new();
+
+    // Principals held: node identity, hosted services, listed users.
+    let hosted: BTreeMap<&SpiffeId, &crate::validate::Service> = rete
+        .services
+        .values()
+        .filter(|s| s.node == n)
+        .map(|s| (&s.id, s))
+        .collect();
+    let hosted_keys: BTreeMap<&SpiffeId, &str> = rete
+        .services
+        .iter()
+        .filter(|(_, s)| s.node == n)
+        .map(|(k, s)| (&s.id, k.as_str()))
+        .collect();
+    let users: Vec<&SpiffeId> = {
+        let mut u: Vec<&str> = node.users.iter().map(String::as_str).collect();
+        u.sort_unstable();
+        u.iter()
+            .filter_map(|name| rete.users.get(*name).map(|u| &u.id))
+            .collect()
+    };
+    let mut held: BTreeSet<&SpiffeId> = BTreeSet::new();
+    held.insert(&node.id);
+    held.extend(hosted.keys().copied());
+    held.extend(users.iter().copied());
+
+    // ACL: for each hosted service (index in id order), its callers.
+    let service_ids: Vec<&SpiffeId> = hosted.keys().copied().collect();
+    let mut rows: BTreeMap<&SpiffeId, Vec<u8>> = BTreeMap::new();
+    for (i, id) in service_ids.iter().enumerate() {
+        let key = hosted_keys[id];
+        for caller in access.callers.get(key).into_iter().flatten() {
+            // i < MAX_SERVICES <= 64 when the count check passes; larger i is reported below.
+            rows.entry(caller)
+                .or_default()
+                .push(u8::try_from(i).unwrap_or(u8::MAX));
+        }
+    }
+
+    // Routes: every service a held principal may reach.
+    let mut targets: BTreeSet<&str> = BTreeSet::new();
+    for p in &held {
+        if let Some(set) = access.reach.get(*p) {
+            targets.extend(set.iter().map(String::as_str));
+        }
+    }
+    let mut routes: BTreeMap<&SpiffeId, Addr> = BTreeMap::new();
+    for key in &targets {
+        let Some(svc) = rete.services.get(*key) else {
+            continue;
+        };
+        match rete.nodes.get(&svc.node).and_then(|h| h.listen) {
+            Some(addr) => {
+                routes.insert(&svc.id, Addr(addr));
+            }
+            None => errs.push(CompileError::Unroutable {
+                node: n.to_owned(),
+                what: format!(
+                    "service {key:?} is on node {:?}, which has no listen address",
+                    svc.node
+                ),
+            }),
+        }
+    }
+
+    // SOCKS5: users by name, then service principals that call out, then the node.
+    let mut socks_principals: Vec<&SpiffeId> = users.clone();
+    socks_principals.extend(
+        hosted
+            .keys()
+            .copied()
+            .filter(|id| access.reach.contains_key(*id)),
+    );
+    if access.reach.contains_key(&node.id) {
+        socks_principals.push(&node.id);
+    }
+
+    check_count(
+        n,
+        "principals held",
+        held.len(),
+        Limit::Principals,
+        &mut errs,
+    );
+    check_count(
+        n,
+        "services published",
+        service_ids.len(),
+        Limit::Services,
+        &mut errs,
+    );
+    check_count(
+        n,
+        "ACL rows (distinct callers of its services)",
+        rows.len(),
+        Limit::AclRows,
+        &mut errs,
+    );
+    check_count(
+        n,
+        "routes (services its principals may reach)",
+        routes.len(),
+        Limit::Routes,
+        &mut errs,
+    );
+    check_count(
+        n,
+        "SOCKS5 listeners",
+        socks_principals.len(),
+        Limit::SocksListeners,
+        &mut errs,
+    );
+    let Some(config) = rete.config_service() else {
+        errs.push(CompileError::Unroutable {
+            node: n.to_owned(),
+            what: "service \"config\" is not defined".into(),
+        });
+        return Err(errs);
+    };
+    let config_addr = rete.nodes.get(&rete.config_node).and_then(|c| c.listen);
+    if config_addr.is_none() {
+        errs.push(CompileError::Unroutable {
+            node: n.to_owned(),
+            what: format!(
+                "config-server node {:?} has no listen address",
+                rete.config_node
+            ),
+        });
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+
+    let field = |what: &str, l: Limit| CompileError::Field {
+        node: n.to_owned(),
+        what: what.to_owned(),
+        limit: l,
+    };
+    let mut vertex = VertexConfig {
+        rete: rete.td.clone(),
+        node: node.name.clone(),
+        name: Name::new(VERTEX_NAME).map_err(|_| vec![field("vertex name", Limit::NameLen)])?,
+        ca: path(n, artifact::CA_PATH).map_err(|e| vec![e])?,
+        listen: node.listen.map(Addr),
+        idle_timeout_s: rete.idle_timeout_s,
+        principals: Default::default(),
+        services: Default::default(),
+        acl: Default::default(),
+        routes: Default::default(),
+        socks: Default::default(),
+    };
+    // Counts were checked above, so pushes below cannot hit a limit; a failure is still reported, not unwrapped.
+    let mut push_err = |what: &str, l: Limit| errs.push(field(what, l));
+    for id in &held {
+        if let Err(l) = vertex.principals.push(principal(id)) {
+            push_err("principals", l);
+        }
+    }
+    for id in &service_ids {
+        let svc = hosted[id];
+        if let Err(l) = vertex.services.push(PublishedService {
+            id: (*id).clone(),
+            upstream: Addr(svc.upstream),
+        }) {
+            push_err("services", l);
+        }
+    }
+    for (caller, idx) in rows {
+        let mut services = ServiceIndexes::default();
+        let mut idx = idx;
+        idx.sort_unstable();
+        idx.dedup();
+        let mut over = None;
+        for i in idx {
+            if let Err(l) = services.push(i) {
+                over = Some(l);
+            }
+        }
+        if let Some(l) = over {
+            push_err("ACL grants", l);
+        }
+        if let Err(l) = vertex.acl.push(AclRow {
+            caller: caller.clone(),
+            services,
+        }) {
+            push_err("ACL rows", l);
+        }
+    }
+    for (target, addr) in routes {
+        if let Err(l) = vertex.routes.push(Route {
+            target: target.clone(),
+            addr,
+        }) {
+            push_err("routes", l);
+        }
+    }
+    for (i, p) in socks_principals.iter().enumerate() {
+        let port = SOCKS_BASE_PORT.saturating_add(u16::try_from(i).unwrap_or(u16::MAX));
+        if let Err(l) = vertex.socks.push(SocksListener {
+            principal: (*p).clone(),
+            port,
+        }) {
+            push_err("SOCKS5 listeners", l);
+        }
+    }
+
+    let mut vertices = artifact::VertexRefs::default();
+    let vref = VertexRef {
+        name: vertex.name.clone(),
+        artifact: path(n, VERTEX_PATH).map_err(|e| vec![e])?,
+    };
+    if let Err(l) = vertices.push(vref) {
+        push_err("vertices", l);
+    }
+    let agent = AgentConfig {
+        rete: rete.td.clone(),
+        node: node.name.clone(),
+        ca: path(n, artifact::CA_PATH).map_err(|e| vec![e])?,
+        identity: principal(&node.id),
+        config_server: ConfigServer {
+            service: config.id.clone(),
+            // Checked above.
+            addr: Addr(
+                config_addr.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 1))),
+            ),
+        },
+        poll_interval_s: rete.poll_interval_s,
+        commit_timeout_s: rete.commit_timeout_s,
+        vertices,
+    };
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(NodeArtifacts { agent, vertex })
+}
+
+/// The management-plane signers as envelopes list them (sorted by identity).
+pub fn mgmt_signers(rete: &Rete, keys: &BTreeMap<String, [u8; 32]>) -> MgmtSigners {
+    let mut list: Vec<MgmtSigner> = rete
+        .signers
+        .iter()
+        .map(|s| MgmtSigner {
+            id: SpiffeId::new(rete.td.clone(), Kind::ManagementPlane, s.name.clone()),
+            key: artifact::PublicKeyHex(keys.get(s.name.as_str()).copied().unwrap_or([0; 32])),
+        })
+        .collect();
+    list.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut out = MgmtSigners::default();
+    for s in list.into_iter().take(limits::MAX_MGMT_SIGNERS) {
+        let _ = out.push(s);
+    }
+    out
+}
+
+fn header(
+    rete: &Rete,
+    node: &Name,
+    kind: ArtifactKind,
+    signer: &SpiffeId,
+    signers: &MgmtSigners,
+) -> Header {
+    Header {
+        kind,
+        // SCHEMA_VERSION is a short constant ("1.0"); it always fits.
+        schema: ShortText::new(artifact::SCHEMA_VERSION).unwrap_or_default(),
+        plane: Plane::Mgmt,
+        version: rete.version,
+        rete: rete.td.clone(),
+        node: node.clone(),
+        signer: signer.clone(),
+        authorized_mgmt_signers: signers.clone(),
+    }
+}
+
+/// A node's two sealed envelopes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    /// `mgmt/agent.json` bytes.
+    pub agent: Vec<u8>,
+    /// `mgmt/vertices/flor.json` bytes.
+    pub vertex: Vec<u8>,
+}
+
+/// Seals both artifacts with the signer's key and checks that the device
+/// verifier opens them and parses back exactly what was written.
+pub fn seal(
+    rete: &Rete,
+    arts: &NodeArtifacts,
+    signer: &SpiffeId,
+    signers: &MgmtSigners,
+    key: &ed25519_compact::SecretKey,
+) -> Result<Sealed, CompileError> {
+    let node = &arts.vertex.node;
+    let agent = envelope::seal(
+        &json(&header(rete, node, ArtifactKind::Agent, signer, signers)),
+        &json(&arts.agent),
+        key,
+    );
+    let vertex = envelope::seal(
+        &json(&header(rete, node, ArtifactKind::Vertex, signer, signers)),
+        &json(&arts.vertex),
+        key,
+    );
+    let refused = |kind: &'static str, reason: String| CompileError::DeviceRefused {
+        node: node.to_string(),
+        kind,
+        reason,
+    };
+    for (bytes, kind) in [
+        (&agent, ArtifactKind::Agent),
+        (&vertex, ArtifactKind::Vertex),
+    ] {
+        if bytes.len() > limits::MAX_ARTIFACT_BYTES {
+            return Err(CompileError::OverLimit {
+                node: node.to_string(),
+                what: if kind == ArtifactKind::Agent {
+                    "agent.json size in bytes"
+                } else {
+                    "vertices/flor.json size in bytes"
+                },
+                got: bytes.len(),
+                limit: Limit::ArtifactBytes,
+                over: bytes.len() - limits::MAX_ARTIFACT_BYTES,
+            });
+        }
+    }
+    let expect = |kind| Expect {
+        kind,
+        rete: &rete.td,
+        node,
+        trusted: signers,
+        current_version: None,
+    };
+    let a = envelope::open::<AgentConfig>(&agent, &expect(ArtifactKind::Agent))
+        .map_err(|e| refused("agent.json", e.to_string()))?;
+    if a.payload != arts.agent {
+        return Err(refused(
+            "agent.json",
+            "payload does not parse back to what was written".into(),
+        ));
+    }
+    a.payload
+        .validate()
+        .map_err(|e| refused("agent.json", e.to_string()))?;
+    let v = envelope::open::<VertexConfig>(&vertex, &expect(ArtifactKind::Vertex))
+        .map_err(|e| refused("vertices/flor.json", e.to_string()))?;
+    if v.payload != arts.vertex {
+        return Err(refused(
+            "vertices/flor.json",
+            "payload does not parse back to what was written".into(),
+        ));
+    }
+    v.payload
+        .validate()
+        .map_err(|e| refused("vertices/flor.json", e.to_string()))?;
+    Ok(Sealed { agent, vertex })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Serialising these plain structs (strings, numbers, lists) cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// `validate`'s device-limits rule: builds and seals every node with a
+/// throwaway key (the signature's length is fixed) and reports each node that
+/// would not fit, at its line in nodes.yaml.
+pub fn check_limits(
+    rete: &Rete,
+    access: &Access,
+    signer_keys: &BTreeMap<String, [u8; 32]>,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let throwaway = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([7; 32]));
+    // The same signer list (so the same size), with the first signer's key
+    // swapped for the throwaway one the check signs with.
+    let mut trusted = mgmt_signers(rete, signer_keys);
+    let Some(first) = trusted.0.first_mut() else {
+        return problems;
+    };
+    first.key = artifact::PublicKeyHex(*throwaway.pk);
+    let probe = first.id.clone();
+    for node in rete.nodes.values() {
+        match build(rete, access, node) {
+            Ok(arts) => {
+                if let Err(e) = seal(rete, &arts, &probe, &trusted, &throwaway.sk) {
+                    problems.push(Problem::new(model::NODES_FILE, node.line, e.to_string()));
+                }
+            }
+            Err(errs) => {
+                for e in errs {
+                    problems.push(Problem::new(model::NODES_FILE, node.line, e.to_string()));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// `retectl compile`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The rete repo.
+    #[arg(default_value = ".")]
+    pub repo: std::path::PathBuf,
+    /// Compile this node (repeatable).
+    #[arg(long = "node", required_unless_present = "all", conflicts_with = "all")]
+    pub nodes: Vec<String>,
+    /// Compile every node.
+    #[arg(long)]
+    pub all: bool,
+    /// Output tree: <out>/<node>/mgmt/agent.json and <out>/<node>/mgmt/vertices/flor.json.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// The management-plane signer to sign with (default: the first of mgmt_signers).
+    #[arg(long)]
+    pub signer: Option<String>,
+    #[command(flatten)]
+    keys: crate::ca::KeysArg,
+}
+
+/// Why `compile` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileCmdError {
+    /// Validation failed (problems were printed).
+    #[error(transparent)]
+    Invalid(#[from] crate::validate::ValidateError),
+    /// A key or certificate is missing or wrong.
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    /// A node could not be compiled.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// Writing the tree failed.
+    #[error(transparent)]
+    Fs(#[from] crate::fsutil::FsError),
+    /// A bad flag.
+    #[error("{0}")]
+    Usage(String),
+    /// The output already holds artifacts the new ones would not supersede.
+    #[error("{path}: holds version {old}, and this compile is version {new} with different content; bump `version:` in rete.yaml (devices refuse a version that is not newer)")]
+    VersionNotBumped {
+        /// The existing artifact.
+        path: std::path::PathBuf,
+        /// Its version.
+        old: u32,
+        /// The new version.
+        new: u32,
+    },
+}
+
+/// Runs `retectl compile`.
+pub fn run(args: Args) -> Result<(), CompileCmdError> {
+    let checked = crate::validate::checked_or_report(&args.repo)?;
+    let rete = &checked.rete;
+    if checked.certs.ca.is_none() {
+        return Err(crate::pki::PkiError::NoCa(args.repo.join(crate::pki::CA_CERT)).into());
+    }
+    let signer_name = match &args.signer {
+        Some(s) => s.clone(),
+        None => rete
+            .signers
+            .first()
+            .map(|s| s.name.to_string())
+            .unwrap_or_default(),
+    };
+    let Some(signer) = rete.signers.iter().find(|s| s.name.as_str() == signer_name) else {
+        return Err(CompileCmdError::Usage(format!(
+            "--signer {signer_name:?} is not in mgmt_signers of rete.yaml"
+        )));
+    };
+    let keys = args.keys.resolve(&args.repo, rete.td.as_str())?;
+    let key = crate::pki::load_mgmt_key(&args.repo, &keys, signer.name.as_str())?;
+    let signer_id = SpiffeId::new(rete.td.clone(), Kind::ManagementPlane, signer.name.clone());
+    let signers = mgmt_signers(rete, &checked.certs.signers);
+
+    let targets: Vec<&Node> = if args.all {
+        rete.nodes.values().collect()
+    } else {
+        let mut t = Vec::new();
+        for n in &args.nodes {
+            match rete.nodes.get(n) {
+                Some(node) => t.push(node),
+                None => {
+                    return Err(CompileCmdError::Usage(format!(
+                        "--node {n:?} is not in nodes.yaml"
+                    )))
+                }
+            }
+        }
+        t
+    };
+    // Compile everything before writing anything: a failure leaves the old tree whole.
+    let mut out = Vec::new();
+    for node in targets {
+        let arts = build(rete, &checked.access, node).map_err(|mut e| e.remove(0))?;
+        let sealed = seal(rete, &arts, &signer_id, &signers, &key)?;
+        out.push((node, arts, sealed));
+    }
+    for (node, _, sealed) in &out {
+        for (rel, bytes) in [(AGENT_PATH, &sealed.agent), (VERTEX_PATH, &sealed.vertex)] {
+            let path = args.out.join(node.name.as_str()).join(rel);
+            if let Ok(old) = std::fs::read(&path) {
+                if let Ok(h) = envelope::peek_header(&old) {
+                    if h.version > rete.version || (h.version == rete.version && &old != bytes) {
+                        return Err(CompileCmdError::VersionNotBumped {
+                            path,
+                            old: h.version,
+                            new: rete.version,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    for (node, arts, sealed) in &out {
+        let dir = args.out.join(node.name.as_str());
+        crate::fsutil::write_atomic(
+            &dir.join(AGENT_PATH),
+            &sealed.agent,
+            crate::fsutil::MODE_PUBLIC,
+        )?;
+        crate::fsutil::write_atomic(
+            &dir.join(VERTEX_PATH),
+            &sealed.vertex,
+            crate::fsutil::MODE_PUBLIC,
+        )?;
+        let v = &arts.vertex;
+        println!(
+            "{}: version {}: {} principals, {} services, {} ACL rows, {} routes, {} SOCKS5 listeners -> {}",
+            node.name,
+            rete.version,
+            v.principals.len(),
+            v.services.len(),
+            v.acl.len(),
+            v.routes.len(),
+            v.socks.len(),
+            dir.join("mgmt").display()
+        );
+    }
+    Ok(())
+}
