@@ -535,6 +535,13 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
         };
         let upstream = c.addr(model::SERVICES_FILE, "upstream", &e.upstream);
         let (Some(name), true, Some(upstream)) = (name, node_known, upstream) else {
+            // Declared but unusable: references to it are not reported again.
+            let key = if node_scoped {
+                format!("{}/{}", e.node.value, e.name.value)
+            } else {
+                e.name.value.clone()
+            };
+            c.bad.insert(("service", key));
             continue;
         };
         let (key, id) = if node_scoped {

@@ -1,0 +1,147 @@
+//! Shared helpers: run the real `retectl` binary on copies of the example.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The example repo in the source tree.
+pub fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/my-rete")
+}
+
+/// Runs `retectl args…`.
+pub fn retectl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_retectl"))
+        .args(args)
+        .env_remove("RETECTL_KEYS")
+        .output()
+        .expect("run retectl")
+}
+
+/// stdout and stderr as text.
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+/// A temp dir holding `repo/` (a copy of the example) and `keys/` (outside the repo).
+pub struct Demo {
+    /// Keeps the directory alive.
+    pub tmp: tempfile::TempDir,
+    /// The repo copy.
+    pub repo: PathBuf,
+    /// The key dir.
+    pub keys: PathBuf,
+}
+
+impl Demo {
+    /// A copy of the example, YAML only.
+    pub fn new() -> Demo {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        copy_dir(&example(), &repo);
+        let keys = tmp.path().join("keys");
+        Demo { tmp, repo, keys }
+    }
+
+    /// A copy of the example with the CA and the `primary` signer issued.
+    pub fn with_ca() -> Demo {
+        let d = Demo::new();
+        d.ok(&["ca", "init", d.repo_s()]);
+        d.ok(&[
+            "ca",
+            "sign",
+            d.repo_s(),
+            "--kind",
+            "management-plane",
+            "--name",
+            "primary",
+        ]);
+        d
+    }
+
+    /// The repo path as text.
+    pub fn repo_s(&self) -> &str {
+        self.repo.to_str().unwrap()
+    }
+
+    /// Runs retectl with `--keys` appended; returns the output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut a: Vec<&str> = args.to_vec();
+        if matches!(
+            args.first(),
+            Some(&"ca") | Some(&"compile") | Some(&"issue-bundle")
+        ) {
+            a.push("--keys");
+            a.push(self.keys.to_str().unwrap());
+        }
+        retectl(&a)
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        let (out, err) = text(&o);
+        assert!(
+            o.status.success(),
+            "retectl {args:?} failed:\nstdout:\n{out}\nstderr:\n{err}"
+        );
+        out
+    }
+
+    /// Reads a repo file.
+    pub fn read(&self, file: &str) -> String {
+        fs::read_to_string(self.repo.join(file)).unwrap()
+    }
+
+    /// Replaces `from` with `to` in a repo file (which must contain it).
+    pub fn edit(&self, file: &str, from: &str, to: &str) {
+        let t = self.read(file);
+        assert!(t.contains(from), "{file} does not contain {from:?}");
+        fs::write(self.repo.join(file), t.replacen(from, to, 1)).unwrap();
+    }
+
+    /// The 1-based line of the first occurrence of `needle` in a repo file.
+    pub fn line_of(&self, file: &str, needle: &str) -> usize {
+        self.read(file)
+            .lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not in {file}"))
+            + 1
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
