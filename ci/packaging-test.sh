@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Builds (or takes) flor's binaries, builds every package, and checks them:
+#   install.sh  in scratch roots, with a host build of flor (packaging/tests/test-install.sh)
+#   .ipk        for the mipsel router board, from its static musl build (test-ipk.sh)
+#   .msi        around an x86_64-pc-windows-gnu flor.exe (test-msi.sh)
+#
+# usage: ci/packaging-test.sh [--flor FILE] [--mipsel FILE] [--exe FILE] [--skip-msi]
+#   --flor FILE    host flor for install.sh (default: build target/release/flor)
+#   --mipsel FILE  static mipsel musl flor (default: build it with size-report for the
+#                  openwrt-mipsel board, the cross builders' recipe)
+#   --exe FILE     flor.exe (default: packaging/windows/build-exe.sh)
+#   --skip-msi     leave out the Windows build and MSI (the slow part on a cold cache)
+# Packages land in target/packages/. Exits non-zero when any check failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+flor=""
+mipsel=""
+exe=""
+msi=1
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--flor) flor=${2:?}; shift ;;
+	--mipsel) mipsel=${2:?}; shift ;;
+	--exe) exe=${2:?}; shift ;;
+	--skip-msi) msi=0 ;;
+	-h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+	*) echo "packaging-test.sh: unknown argument $1" >&2; exit 2 ;;
+	esac
+	shift
+done
+
+step() { printf '\n== packaging: %s\n' "$*"; }
+t0=$(date +%s)
+since() { echo "($(($(date +%s) - t0)) s)"; }
+
+# Tools the checks use, from Debian.
+need=()
+command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v busybox >/dev/null || need+=(busybox)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v xmllint >/dev/null || need+=(libxml2-utils)
+command -v file >/dev/null || need+=(file)
+if [ "$msi" = 1 ]; then
+	command -v wixl >/dev/null || need+=(wixl)
+	command -v msiinfo >/dev/null || need+=(msitools)
+fi
+if [ "${#need[@]}" -gt 0 ]; then
+	[ "$(id -u)" = 0 ] || { echo "packaging-test.sh: install ${need[*]} (as root)" >&2; exit 1; }
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+results=()
+run_check() { # run_check NAME CMD...: runs a test script, remembers its closing line
+	local out rc
+	out=$("$@" 2>&1) && rc=0 || rc=$?
+	printf '%s\n' "$out"
+	results+=("$1: $(tail -n1 <<<"$out")")
+	[ "$rc" = 0 ] || failed=1
+}
+failed=0
+
+step "shellcheck"
+run_check shellcheck bash -c 'shellcheck -x packaging/install.sh packaging/openwrt/build-ipk.sh \
+	packaging/openwrt/files/flor.init packaging/openwrt/control/postinst packaging/openwrt/control/prerm \
+	packaging/windows/build-msi.sh packaging/windows/build-exe.sh packaging/tests/*.sh ci/packaging-test.sh \
+	&& echo "1 passed, 0 failed"'
+
+step "install.sh $(since)"
+if [ -z "$flor" ]; then
+	nice -n 19 cargo build --release --locked -p flor --bin flor
+	flor=target/release/flor
+fi
+run_check install.sh packaging/tests/test-install.sh "$flor"
+
+step "OpenWrt .ipk (openwrt-mipsel) $(since)"
+board=boards/openwrt-mipsel.toml
+if [ -z "$mipsel" ]; then
+	bash cross/setup.sh >/dev/null
+	# shellcheck source=/dev/null
+	source cross/env.sh
+	mipsel=$(nice -n 19 cargo run -q --locked -p size-report -- build openwrt-mipsel | tail -n1)
+fi
+ipk=$(packaging/openwrt/build-ipk.sh --binary "$mipsel" --arch mipsel_24kc)
+ls -l "$ipk"
+run_check ipk packaging/tests/test-ipk.sh "$ipk" mipsel_24kc "$mipsel" "$board"
+
+if [ "$msi" = 1 ]; then
+	step "Windows MSI $(since)"
+	[ -n "$exe" ] || exe=$(packaging/windows/build-exe.sh)
+	version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
+	msi_file=$(packaging/windows/build-msi.sh --exe "$exe" --version "$version")
+	ls -l "$msi_file"
+	run_check msi packaging/tests/test-msi.sh "$msi_file" "$exe" "$version"
+fi
+
+step "summary $(since)"
+printf '  %s\n' "${results[@]}"
+echo "packages in target/packages: $(find "$repo/target/packages" -maxdepth 1 -type f -printf '%f ' | sort)"
+exit "$failed"

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Checks flor's Windows MSI with msitools: summary (x64, English), product name and
+# version, the upgrade rows, the 64-bit component holding flor.exe under
+# ProgramFiles64Folder\Florete, the PATH entry and the actions that write and remove
+# it, and that the embedded cabinet extracts to the very flor.exe it was built from.
+#
+# usage: packaging/tests/test-msi.sh MSI FLOR_EXE VERSION
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=packaging/tests/lib.sh
+source "$here/lib.sh"
+msi=${1:?usage: test-msi.sh MSI FLOR_EXE VERSION}
+exe=${2:?FLOR_EXE}
+version=${3:?VERSION}
+
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+# row TABLE KEY: the exported row whose first column is KEY (tab-separated).
+row() { msiinfo export "$msi" "$1" | awk -F'\t' -v k="$2" '$1 == k'; }
+
+echo "== $(basename "$msi")"
+sum=$(msiinfo suminfo "$msi")
+check "summary template is x64;1033 (64-bit package, English)" grep -qx 'Template: x64;1033' <<<"$sum"
+check "ProductName is 'Florete flor'" [ "$(row Property ProductName | cut -f2)" = "Florete flor" ]
+check "ProductVersion is $version" [ "$(row Property ProductVersion | cut -f2)" = "$version" ]
+check "Manufacturer is set" [ -n "$(row Property Manufacturer | cut -f2)" ]
+code=$(row Property UpgradeCode | cut -f2)
+check "UpgradeCode is the fixed one from flor.wxs ($code)" [ "$code" = "{7054A8F5-FE9D-4182-9241-A081055F4C1E}" ]
+check "MajorUpgrade: older versions are removed, newer ones block a downgrade" \
+	bash -c "msiinfo export '$msi' Upgrade | grep -q WIX_UPGRADE_DETECTED && msiinfo export '$msi' Upgrade | grep -q WIX_DOWNGRADE_DETECTED"
+
+echo "== files and folders"
+check "File table: flor.exe in component FlorExe" [ "$(row File flor.exe | cut -f2,3)" = "$(printf 'FlorExe\tflor.exe')" ]
+check "FlorExe is a 64-bit component (attribute 256) in INSTALLDIR" [ "$(row Component FlorExe | cut -f3,4)" = "$(printf 'INSTALLDIR\t256')" ]
+check "INSTALLDIR is 'Florete' under ProgramFiles64Folder" [ "$(row Directory INSTALLDIR | cut -f2,3)" = "$(printf 'ProgramFiles64Folder\tFlorete')" ]
+mkdir -p "$T/x"
+msiextract -C "$T/x" "$msi" >/dev/null
+got=$(cd "$T/x" && find . -type f | sort)
+check "the cabinet holds exactly Program Files/Florete/flor.exe ($got)" [ "$got" = "./Program Files/Florete/flor.exe" ]
+check "and it is flor.exe byte for byte" cmp -s "$exe" "$T/x/Program Files/Florete/flor.exe"
+desc=$(file -b "$T/x/Program Files/Florete/flor.exe")
+echo "     file: $desc"
+check "flor.exe is a PE32+ x86-64 console program" bash -c "grep -q 'PE32+ executable (console) x86-64' <<<'$desc'"
+
+echo "== PATH"
+check "Environment appends [INSTALLDIR] to the system PATH and removes it on uninstall" \
+	[ "$(row Environment FlorPath | cut -f2-4)" = "$(printf '=-*PATH\t[~];[INSTALLDIR]\tFlorPath')" ]
+seq=$(msiinfo export "$msi" InstallExecuteSequence)
+n() { awk -F'\t' -v a="$1" '$1 == a {print $3}' <<<"$seq"; }
+check "WriteEnvironmentStrings runs after InstallFiles, before InstallFinalize" \
+	test "$(n InstallFiles)" -lt "$(n WriteEnvironmentStrings)" -a "$(n WriteEnvironmentStrings)" -lt "$(n InstallFinalize)"
+check "RemoveEnvironmentStrings runs after InstallInitialize, before RemoveFiles" \
+	test "$(n InstallInitialize)" -lt "$(n RemoveEnvironmentStrings)" -a "$(n RemoveEnvironmentStrings)" -lt "$(n RemoveFiles)"
+
+summary
