@@ -5,7 +5,8 @@
 #   .msi        around an x86_64-pc-windows-gnu flor.exe (test-msi.sh)
 #
 # usage: ci/packaging-test.sh [--flor FILE] [--mipsel FILE] [--exe FILE] [--skip-msi]
-#   --flor FILE    host flor for install.sh (default: build target/release/flor)
+#   --flor FILE    host flor for install.sh (default: target/debug/flor, which
+#                  `cargo test` has built already in ci/test.sh)
 #   --mipsel FILE  static mipsel musl flor (default: build it with size-report for the
 #                  openwrt-mipsel board, the cross builders' recipe)
 #   --exe FILE     flor.exe (default: packaging/windows/build-exe.sh)
@@ -45,6 +46,9 @@ command -v file >/dev/null || need+=(file)
 if [ "$msi" = 1 ]; then
 	command -v wixl >/dev/null || need+=(wixl)
 	command -v msiinfo >/dev/null || need+=(msitools)
+	command -v x86_64-w64-mingw32-gcc >/dev/null || need+=(gcc-mingw-w64-x86-64)
+	# Runs the MSI's install/uninstall and the installed flor.exe (test only).
+	[ -x /usr/lib/wine/wine64 ] || need+=(wine64)
 fi
 if [ "${#need[@]}" -gt 0 ]; then
 	[ "$(id -u)" = 0 ] || { echo "packaging-test.sh: install ${need[*]} (as root)" >&2; exit 1; }
@@ -54,10 +58,11 @@ fi
 
 results=()
 run_check() { # run_check NAME CMD...: runs a test script, remembers its closing line
-	local out rc
+	local name=$1 out rc
+	shift
 	out=$("$@" 2>&1) && rc=0 || rc=$?
 	printf '%s\n' "$out"
-	results+=("$1: $(tail -n1 <<<"$out")")
+	results+=("$name: $(tail -n1 <<<"$out")")
 	[ "$rc" = 0 ] || failed=1
 }
 failed=0
@@ -70,8 +75,8 @@ run_check shellcheck bash -c 'shellcheck -x packaging/install.sh packaging/openw
 
 step "install.sh $(since)"
 if [ -z "$flor" ]; then
-	nice -n 19 cargo build --release --locked -p flor --bin flor
-	flor=target/release/flor
+	nice -n 19 cargo build --locked -p flor --bin flor
+	flor=target/debug/flor
 fi
 run_check install.sh packaging/tests/test-install.sh "$flor"
 

@@ -12,6 +12,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 install_sh="$here/../install.sh"
 bin=${1:?usage: test-install.sh FLOR_BINARY}
+[ -f "$bin" ] || { echo "test-install.sh: $bin: no such file" >&2; echo "0 passed, 1 failed"; exit 1; }
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 
 T=$(mktemp -d)

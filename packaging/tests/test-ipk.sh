@@ -19,6 +19,13 @@ ipk=${1:?usage: test-ipk.sh IPK ARCH BINARY [BOARD_TOML]}
 arch=${2:?ARCH}
 binary=${3:?BINARY}
 board=${4:-}
+abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
+for f in "$ipk" "$binary" ${board:+"$board"}; do
+	[ -f "$f" ] || { echo "test-ipk.sh: $f: no such file" >&2; echo "0 passed, 1 failed"; exit 1; }
+done
+ipk=$(abs "$ipk")
+binary=$(abs "$binary")
+[ -z "$board" ] || board=$(abs "$board")
 
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
