@@ -87,6 +87,13 @@ fi
 cmdline=$(sed -n 's/^ExecStart=//p' "$unit" | sed "s#^/usr/local/bin/flor#$R/usr/local/bin/flor#; s/%i/demo.flor/")
 # shellcheck disable=SC2086 # the unit's command line, split into words as systemd does
 check "the binary accepts the unit's command line ($cmdline --help)" $cmdline --help
+# Run as the unit runs it, with the unit's FLOR_HOME moved into the scratch root: with
+# no scope enrolled the agent must stop at once and say what to do.
+# shellcheck disable=SC2086
+agent_out=$(env FLOR_HOME="$R/etc/flor" FLOR_RUNTIME_DIR="$T/run" timeout 10 $cmdline 2>&1) && arc=0 || arc=$?
+# shellcheck disable=SC2016 # $1 and $2 belong to the inner bash
+check "run unenrolled, the agent exits 1 naming the scope and flor enroll: $agent_out" \
+	bash -c '[ "$1" = 1 ] && [[ "$2" == *demo.flor*enroll* ]]' _ "$arc" "$agent_out"
 
 echo "== install.sh: idempotent"
 before=$(listing "$R")
