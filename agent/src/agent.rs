@@ -100,8 +100,15 @@ pub fn run(scope: Scope) -> Result<(), String> {
         .map_err(|e| format!("installed mgmt/agent.json refused: {e}"))?;
     let start = Instant::now();
     let (tx, rx) = smol::channel::unbounded();
+    let source = match sync::default_source(&scope, &info) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("no config source; polling is off: {e}");
+            None
+        }
+    };
     let mut agent = Agent {
-        source: sync::default_source(&info),
+        source,
         poller: Poller::new(0, cfg.poll_interval_s),
         scope,
         info,
@@ -146,12 +153,6 @@ pub fn run(scope: Scope) -> Result<(), String> {
             ));
         }
     }
-    if agent.source.is_none() {
-        log::warn!(
-            "scope {} has no plain-HTTP mirror; polling is off until the Florete dialer is linked",
-            agent.scope.name
-        );
-    }
     stop_orphaned_vertex(&agent.scope);
     let sock = control::socket_path(&agent.scope);
     if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
@@ -193,8 +194,15 @@ fn stop_orphaned_vertex(scope: &Scope) {
     let Ok(pid) = fs::read_to_string(&pid_file) else {
         return;
     };
-    let pid = pid.trim();
+    let pid = match pid.trim().parse::<i32>() {
+        Ok(p) if p > 0 => p,
+        _ => {
+            let _ = fs::remove_file(pid_file);
+            return;
+        }
+    };
     let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        let _ = fs::remove_file(pid_file);
         return;
     };
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
@@ -204,12 +212,12 @@ fn stop_orphaned_vertex(scope: &Scope) {
             .any(|w| w[0] == b"--rete" && w[1] == scope.name.as_bytes());
     if ours {
         log::warn!("stopping vertex pid {pid} left by a previous agent");
-        let _ = Command::new("kill")
-            .args(["-s", "KILL", "--", pid])
-            .status();
+        if let Some(p) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
         // Give the kernel a moment to release its sockets.
         for _ in 0..50 {
-            if !PathBuf::from(format!("/proc/{pid}")).exists() {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));

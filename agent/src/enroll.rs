@@ -47,8 +47,8 @@ pub enum EnrollError {
     KeyMismatch(Box<SpiffeId>),
     /// Key or CSR generation failed.
     Crypto(String),
-    /// No source for the artifacts was given and the bundle names none that this build can use.
-    NoSource,
+    /// No `--from` was given and the config-server cannot be dialled.
+    NoSource(String),
     /// Fetching the artifacts failed.
     Fetch(FetchError),
     /// The artifacts were refused or could not be stored.
@@ -78,8 +78,9 @@ impl fmt::Display for EnrollError {
                 "the certificate for {id} does not match its private key on this device"
             ),
             EnrollError::Crypto(e) => write!(f, "key generation failed: {e}"),
-            EnrollError::NoSource => f.write_str(
-                "the bundle names no plain-HTTP mirror and this build cannot dial the config-server over Florete; pass --from <compiled dir|http://ip:port/>",
+            EnrollError::NoSource(e) => write!(
+                f,
+                "cannot reach the config-server ({e}); pass --from <compiled dir|http://ip:port/>"
             ),
             EnrollError::Fetch(e) => write!(f, "fetching artifacts: {e}"),
             EnrollError::Store(e) => write!(f, "{e}"),
@@ -349,7 +350,7 @@ pub fn enroll(
     // Artifacts: fetched, verified against the bundle's signers, installed atomically.
     let source = match from {
         Some(f) => Source::parse(f).map_err(EnrollError::Fetch)?,
-        None => crate::sync::default_source(&info).ok_or(EnrollError::NoSource)?,
+        None => crate::sync::default_source(&scope, &info).map_err(EnrollError::NoSource)?,
     };
     let verified =
         smol::block_on(crate::sync::fetch_verified(&source, &info, None)).map_err(|e| match e {

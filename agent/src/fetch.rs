@@ -14,7 +14,11 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use flor_vertex::identity::Dialable;
+use flor_vertex::net::{Credentials, Dialer};
 
 use flor_vertex::http::{self, Parsed};
 use flor_vertex::identity::Name;
@@ -65,8 +69,27 @@ impl fmt::Display for FetchError {
 
 impl std::error::Error for FetchError {}
 
+/// The config-server as a Florete service, dialled as this node.
+#[derive(Clone)]
+pub struct Florete {
+    /// The dialer (one QUIC endpoint, connections reused per target).
+    pub dialer: Arc<Dialer>,
+    /// The node's own `node/<name>` credentials.
+    pub caller: Arc<Credentials>,
+    /// The `config` service.
+    pub target: Dialable,
+    /// The UDP address of the vertex publishing it.
+    pub addr: SocketAddr,
+}
+
+impl fmt::Debug for Florete {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Florete({} at {})", self.target.id(), self.addr)
+    }
+}
+
 /// A place to fetch a node's artifacts from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Source {
     /// A compiled tree on disk: `<dir>/<node>/mgmt/...`.
     Dir(PathBuf),
@@ -77,6 +100,8 @@ pub enum Source {
         /// Path prefix ending in `/`.
         prefix: String,
     },
+    /// The config-server over Florete (mTLS QUIC), as the node's identity.
+    Florete(Box<Florete>),
 }
 
 impl fmt::Display for Source {
@@ -84,6 +109,7 @@ impl fmt::Display for Source {
         match self {
             Source::Dir(d) => write!(f, "{}", d.display()),
             Source::Http { addr, prefix } => write!(f, "http://{addr}{prefix}"),
+            Source::Florete(fl) => write!(f, "{} at {} (Florete)", fl.target.id(), fl.addr),
         }
     }
 }
@@ -139,6 +165,18 @@ impl Source {
                         .await
                         .map_err(|e| FetchError::Unreachable(e.to_string()))?;
                     get(stream, &host, &path).await
+                })
+                .await
+            }
+            Source::Florete(fl) => {
+                let path = format!("/artifact/{node}/{rel}");
+                with_timeout(async {
+                    let flow = fl
+                        .dialer
+                        .connect(&fl.caller, &fl.target, fl.addr)
+                        .await
+                        .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+                    get(flow, fl.target.id().name().as_str(), &path).await
                 })
                 .await
             }

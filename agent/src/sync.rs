@@ -42,10 +42,40 @@ pub enum Fetched {
 }
 
 /// Where the agent fetches from when no `--from` is given: the scope's
-/// plain-HTTP mirror (the config-server's read listener or any static copy).
-pub fn default_source(info: &ScopeInfo) -> Option<Source> {
-    let url = info.mirror_url.as_ref()?;
-    Source::parse(url).ok()
+/// plain-HTTP mirror if the bundle named one (an operator's explicit choice,
+/// e.g. the management node's own loopback listener), else the config-server
+/// over Florete as the node's `node/<name>` identity.
+pub fn default_source(scope: &Scope, info: &ScopeInfo) -> Result<Source, String> {
+    if let Some(url) = info.mirror_url.as_ref() {
+        return Source::parse(url).map_err(|e| e.to_string());
+    }
+    florete_source(scope, info)
+}
+
+/// The config-server over Florete, with this node's identity and the scope's CA.
+pub fn florete_source(scope: &Scope, info: &ScopeInfo) -> Result<Source, String> {
+    use flor_vertex::artifact::{cert_path, key_path, CA_PATH};
+    use flor_vertex::identity::{Dialable, Kind, SpiffeId};
+    use flor_vertex::limits::MAX_PEM_LEN;
+    let read = |rel: &str| {
+        let p = scope.install.join(rel);
+        crate::fsutil::read_bounded(&p, MAX_PEM_LEN).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let me = SpiffeId::new(info.rete.clone(), Kind::Node, info.node.clone());
+    let ca = read(CA_PATH)?;
+    let cert = read(cert_path(&me).as_str())?;
+    let key = read(key_path(&me).as_str())?;
+    let caller = flor_vertex::net::Credentials::from_pem(me, &cert, &key)
+        .map_err(|e| format!("node credentials: {e}"))?;
+    let dialer = flor_vertex::net::Dialer::new(&ca).map_err(|e| format!("dialer: {e}"))?;
+    let target = Dialable::new(info.config_server.service.clone())
+        .map_err(|e| format!("config_server.service: {e}"))?;
+    Ok(Source::Florete(Box::new(crate::fetch::Florete {
+        dialer: std::sync::Arc::new(dialer),
+        caller: std::sync::Arc::new(caller),
+        target,
+        addr: info.config_server.addr.0,
+    })))
 }
 
 /// Fetches and verifies a full set for a first install (enroll): any version.

@@ -15,96 +15,9 @@ use agent_support::*;
 use common::*;
 use serde_json::Value;
 
-struct Alpha {
-    pilot: Pilot,
-    host: Host,
-    udp: std::net::SocketAddr,
-    echo: u16,
-    socks: u16,
-}
-
-impl Alpha {
-    fn vertex(&self, alice_granted: bool, extra_principal: bool) -> Value {
-        let mut principals = vec![
-            self.pilot.principal("service/echo"),
-            self.pilot.principal("user/alice"),
-        ];
-        if extra_principal {
-            // A principal whose certificate this node never received: the vertex cannot start.
-            principals.push(self.pilot.principal("service/ghost"));
-        }
-        let acl = if alice_granted {
-            vec![(self.pilot.rete.id("user/alice"), vec![0u8])]
-        } else {
-            vec![]
-        };
-        vertex_payload(
-            &self.pilot.rete.td,
-            "alpha",
-            Some(self.udp),
-            principals,
-            vec![(self.pilot.rete.id("service/echo"), self.echo)],
-            acl,
-            vec![(self.pilot.rete.id("service/echo"), self.udp)],
-            vec![(self.pilot.rete.id("user/alice"), self.socks)],
-        )
-    }
-
-    fn publish(&self, version: u32, alice_granted: bool, broken: bool) {
-        let agent = self.pilot.agent_payload("alpha", 3600);
-        let (code, body) = self.pilot.publish(
-            "alpha",
-            version,
-            &agent,
-            &self.vertex(alice_granted, broken),
-        );
-        assert_eq!(code, 200, "publish v{version}: {body}");
-        assert!(body.contains(&format!("alpha v{version}")), "{body}");
-    }
-
-    fn sync(&self, args: &[&str]) -> (bool, String) {
-        let mut a = vec!["agent", "sync", "--rete", "demo.flor"];
-        a.extend_from_slice(args);
-        let o = self.host.flor(&a);
-        (o.status.success(), text(&o))
-    }
-
-    fn status(&self) -> Value {
-        self.host.status("demo.flor").unwrap()
-    }
-
-    fn traffic(&self) -> Result<(), u8> {
-        echo_through(self.socks, "echo.demo.flor.rete")
-    }
-}
-
-fn setup() -> Alpha {
-    let pilot = Pilot::new("demo.flor");
-    let host = Host::new("alpha");
-    let a = Alpha {
-        pilot,
-        host,
-        udp: udp(),
-        echo: start_echo(),
-        socks: free_tcp(),
-    };
-    a.publish(1, true, false);
-    let bundle = a
-        .pilot
-        .bundle("alpha", &["service/echo", "user/alice"], &a.host.home.0);
-    let o = a.host.flor(&["enroll", bundle.to_str().unwrap()]);
-    assert!(o.status.success(), "enroll: {}", text(&o));
-    assert!(
-        text(&o).contains("flor agent run --rete demo.flor"),
-        "{}",
-        text(&o)
-    );
-    a
-}
-
 #[test]
 fn publish_sync_confirm_rollback_and_refusals() {
-    let a = setup();
+    let a = Alpha::enrolled("demo.flor", 3600);
     let scope = a.host.scope("demo.flor");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(scope.join("keys/user/alice.key"))
@@ -223,7 +136,7 @@ fn publish_sync_confirm_rollback_and_refusals() {
     let v1 = a.pilot.tree(
         "alpha",
         1,
-        &a.pilot.agent_payload("alpha", 3600),
+        &a.pilot.agent_payload("alpha", a.poll_s),
         &a.vertex(true, false),
     );
     std::fs::write(&stored, &v1[0]).unwrap();

@@ -19,10 +19,16 @@ pub struct Group(pub Child);
 
 impl Group {
     pub fn kill9(&mut self) {
-        let pgid = self.0.id().to_string();
-        let _ = Command::new("kill")
-            .args(["-s", "KILL", "--", &format!("-{pgid}")])
-            .status();
+        // kill(2) on the group directly: procps kill(1) misreads short negative pids.
+        let pgid = rustix::process::Pid::from_child(&self.0);
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        let _ = self.0.wait();
+    }
+
+    /// SIGKILL to the leader alone (the agent), leaving the rest of the group (its vertex) orphaned.
+    pub fn kill9_leader(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.0);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         let _ = self.0.wait();
     }
 }
@@ -364,4 +370,96 @@ pub fn echo_through(port: u16, host: &str) -> Result<(), u8> {
 
 pub fn udp() -> SocketAddr {
     free_udp()
+}
+
+/// Node alpha: hosts `echo`, holds user `alice` whose SOCKS5 listener routes
+/// to alpha's own vertex, so one node shows the whole path.
+pub struct Alpha {
+    pub poll_s: u32,
+    pub pilot: Pilot,
+    pub host: Host,
+    pub udp: std::net::SocketAddr,
+    pub echo: u16,
+    pub socks: u16,
+}
+
+impl Alpha {
+    pub fn vertex(&self, alice_granted: bool, extra_principal: bool) -> Value {
+        let mut principals = vec![
+            self.pilot.principal("service/echo"),
+            self.pilot.principal("user/alice"),
+        ];
+        if extra_principal {
+            // A principal whose certificate this node never received: the vertex cannot start.
+            principals.push(self.pilot.principal("service/ghost"));
+        }
+        let acl = if alice_granted {
+            vec![(self.pilot.rete.id("user/alice"), vec![0u8])]
+        } else {
+            vec![]
+        };
+        vertex_payload(
+            &self.pilot.rete.td,
+            "alpha",
+            Some(self.udp),
+            principals,
+            vec![(self.pilot.rete.id("service/echo"), self.echo)],
+            acl,
+            vec![(self.pilot.rete.id("service/echo"), self.udp)],
+            vec![(self.pilot.rete.id("user/alice"), self.socks)],
+        )
+    }
+
+    pub fn publish(&self, version: u32, alice_granted: bool, broken: bool) {
+        let agent = self.pilot.agent_payload("alpha", self.poll_s);
+        let (code, body) = self.pilot.publish(
+            "alpha",
+            version,
+            &agent,
+            &self.vertex(alice_granted, broken),
+        );
+        assert_eq!(code, 200, "publish v{version}: {body}");
+        assert!(body.contains(&format!("alpha v{version}")), "{body}");
+    }
+
+    pub fn sync(&self, args: &[&str]) -> (bool, String) {
+        let mut a = vec!["agent", "sync", "--rete", &self.pilot.rete.td];
+        a.extend_from_slice(args);
+        let o = self.host.flor(&a);
+        (o.status.success(), text(&o))
+    }
+
+    pub fn status(&self) -> Value {
+        self.host.status(&self.pilot.rete.td).unwrap()
+    }
+
+    pub fn traffic(&self) -> Result<(), u8> {
+        echo_through(self.socks, &format!("echo.{}.rete", self.pilot.rete.td))
+    }
+
+    /// A pilot with a config-server, v1 published, alpha enrolled from its mirror.
+    pub fn enrolled(td: &str, poll_s: u32) -> Alpha {
+        let pilot = Pilot::new(td);
+        let host = Host::new("alpha");
+        let a = Alpha {
+            poll_s,
+            pilot,
+            host,
+            udp: udp(),
+            echo: start_echo(),
+            socks: free_tcp(),
+        };
+        a.publish(1, true, false);
+        let bundle = a
+            .pilot
+            .bundle("alpha", &["service/echo", "user/alice"], &a.host.home.0);
+        let o = a.host.flor(&["enroll", bundle.to_str().unwrap()]);
+        assert!(o.status.success(), "enroll: {}", text(&o));
+        assert!(
+            text(&o).contains(&format!("flor agent run --rete {td}")),
+            "{}",
+            text(&o)
+        );
+        a
+    }
 }

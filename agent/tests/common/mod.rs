@@ -87,6 +87,11 @@ impl Ca {
     /// An X.509-SVID for `id` (one URI SAN), as (cert PEM, PKCS#8 key PEM).
     pub fn issue(&self, id: &str) -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
+        (self.issue_for(id, &key), key.serialize_pem())
+    }
+
+    /// An X.509-SVID for `id` over an existing public key (Flow B: the key stays on the device).
+    pub fn issue_for(&self, id: &str, key: &impl rcgen::PublicKeyData) -> String {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
         params.extended_key_usages = vec![
@@ -94,8 +99,7 @@ impl Ca {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
+        params.signed_by(key, &self.issuer).unwrap().pem()
     }
 }
 
