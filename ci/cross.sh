@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Cross-builds flor for each board in boards/, checks what `file` says about it,
+# runs it under qemu-user, runs the vertex smoke test with emulated flor
+# processes, and checks every board's size against its budget.
+#
+#   ci/cross.sh [board...]         all boards when none is named
+#   ci/cross.sh --docker [board]   also build the cross images without a registry
+#                                  (debootstrap -> docker import -> cross/Dockerfile*)
+#                                  and run this script inside one (default openwrt-mipsel)
+#   ci/cross.sh --pic [board...]   also build rustc's default (PIC) relocation model
+#                                  and report whether it runs (the static-PIE trap)
+#
+# Heavy work runs under `nice -n 19` with 2 jobs: the machines are shared.
+# Timings go to stdout as "time: <what> <seconds>s".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+docker_mode=0
+pic_check=0
+in_image=0
+boards=()
+for a in "$@"; do
+  case "$a" in
+    --docker) docker_mode=1 ;;
+    --pic) pic_check=1 ;;
+    --in-image) in_image=1 ;; # internal: we are inside a cross image already
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -*) echo "ci/cross.sh: unknown option $a" >&2; exit 2 ;;
+    *) boards+=("$a") ;;
+  esac
+done
+
+JOBS=${FLOR_CROSS_JOBS:-2}
+step() { printf '\n== %s\n' "$*"; }
+fail() { echo "ci/cross.sh: FAIL: $*" >&2; exit 1; }
+now() { date +%s; }
+timed() { # <label> <command...>: runs it and prints how long it took
+  local label=$1 t0; shift
+  t0=$(now)
+  "$@"
+  echo "time: $label $(( $(now) - t0 ))s"
+}
+
+# ---------------------------------------------------------------- docker mode
+if [ "$docker_mode" = 1 ]; then
+  [ "${#boards[@]}" -gt 0 ] || boards=(openwrt-mipsel)
+  base_image=debian:bookworm
+  step "base image $base_image (no registry: debootstrap + docker import)"
+  if ! docker image inspect "$base_image" >/dev/null 2>&1; then
+    command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap
+    rootfs=$(mktemp -d /tmp/flor-bookworm-rootfs.XXXXXX)
+    timed debootstrap nice -n 19 debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
+    timed docker-import sh -c "tar -C '$rootfs' -c . | docker import - $base_image >/dev/null"
+    rm -rf "$rootfs"
+  else
+    echo "have $base_image"
+  fi
+
+  step "toolchain image florete/cross-base (cross/Dockerfile runs cross/setup.sh)"
+  timed image-cross-base nice -n 19 docker build -q -t florete/cross-base:bookworm -f cross/Dockerfile cross/
+
+  # The board-specific images only add environment, taken from boards/*.toml.
+  # size-report is built inside the base image so the host needs no Rust for this.
+  mkdir -p target/docker-tool
+  step "per-board images florete/cross:<target> (cross/Dockerfile.target)"
+  timed size-report-tool docker run --rm -v "$ROOT:/src:ro" -v "$ROOT/target/docker-tool:/out" \
+    -v "${CARGO_HOME:-$HOME/.cargo}/registry:/root/.cargo/registry" \
+    florete/cross-base:bookworm sh -c 'cd /src && CARGO_TARGET_DIR=/out cargo build -q --locked -p size-report'
+  for b in $(target/docker-tool/debug/size-report --boards "$ROOT/boards" list); do
+    eval "$(target/docker-tool/debug/size-report --boards "$ROOT/boards" env "$b")"
+    timed "image-$BOARD_TARGET" docker build -q -t "florete/cross:$BOARD_TARGET" -f cross/Dockerfile.target \
+      --build-arg "TARGET=$BOARD_TARGET" \
+      --build-arg "TARGET_ENV=$(echo "$BOARD_TARGET" | tr 'a-z-' 'A-Z_')" \
+      --build-arg "TARGET_CC_ENV=$(echo "$BOARD_TARGET" | tr '-' '_')" \
+      --build-arg "LINKER=$BOARD_LINKER" --build-arg "AR=$BOARD_AR" \
+      --build-arg "RUSTFLAGS=$BOARD_RUSTFLAGS" \
+      --build-arg "QEMU=$BOARD_QEMU" --build-arg "QEMU_CPU=$BOARD_QEMU_CPU" \
+      --build-arg "QEMU_LD_PREFIX=$BOARD_QEMU_LD_PREFIX" cross/
+  done
+
+  for b in "${boards[@]}"; do
+    eval "$(target/docker-tool/debug/size-report --boards "$ROOT/boards" env "$b")"
+    step "cross build + qemu tests of $b inside florete/cross:$BOARD_TARGET (cold: fresh target dir)"
+    # A copy of the tree without target/, so the image builds from nothing and
+    # the host's build dirs (other compiler, other paths) are left alone.
+    timed "docker-cross-$b" docker run --rm -v "$ROOT:/src:ro" \
+      -v "${CARGO_HOME:-$HOME/.cargo}/registry:/root/.cargo/registry" \
+      "florete/cross:$BOARD_TARGET" sh -c \
+      "mkdir /build && tar -C /src --exclude=./target -c . | tar -C /build -x && cd /build && nice -n 19 ci/cross.sh --in-image $b"
+  done
+  exit 0
+fi
+
+# --------------------------------------------------------------- native mode
+step "toolchain (cross/setup.sh: Debian rustc-web, zig, cross gcc, qemu-user)"
+if [ "$in_image" = 0 ]; then
+  timed setup cross/setup.sh
+fi
+# size-report is a host tool: build it with the cargo already on PATH (rustup's
+# on a workstation, Debian's in the image) before the cross toolchain takes over.
+timed size-report-tool cargo build -q --locked -p size-report
+SR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/size-report"
+# shellcheck source=cross/env.sh
+source cross/env.sh
+[ "${#boards[@]}" -gt 0 ] || mapfile -t boards < <("$SR" list)
+
+# Runs the board's flor under qemu-user with the board's CPU and libc prefix.
+qemu_flor() { # <bin> args...
+  local bin=$1; shift
+  env QEMU_CPU="$BOARD_QEMU_CPU" ${BOARD_QEMU_LD_PREFIX:+QEMU_LD_PREFIX="$BOARD_QEMU_LD_PREFIX"} \
+    "$BOARD_QEMU" "$bin" "$@"
+}
+
+# Checks `file` output against the board's expectations.
+check_file() { # <bin>
+  local out
+  out=$(file -b "$1")
+  echo "file: $out"
+  for want in "${BOARD_FILE_EXPECT[@]}"; do
+    case "$out" in *"$want"*) ;; *) fail "$b: file does not say '$want'" ;; esac
+  done
+  if [ "$BOARD_LINK" = static ]; then
+    case "$out" in *interpreter*|*"dynamically linked"*) fail "$b: expected a static binary" ;; esac
+  fi
+}
+
+# What flor does today without a rete: version, help, a refused flag.
+basic_smoke() { # <bin>
+  local bin=$1 out rc
+  out=$(qemu_flor "$bin" --version) || fail "$b: flor --version exited $?"
+  [ "$out" = "flor $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)" ] || fail "$b: --version printed '$out'"
+  echo "qemu: $out"
+  qemu_flor "$bin" --help >/dev/null || fail "$b: flor --help failed"
+  set +e
+  out=$(qemu_flor "$bin" --no-such-flag 2>&1); rc=$?
+  set -e
+  # A clean refusal (argh exits 1 with a message), not a crash (signal: rc > 128).
+  [ "$rc" = 1 ] && [ -n "$out" ] || fail "$b: bad flag gave rc=$rc: $out"
+  echo "qemu: bad flag refused cleanly (rc=1)"
+}
+
+# The end-to-end smoke test: the vertex process tests in agent/tests/vertex_flows.rs,
+# with both `flor vertex run` processes (server node beta, client node laptop)
+# running the cross-built flor under qemu: curl -> SOCKS5 (emulated laptop) ->
+# QUIC mTLS -> emulated beta -> TCP -> python http.server, and a denied caller.
+# The fixtures (rete CA, SVIDs, signed artifacts) are the agent tests' own;
+# FLOR_TEST_EXE/FLOR_TEST_RUNNER make them start this binary under qemu.
+VERTEX_TESTS=(allowed_user_fetches_a_page_with_curl user_without_the_role_is_not_allowed_and_nothing_reaches_upstream)
+vertex_smoke() { # <bin>
+  local bin=$1 runner
+  runner="env QEMU_CPU=$BOARD_QEMU_CPU${BOARD_QEMU_LD_PREFIX:+ QEMU_LD_PREFIX=$BOARD_QEMU_LD_PREFIX} $BOARD_QEMU"
+  # The host test harness is built with the host toolchain (not the cross env).
+  ( PATH=$HOST_PATH; unset RUSTC RUSTDOC RUSTC_BOOTSTRAP
+    FLOR_TEST_EXE=$bin FLOR_TEST_RUNNER=$runner \
+      nice -n 10 cargo test -q --locked -p flor --test vertex_flows -- --exact "${VERTEX_TESTS[@]}" 2>&1 ) \
+    | tee "$ROOT/target/boards/$b/vertex-smoke.log" | grep -E '^test |test result|panicked|FAILED' || true
+  grep -q "test result: ok. ${#VERTEX_TESTS[@]} passed" "$ROOT/target/boards/$b/vertex-smoke.log" \
+    || fail "$b: vertex smoke test failed (target/boards/$b/vertex-smoke.log)"
+}
+HOST_PATH=${PATH#"$FLOR_CROSS_HOME/bin:"}
+
+declare -A results
+for b in "${boards[@]}"; do
+  eval "$("$SR" env "$b")"
+  step "$b: build flor for $BOARD_TARGET"
+  t0=$(now)
+  bin=$(nice -n 19 "$SR" --jobs "$JOBS" build "$b" 2> >(grep -E '^size-report:|^error|^warning: unused' >&2)) \
+    || fail "$b: build failed"
+  echo "time: build-$b $(( $(now) - t0 ))s"
+  echo "built: $bin ($(stat -c %s "$bin") bytes)"
+  check_file "$bin"
+  basic_smoke "$bin"
+  step "$b: vertex smoke under $BOARD_QEMU (-cpu $BOARD_QEMU_CPU)"
+  timed "vertex-smoke-$b" vertex_smoke "$bin"
+  results[$b]="ok"
+  if [ "$pic_check" = 1 ]; then
+    step "$b: PIC variant (rustc's default relocation model), for the static-PIE note"
+    pic=$(nice -n 19 "$SR" --jobs "$JOBS" build --variant pic "$b" 2>/dev/null) || fail "$b: pic build failed"
+    echo "file: $(file -b "$pic")"
+    set +e
+    qemu_flor "$pic" --version; rc=$?
+    ( vertex_smoke "$pic" ) ; vrc=$?
+    set -e
+    results[$b]="ok; pic: --version rc=$rc, vertex smoke rc=$vrc"
+  fi
+done
+
+step "size check (size-report)"
+timed size-report "$SR" report --no-build "${boards[@]}"
+
+step "summary"
+for b in "${boards[@]}"; do echo "$b: ${results[$b]}"; done

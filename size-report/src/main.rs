@@ -1,0 +1,357 @@
+//! `size-report`: builds `flor` for the boards in `boards/`, prints a table of
+//! stripped bytes against each board's flash budget with the largest
+//! contributors, writes it as markdown and JSON, and exits non-zero when any
+//! board is over budget.
+//!
+//! It is also the one place that turns a board profile into a cross build:
+//! `ci/cross.sh` calls `size-report build <board>` and `size-report env <board>`
+//! rather than repeating the recipe.
+//!
+//! ```text
+//! boards/<name>.toml --build--> target/boards/<name>/<variant>/{flor, flor.symbols}
+//!        --measure (size, nm)--> report.{md,json} + exit status
+//! ```
+//!
+//! Run it with the cross toolchain on PATH: `cross/setup.sh; source cross/env.sh`.
+//! A desktop/CI tool: never a dependency of flor.
+
+mod board;
+mod build;
+mod report;
+mod symbols;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use argh::FromArgs;
+
+use board::Board;
+use build::{Overrides, Variant};
+
+/// Builds flor per board and checks its size against each board's budget.
+#[derive(FromArgs)]
+struct Args {
+    /// boards directory (default: <workspace>/boards)
+    #[argh(option)]
+    boards: Option<PathBuf>,
+    /// parallel rustc jobs per build (default 2: the CI machines have 2 shared cores)
+    #[argh(option, default = "2")]
+    jobs: u32,
+    #[argh(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Cmd {
+    List(ListCmd),
+    Build(BuildCmd),
+    Env(EnvCmd),
+    Report(ReportCmd),
+    Ladder(LadderCmd),
+}
+
+/// Print the board names, one per line.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+struct ListCmd {}
+
+/// Build flor for one board; prints the stripped binary's path.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "build")]
+struct BuildCmd {
+    /// board name (boards/<name>.toml)
+    #[argh(positional)]
+    board: String,
+    /// release (ships), diagnostic (panic messages kept) or pic (rustc's default relocation model)
+    #[argh(option, default = "String::from(\"release\")")]
+    variant: String,
+}
+
+/// Print a board's settings as shell assignments (for ci/cross.sh).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "env")]
+struct EnvCmd {
+    /// board name
+    #[argh(positional)]
+    board: String,
+}
+
+/// Build (release) and measure the boards; write report.md and report.json.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "report")]
+struct ReportCmd {
+    /// boards to measure (default: all)
+    #[argh(positional)]
+    boards: Vec<String>,
+    /// output directory (default: <workspace>/target/size-report)
+    #[argh(option)]
+    out: Option<PathBuf>,
+    /// measure what the last `build` left instead of building
+    #[argh(switch)]
+    no_build: bool,
+}
+
+/// Measure what each size trick saves on one board, one build per step.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "ladder")]
+struct LadderCmd {
+    /// board name
+    #[argh(positional)]
+    board: String,
+}
+
+fn workspace() -> PathBuf {
+    let ws = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    ws.canonicalize().unwrap_or(ws)
+}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("size-report: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let ws = workspace();
+    let boards_dir = args.boards.clone().unwrap_or_else(|| ws.join("boards"));
+    match args.cmd {
+        Cmd::List(_) => {
+            for b in Board::load_all(&boards_dir)? {
+                println!("{}", b.name);
+            }
+        }
+        Cmd::Env(c) => {
+            let b = one(&boards_dir, &c.board)?;
+            print!("{}", b.shell_env());
+        }
+        Cmd::Build(c) => {
+            let b = one(&boards_dir, &c.board)?;
+            let v = Variant::parse(&c.variant)?;
+            let built = build::build(&ws, &b, v, &Overrides::default(), args.jobs)?;
+            println!("{}", built.stripped.display());
+        }
+        Cmd::Report(c) => {
+            let boards = Board::select(&boards_dir, &c.boards)?;
+            let mut sizes = Vec::new();
+            for b in &boards {
+                let built = if c.no_build {
+                    build::existing(&ws, b, Variant::Release)
+                } else {
+                    build::build(&ws, b, Variant::Release, &Overrides::default(), args.jobs)?
+                };
+                sizes.push(report::measure(b, Variant::Release.name(), &built)?);
+            }
+            let r = report::Report {
+                rustc: tool_line("rustc", &["-V"]),
+                commit: tool_line("git", &["rev-parse", "--short=12", "HEAD"]),
+                boards: sizes,
+            };
+            let out = c.out.unwrap_or_else(|| ws.join("target/size-report"));
+            r.write(&out)?;
+            print!("{}", r.table());
+            for b in &r.boards {
+                let top: Vec<String> = b
+                    .crates
+                    .iter()
+                    .take(6)
+                    .map(|(k, v)| format!("{k} {}", report::thousands(*v as i64)))
+                    .collect();
+                println!("{}: largest crates: {}", b.board, top.join(", "));
+            }
+            println!("wrote {}/report.md and report.json", out.display());
+            if !r.ok() {
+                eprintln!("size-report: over budget: see the table above");
+                return Ok(ExitCode::from(2));
+            }
+        }
+        Cmd::Ladder(c) => {
+            let b = one(&boards_dir, &c.board)?;
+            let table = ladder(&ws, &b, args.jobs)?;
+            let out = ws.join("target/size-report");
+            std::fs::create_dir_all(&out)?;
+            let path = out.join(format!("ladder-{}.md", b.name));
+            std::fs::write(&path, &table)?;
+            print!("{table}");
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn one(dir: &std::path::Path, name: &str) -> Result<Board, board::BoardError> {
+    let mut v = Board::select(dir, &[name.to_owned()])?;
+    Ok(v.remove(0))
+}
+
+/// First line of a tool's stdout, or `unknown`.
+fn tool_line(tool: &str, args: &[&str]) -> String {
+    std::process::Command::new(tool)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// One rung of the ladder: what changes, on top of the rung before.
+struct Rung {
+    label: &'static str,
+    what: &'static str,
+    profile: Vec<(&'static str, String)>,
+    /// Flags from the board's release_rustflags added at this rung (cumulative).
+    extra_flags: usize,
+    std_features: &'static str,
+    /// Build with PIC code (drop -Crelocation-model=static).
+    pic: bool,
+}
+
+/// Builds the board once per size trick, each on top of the one before, and
+/// returns a markdown table of stripped bytes.
+fn ladder(
+    ws: &std::path::Path,
+    b: &Board,
+    jobs: u32,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let p = |o: &str, l: &str, c: &str, pa: &str| {
+        vec![
+            ("OPT_LEVEL", o.to_owned()),
+            ("LTO", l.to_owned()),
+            ("CODEGEN_UNITS", c.to_owned()),
+            ("PANIC", pa.to_owned()),
+        ]
+    };
+    let rel = &b.release_rustflags;
+    // release_rustflags is [-Zlocation-detail=none, -Zfmt-debug=none, -Zunstable-options,
+    // -Cpanic=immediate-abort]: rungs add 1, 2, then all 4 of them.
+    let rungs = vec![
+        Rung {
+            label: "ladder-0",
+            what: "cargo release defaults (opt-level 3, no LTO, 16 CGUs, unwind) + build-std",
+            profile: p("3", "false", "16", "unwind"),
+            extra_flags: 0,
+            std_features: "",
+            pic: false,
+        },
+        Rung {
+            label: "ladder-1",
+            what: "opt-level = \"z\"",
+            profile: p("z", "false", "16", "unwind"),
+            extra_flags: 0,
+            std_features: "",
+            pic: false,
+        },
+        Rung {
+            label: "ladder-2",
+            what: "lto = true (fat)",
+            profile: p("z", "true", "16", "unwind"),
+            extra_flags: 0,
+            std_features: "",
+            pic: false,
+        },
+        Rung {
+            label: "ladder-3",
+            what: "codegen-units = 1",
+            profile: p("z", "true", "1", "unwind"),
+            extra_flags: 0,
+            std_features: "",
+            pic: false,
+        },
+        Rung {
+            label: "ladder-4",
+            what: "panic = \"abort\" (the workspace release profile)",
+            profile: p("z", "true", "1", "abort"),
+            extra_flags: 0,
+            std_features: "",
+            pic: false,
+        },
+        Rung {
+            label: "ladder-5",
+            what: "-Zbuild-std-features=optimize_for_size",
+            profile: vec![],
+            extra_flags: 0,
+            std_features: "optimize_for_size",
+            pic: false,
+        },
+        Rung {
+            label: "ladder-6",
+            what: "-Zlocation-detail=none",
+            profile: vec![],
+            extra_flags: 1,
+            std_features: "optimize_for_size",
+            pic: false,
+        },
+        Rung {
+            label: "ladder-7",
+            what: "-Zfmt-debug=none",
+            profile: vec![],
+            extra_flags: 2,
+            std_features: "optimize_for_size",
+            pic: false,
+        },
+        Rung {
+            label: "ladder-8",
+            what: "-Zunstable-options -Cpanic=immediate-abort (= shipped `release`)",
+            profile: vec![],
+            extra_flags: rel.len(),
+            std_features: "optimize_for_size",
+            pic: false,
+        },
+        Rung {
+            label: "ladder-9",
+            what: "same, PIC code (rustc's default relocation model)",
+            profile: vec![],
+            extra_flags: rel.len(),
+            std_features: "optimize_for_size",
+            pic: true,
+        },
+    ];
+    let mut out = format!(
+        "Size ladder for {} ({}), stripped `flor`, each row on top of the one before.\n\n\
+         | step | stripped bytes | change | unstripped |\n|---|---:|---:|---:|\n",
+        b.name, b.target
+    );
+    let mut prev: Option<u64> = None;
+    for r in rungs {
+        let mut flags = b.rustflags.clone();
+        if r.pic {
+            flags.retain(|f| f != "-Crelocation-model=static");
+        }
+        flags.extend(rel.iter().take(r.extra_flags).cloned());
+        let ov = Overrides {
+            label: Some(r.label.to_owned()),
+            profile: r.profile,
+            rustflags: Some(flags),
+            build_std_features: Some(r.std_features.to_owned()),
+        };
+        let built = build::build(ws, b, Variant::Release, &ov, jobs)?;
+        let bytes = std::fs::metadata(&built.stripped)?.len();
+        let full = std::fs::metadata(&built.symbols)?.len();
+        let change = match prev {
+            Some(p) if !r.pic => format!("{:+.1}%", (bytes as f64 - p as f64) * 100.0 / p as f64),
+            Some(p) => format!(
+                "{:+.1}% vs row above",
+                (bytes as f64 - p as f64) * 100.0 / p as f64
+            ),
+            None => "—".into(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            r.what,
+            report::thousands(bytes as i64),
+            change,
+            report::thousands(full as i64)
+        ));
+        eprint!("{out}");
+        if !r.pic {
+            prev = Some(bytes);
+        }
+    }
+    Ok(out)
+}

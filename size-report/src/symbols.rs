@@ -1,0 +1,219 @@
+//! Where the bytes go: symbol sizes from `nm --print-size` on the unstripped
+//! link, attributed to the crate that defines each symbol.
+//!
+//! Attribution works on demangled names the way cargo-bloat does: the first
+//! path segment names the crate; for `<T as Trait>::f` the crate of `T`
+//! (monomorphised generics land in the crate of their type, which is where a
+//! reader would look to shrink them). C and assembly symbols (ring's
+//! `ring_core_*`, musl/glibc, compiler-rt) are grouped by a known prefix or as
+//! `[C]`. Bytes in no symbol (string literals, ELF headers, unwind tables,
+//! padding) appear as the gap between the stripped size and the symbol sum.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use crate::build::{output, BuildError};
+
+/// One symbol with its size.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Symbol {
+    /// Demangled name without the hash.
+    pub name: String,
+    /// Bytes.
+    pub bytes: u64,
+    /// Crate (or `[C]`, `std`) it was attributed to.
+    #[serde(rename = "crate")]
+    pub krate: String,
+}
+
+/// Runs `nm` on an unstripped binary and returns its sized symbols.
+pub fn read(binary: &Path) -> Result<Vec<Symbol>, BuildError> {
+    let mut cmd = Command::new("nm");
+    cmd.args(["--print-size", "--size-sort", "--radix=d"])
+        .arg(binary);
+    let text = output(cmd, "nm")?;
+    Ok(parse_nm(&text))
+}
+
+/// Parses `nm --print-size --radix=d` lines: `<addr> <size> <type> <name>`.
+pub fn parse_nm(text: &str) -> Vec<Symbol> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut it = line.splitn(4, ' ');
+        let (Some(_addr), Some(size), Some(kind), Some(raw)) =
+            (it.next(), it.next(), it.next(), it.next())
+        else {
+            continue;
+        };
+        // Only bytes that occupy the file: code, read-only and initialised data.
+        if !matches!(
+            kind,
+            "t" | "T" | "r" | "R" | "d" | "D" | "W" | "w" | "V" | "v"
+        ) {
+            continue;
+        }
+        let Ok(bytes) = size.parse::<u64>() else {
+            continue;
+        };
+        let name = format!("{:#}", rustc_demangle::demangle(raw));
+        let krate = crate_of(&name);
+        out.push(Symbol { name, bytes, krate });
+    }
+    out
+}
+
+/// The crate a demangled symbol belongs to.
+pub fn crate_of(name: &str) -> String {
+    let mut s = name.trim_start();
+    // `<T as Trait>::f`, `<&mut T as ..>`, `<[T] as ..>`, `<(A, B) as ..>`, `<dyn T as ..>`
+    loop {
+        let before = s;
+        for p in [
+            "<", "&", "mut ", "*const ", "*mut ", "[", "(", "dyn ", "impl ",
+        ] {
+            if let Some(rest) = s.strip_prefix(p) {
+                s = rest;
+            }
+        }
+        if s == before {
+            break;
+        }
+    }
+    // `<u32 as core::fmt::Display>::fmt`: a primitive self type; the trait's crate.
+    if let (Some(j), Some(i)) = (s.find(" as "), s.find("::")) {
+        if j < i {
+            return crate_of(&s[j + 4..]);
+        }
+    }
+    match s.find("::") {
+        Some(i) if i > 0 && s[..i].chars().all(|c| c.is_alphanumeric() || c == '_') => {
+            let k = &s[..i];
+            match k {
+                "core" | "alloc" | "std" | "std_detect" | "hashbrown" | "compiler_builtins"
+                | "rustc_demangle" | "addr2line" | "gimli" | "miniz_oxide" | "panic_abort"
+                | "panic_unwind" => "std".to_owned(),
+                _ => k.to_owned(),
+            }
+        }
+        _ if s.starts_with("ring_core_") || s.starts_with("GFp_") => "ring".to_owned(),
+        _ => "[C]".to_owned(),
+    }
+}
+
+/// Sum of symbol bytes per crate, largest first.
+pub fn by_crate(symbols: &[Symbol]) -> Vec<(String, u64)> {
+    let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
+    for s in symbols {
+        *sums.entry(&s.krate).or_default() += s.bytes;
+    }
+    let mut v: Vec<(String, u64)> = sums.into_iter().map(|(k, b)| (k.to_owned(), b)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
+}
+
+/// The `n` largest symbols.
+pub fn largest(symbols: &[Symbol], n: usize) -> Vec<Symbol> {
+    let mut v = symbols.to_vec();
+    v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
+    v.truncate(n);
+    v
+}
+
+/// Section sizes (`size -A`) of the allocated sections that are stored in the file.
+pub fn sections(binary: &Path) -> Result<Vec<(String, u64)>, BuildError> {
+    let mut cmd = Command::new("size");
+    cmd.args(["-A", "-d"]).arg(binary);
+    let text = output(cmd, "size")?;
+    let mut v = Vec::new();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        if let (Some(name), Some(size)) = (it.next(), it.next()) {
+            if name.starts_with('.')
+                && name != ".bss"
+                && name != ".tbss"
+                && !name.starts_with(".comment")
+            {
+                if let Ok(n) = size.parse::<u64>() {
+                    if n > 0 {
+                        v.push((name.to_owned(), n));
+                    }
+                }
+            }
+        }
+    }
+    v.sort_by_key(|s| std::cmp::Reverse(s.1));
+    Ok(v)
+}
+
+/// The newest `GLIBC_x.y` symbol version a dynamic binary asks for: the oldest
+/// glibc it runs on. `None` for static binaries.
+pub fn min_glibc(bytes: &[u8]) -> Option<String> {
+    let needle = b"GLIBC_";
+    let mut best: Option<(Vec<u32>, String)> = None;
+    let mut i = 0;
+    while let Some(pos) = bytes[i..].windows(needle.len()).position(|w| w == needle) {
+        let start = i + pos + needle.len();
+        let end = bytes[start..]
+            .iter()
+            .position(|c| !(c.is_ascii_digit() || *c == b'.'))
+            .map_or(bytes.len(), |e| start + e);
+        if let Ok(v) = std::str::from_utf8(&bytes[start..end]) {
+            let parts: Option<Vec<u32>> = v.split('.').map(|p| p.parse().ok()).collect();
+            if let Some(parts) = parts {
+                if best.as_ref().is_none_or(|(b, _)| parts > *b) {
+                    best = Some((parts, v.to_owned()));
+                }
+            }
+        }
+        i = end.max(start);
+    }
+    best.map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crates_from_demangled_names() {
+        let cases = [
+            ("quinn_proto::connection::Connection::poll", "quinn_proto"),
+            ("<quinn_proto::frame::Frame as core::fmt::Debug>::fmt", "quinn_proto"),
+            ("<&mut serde_json_core::de::Deserializer as serde::de::Deserializer>::deserialize_str", "serde_json_core"),
+            ("<[u8] as core::fmt::Debug>::fmt", "std"),
+            ("<u32 as core::fmt::Display>::fmt", "std"),
+            ("core::fmt::write", "std"),
+            ("std::io::stdio::_print", "std"),
+            ("hashbrown::raw::RawTable<T>::reserve_rehash", "std"),
+            ("ring_core_0_17_14_x25519_scalar_mult_generic_masked", "ring"),
+            ("memcpy", "[C]"),
+            ("flor::main", "flor"),
+        ];
+        for (sym, want) in cases {
+            assert_eq!(crate_of(sym), want, "{sym}");
+        }
+    }
+
+    #[test]
+    fn nm_lines_are_parsed_and_filtered() {
+        // From `nm --print-size --size-sort --radix=d` on a mipsel flor build.
+        let text = "00420000 00000012 T _ZN4flor4main17h0123456789abcdefE\n\
+                    00430000 00000400 B some_bss\n\
+                    00440000 00000008 r .Lanon\n\
+                    garbage line\n";
+        let syms = parse_nm(text);
+        assert_eq!(syms.len(), 2);
+        assert_eq!(syms[0].name, "flor::main");
+        assert_eq!(syms[0].bytes, 12);
+        assert_eq!(syms[0].krate, "flor");
+        assert_eq!(by_crate(&syms)[0], ("flor".to_owned(), 12));
+    }
+
+    #[test]
+    fn min_glibc_takes_the_newest_version() {
+        let bytes = b"\0GLIBC_2.17\0GLIBC_2.34\0GLIBC_2.4\0GLIBC_PRIVATE\0";
+        assert_eq!(min_glibc(bytes).as_deref(), Some("2.34"));
+        assert_eq!(min_glibc(b"no versions"), None);
+    }
+}
