@@ -58,6 +58,10 @@ if [ "$docker_mode" = 1 ]; then
   fi
 
   step "toolchain image florete/cross-base (cross/Dockerfile runs cross/setup.sh)"
+  # Where this network intercepts TLS, the image must trust the same CA as the host.
+  mkdir -p cross/ca-certificates
+  find cross/ca-certificates -name '*.crt' -delete
+  cp /usr/local/share/ca-certificates/*.crt cross/ca-certificates/ 2>/dev/null || true
   timed image-cross-base nice -n 19 docker build -q -t florete/cross-base:bookworm -f cross/Dockerfile cross/
 
   # The board-specific images only add environment, taken from boards/*.toml.

@@ -31,3 +31,11 @@ if [ -x ci/extra-tests.sh ]; then
   step "extra tests"
   ci/extra-tests.sh
 fi
+
+# ---- cross (issue 7) ------------------------------------------------------
+# The mipsel OpenWrt board end to end: Debian rustc-web + zig build (static
+# musl), `file` check, qemu-user run, the vertex smoke test with both vertices
+# emulated (curl -> SOCKS5 -> QUIC mTLS -> TCP), and size-report against the
+# 2 MiB budget. Installs its toolchain with cross/setup.sh on first run.
+step "cross: openwrt-mipsel build, qemu smoke test, size check (ci/cross.sh)"
+ci/cross.sh openwrt-mipsel

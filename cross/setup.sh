@@ -69,6 +69,12 @@ if [ ! -x "$venv/bin/cargo-zigbuild" ] || [ ! -x "$venv/bin/python3" ] \
   || ! "$venv/bin/python3" -m ziglang version >/dev/null 2>&1; then
   sudo_ mkdir -p "$FLOR_CROSS_HOME"
   sudo_ chown "$(id -u):$(id -g)" "$FLOR_CROSS_HOME"
+  # pip trusts its own certifi bundle, not the system store; where a network
+  # intercepts TLS (its CA installed into /usr/local/share/ca-certificates, as
+  # cross/Dockerfile does), the system bundle is the one that works.
+  if [ -z "${PIP_CERT:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    export PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+  fi
   # Debian's python3: a venv keeps pip away from the system site-packages (PEP 668).
   /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \

@@ -22,6 +22,23 @@ pub fn flor_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_flor"))
 }
 
+/// A command that runs the `flor` under test. ci/cross.sh sets `FLOR_TEST_EXE`
+/// to a cross-built flor and `FLOR_TEST_RUNNER` to its qemu-user command line,
+/// so these same fixtures drive emulated MIPS and ARM vertices.
+pub fn flor_command() -> Command {
+    let exe = std::env::var_os("FLOR_TEST_EXE").map_or_else(flor_bin, PathBuf::from);
+    let runner = std::env::var("FLOR_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(prog) => {
+            let mut c = Command::new(prog);
+            c.args(words).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    }
+}
+
 /// A directory removed when dropped.
 pub struct TempDir(pub PathBuf);
 
@@ -224,7 +241,7 @@ impl Node {
     }
 
     pub fn command(&self) -> Command {
-        let mut c = Command::new(flor_bin());
+        let mut c = flor_command();
         c.env("FLOR_HOME", &self.home.0)
             .env("FLOR_RUNTIME_DIR", self.runtime())
             .env("RUST_LOG", "info");

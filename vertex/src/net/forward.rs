@@ -5,7 +5,7 @@
 
 use std::io;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use smol::future;
@@ -36,8 +36,11 @@ pub async fn pump(
     idle: Duration,
 ) -> io::Result<Moved> {
     let start = Instant::now();
-    let last = AtomicU64::new(0);
-    let touch = || last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    // Milliseconds since `start` as a wrapping u32: 32-bit MIPS routers have no
+    // 64-bit atomics, and a 49-day wrap cannot hide an idle timeout of seconds.
+    let now_ms = || start.elapsed().as_millis() as u32;
+    let last = AtomicU32::new(0);
+    let touch = || last.store(now_ms(), Ordering::Relaxed);
     let mut tcp_r = tcp.clone();
     let mut tcp_w = tcp;
 
@@ -86,9 +89,9 @@ pub async fn pump(
         let tick = (idle / 4).max(Duration::from_millis(250));
         loop {
             Timer::after(tick).await;
-            let quiet = start
-                .elapsed()
-                .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+            let quiet = Duration::from_millis(u64::from(
+                now_ms().wrapping_sub(last.load(Ordering::Relaxed)),
+            ));
             if quiet >= idle {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
