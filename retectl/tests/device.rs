@@ -17,11 +17,17 @@ fn flor() -> &'static Path {
     FLOR.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-p", "flor", "--bin", "flor"])
-            .current_dir(&root)
-            .status()
-            .unwrap();
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "flor", "--bin", "flor"]).current_dir(&root);
+        // The test runs with cargo's per-crate environment; build scripts that
+        // watch those variables would rebuild flor from scratch every run.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR" {
+                cmd.env_remove(k);
+            }
+        }
+        let st = cmd.status().unwrap();
         assert!(st.success(), "building flor failed");
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
