@@ -304,6 +304,11 @@ fn parse_file<T: for<'de> Deserialize<'de>>(
                 .unwrap_or("invalid YAML")
                 .trim()
                 .to_owned();
+            let mut msg = msg;
+            // The location is already in front as file:line.
+            if let Some(at) = msg.rfind(" at line ") {
+                msg.truncate(at);
+            }
             problems.push(Problem::new(file, line, msg));
             None
         }

@@ -18,7 +18,8 @@ fn flor() -> &'static Path {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "flor", "--bin", "flor"]).current_dir(&root);
+        cmd.args(["build", "-p", "flor", "--bin", "flor"])
+            .current_dir(&root);
         // The test runs with cargo's per-crate environment; build scripts that
         // watch those variables would rebuild flor from scratch every run.
         for (k, _) in std::env::vars_os() {
