@@ -392,3 +392,28 @@ fn invalid_repo_is_not_compiled() {
     assert!(text(&o).1.contains("users.yaml:"), "{:?}", text(&o));
     assert!(!out.exists());
 }
+
+/// Snapshot: the example's compiled payloads (the signed header differs per
+/// CA, the payload does not). A change here is a change to what devices get.
+#[test]
+fn example_payloads_match_the_snapshots() {
+    let d = Demo::with_ca();
+    let out = d.tmp.path().join("out");
+    compile_all(&d, &out);
+    for node in ["alpha", "laptop"] {
+        let env: serde_json::Value = serde_json::from_slice(
+            &fs::read(out.join(node).join("mgmt/vertices/flor.json")).unwrap(),
+        )
+        .unwrap();
+        let snap_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/data/example-{node}-vertex-payload.json"));
+        let snap: serde_json::Value =
+            serde_json::from_slice(&fs::read(&snap_path).unwrap()).unwrap();
+        assert_eq!(
+            env["payload"],
+            snap,
+            "{node}: compiled payload differs from {}",
+            snap_path.display()
+        );
+    }
+}
