@@ -178,6 +178,12 @@ pub fn run(args: Args) -> Result<(), BundleCmdError> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}.bundle.json", args.node)));
+    if flow == "A" && inside(&args.repo, &out) {
+        return Err(BundleCmdError::Usage(format!(
+            "{}: a Flow A bundle holds private keys and may not be written inside the repo; pass --out <path outside it>",
+            out.display()
+        )));
+    }
     // Flow A holds private keys: owner-only, like a key file.
     fsutil::write_atomic(
         &out,
@@ -208,6 +214,18 @@ pub fn run(args: Args) -> Result<(), BundleCmdError> {
         }
     );
     Ok(())
+}
+
+/// Whether `path` (which may not exist yet) lies inside `repo`.
+fn inside(repo: &std::path::Path, path: &std::path::Path) -> bool {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    match (repo.canonicalize(), parent.canonicalize()) {
+        (Ok(r), Ok(p)) => p.starts_with(r),
+        _ => false,
+    }
 }
 
 /// Flow B: checks every CSR and signs the good ones; all reasons on failure.

@@ -169,6 +169,21 @@ fn flow_a_bundle_holds_svids_and_keys_for_every_held_principal() {
         4,
         "{log}"
     );
+    // Keys may not be written into the repo.
+    let o = d.run(&[
+        "issue-bundle",
+        d.repo_s(),
+        "--node",
+        "laptop",
+        "--out",
+        d.repo.join("laptop.bundle.json").to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("inside the repo"),
+        "{:?}",
+        text(&o)
+    );
+    no_keys_in(&d.repo);
 
     // A server node: its node identity and the services it hosts.
     let beta = d.tmp.path().join("beta.bundle.json");
