@@ -306,8 +306,8 @@ impl Agent {
                         Some(None)
                     },
                     async {
-                        let s = signals.next().await;
-                        log::info!("stopping on signal {s:?}");
+                        let _ = signals.next().await;
+                        log::info!("stopping: signal received");
                         None
                     },
                 ),

@@ -194,12 +194,26 @@ async fn serve(server: &Server, mut stream: TcpStream, publish: bool) -> io::Res
                 stream.write_all(http::CONTINUE).await?;
             }
             let pre = buf[head_len..filled].to_vec();
-            let body = (&pre[..]).chain(&mut stream).take(len);
-            smol::future::or(handle_publish(server, body, len), async {
+            let mut body = smol::io::BufReader::new((&pre[..]).chain(&mut stream).take(len));
+            let r = smol::future::or(handle_publish(server, &mut body, len), async {
                 smol::Timer::after(BODY_TIMEOUT).await;
                 refuse(408, "publish body did not arrive in time\n")
             })
-            .await
+            .await;
+            if r.is_err() && len <= MAX_PUBLISH_BYTES {
+                // Read the rest before answering: closing a socket with unread
+                // bytes resets it, and the client would lose the reason.
+                let _ = smol::future::or(
+                    async {
+                        let _ = smol::io::copy(&mut body, &mut smol::io::sink()).await;
+                    },
+                    async {
+                        smol::Timer::after(BODY_TIMEOUT).await;
+                    },
+                )
+                .await;
+            }
+            r
         }
     } else if !is_get {
         refuse(405, "this listener accepts only GET /artifact/<node>/...\n")
@@ -254,9 +268,9 @@ async fn read_line<R: smol::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Vec<u
     Ok(line)
 }
 
-async fn handle_publish<R: smol::io::AsyncRead + Unpin>(
+async fn handle_publish<R: smol::io::AsyncBufRead + Unpin>(
     server: &Server,
-    body: R,
+    body: &mut R,
     len: u64,
 ) -> Result<(&'static str, Vec<u8>), Refusal> {
     if len > MAX_PUBLISH_BYTES {
@@ -273,7 +287,7 @@ async fn handle_publish<R: smol::io::AsyncRead + Unpin>(
     let trees = server.store.join(TREES_DIR);
     let incoming = trees.join(format!(".incoming-{}", std::process::id()));
     let _ = fs::remove_dir_all(&incoming);
-    let result = receive(server, &info, smol::io::BufReader::new(body), &incoming).await;
+    let result = receive(server, &info, body, &incoming).await;
     let summary = match result {
         Ok(s) => s,
         Err(e) => {
@@ -298,11 +312,11 @@ async fn handle_publish<R: smol::io::AsyncRead + Unpin>(
 async fn receive<R: smol::io::AsyncBufRead + Unpin>(
     server: &Server,
     info: &crate::scope::ScopeInfo,
-    mut body: R,
+    body: &mut R,
     incoming: &Path,
 ) -> Result<BTreeMap<String, u32>, Refusal> {
     let bad = |e: tree::TreeError| Refusal(400, format!("{e}\n"));
-    let magic = read_line(&mut body).await?;
+    let magic = read_line(body).await?;
     if magic != tree::MAGIC {
         return Err(bad(tree::TreeError::BadMagic));
     }
@@ -310,7 +324,7 @@ async fn receive<R: smol::io::AsyncBufRead + Unpin>(
     let mut versions: BTreeMap<String, u32> = BTreeMap::new();
     let mut vertex_nodes: Vec<String> = Vec::new();
     loop {
-        let line = read_line(&mut body).await?;
+        let line = read_line(body).await?;
         let (len, path) = match tree::parse_line(&line).map_err(bad)? {
             tree::Line::End => break,
             tree::Line::File { len, path } => (len, path.to_string()),

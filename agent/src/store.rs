@@ -101,9 +101,6 @@ pub struct VerifiedVertex {
 pub struct Verified {
     /// The agent envelope's header.
     pub header: Header,
-    /// The agent payload.
-    #[allow(dead_code)] // kept with its bytes; the agent re-reads the installed copy
-    pub agent: AgentConfig,
     /// The agent envelope bytes.
     pub agent_bytes: Vec<u8>,
     /// Every vertex agent.json lists.

@@ -102,6 +102,7 @@ async fn verify_set(
 ) -> Result<Verified, SyncError> {
     let (header, agent, agent_bytes) =
         store::verify_agent(info, agent_bytes, current).map_err(SyncError::Store)?;
+    // agent.json names the vertices whose artifacts complete this version.
     let mut vertices = Vec::new();
     for v in agent.vertices.iter() {
         let rel = store::vertex_rel(&v.name);
@@ -116,7 +117,6 @@ async fn verify_set(
     }
     Ok(Verified {
         header,
-        agent,
         agent_bytes,
         vertices,
     })

@@ -156,3 +156,37 @@ fn kill_9_of_the_agent_during_sync_leaves_old_or_new() {
         "kill -9 at (ms after sync start, version on disk, version after restart): {outcomes:?}"
     );
 }
+
+#[test]
+fn a_crashed_vertex_is_restarted_and_sigterm_stops_both() {
+    let a = Alpha::enrolled("demo.flor", 3600);
+    let mut agent = a.host.start_agent("demo.flor");
+    let mut pid = a.host.wait_healthy("demo.flor", 1)["vertex"]["pid"]
+        .as_u64()
+        .unwrap();
+    for n in 1..=2u64 {
+        let p = rustix::process::Pid::from_raw(pid as i32).unwrap();
+        rustix::process::kill_process(p, rustix::process::Signal::KILL).unwrap();
+        let st = a
+            .host
+            .wait_status("demo.flor", 20, "vertex restarted", |s| {
+                s["vertex"]["health"] == "healthy"
+                    && s["vertex"]["restarts"] == n
+                    && s["vertex"]["pid"] != pid
+                    && s["listeners"].is_array()
+            });
+        pid = st["vertex"]["pid"].as_u64().unwrap();
+        a.traffic().unwrap();
+    }
+    // SIGTERM: the agent stops its vertex and removes its socket.
+    let ap = rustix::process::Pid::from_child(&agent.0);
+    rustix::process::kill_process(ap, rustix::process::Signal::TERM).unwrap();
+    let status = agent.0.wait().unwrap();
+    assert!(status.success(), "agent exits cleanly on SIGTERM: {status}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "vertex {pid} outlived its agent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!a.host.scope("demo.flor").join("agent.sock").exists());
+}

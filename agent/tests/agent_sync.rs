@@ -30,13 +30,29 @@ fn publish_sync_confirm_rollback_and_refusals() {
         std::path::Path::new("gen/1")
     );
 
-    let _agent = a.host.start_agent("demo.flor");
+    let t0 = Instant::now();
+    let agent = a.host.start_agent("demo.flor");
     let st = a.host.wait_healthy("demo.flor", 1);
+    let to_healthy = t0.elapsed();
     assert_eq!(st["rete"], "demo.flor");
     assert_eq!(st["node"], "alpha");
     assert_eq!(st["pending"], Value::Null);
     let pid1 = st["vertex"]["pid"].clone();
     a.traffic().expect("v1 grants alice: traffic flows");
+    let rss = |pid: u64| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap())
+            .unwrap()
+    };
+    eprintln!(
+        "measured: agent start to healthy vertex {:?}; idle RSS agent {} kB, vertex {} kB (test build)",
+        to_healthy,
+        rss(u64::from(agent.0.id())),
+        rss(pid1.as_u64().unwrap())
+    );
 
     // v2 removes alice's grant. --dry-run shows it and changes nothing.
     a.publish(2, false, false);
@@ -54,8 +70,13 @@ fn publish_sync_confirm_rollback_and_refusals() {
     assert_eq!(a.status()["vertex"]["pid"], pid1);
 
     // Sync with a commit timeout, then confirm: v2 stays after the timeout.
+    let t = Instant::now();
     let (ok, out) = a.sync(&["--commit-timeout", "3s"]);
     assert!(ok, "{out}");
+    eprintln!(
+        "measured: sync v1 -> v2 until the new vertex is healthy {:?}",
+        t.elapsed()
+    );
     assert!(out.contains("staged v2 (was v1)"), "{out}");
     assert!(out.contains("unless confirmed"), "{out}");
     let st = a.status();
@@ -66,9 +87,14 @@ fn publish_sync_confirm_rollback_and_refusals() {
         Err(2),
         "v2 refuses alice (SOCKS5 reply 2: not allowed)"
     );
+    let t = Instant::now();
     let (ok, out) = a.sync(&["--confirm"]);
     assert!(ok, "{out}");
     assert!(out.contains("confirmed v2"), "{out}");
+    eprintln!(
+        "measured: sync --confirm of a pending version {:?}",
+        t.elapsed()
+    );
     std::thread::sleep(Duration::from_secs(4));
     let st = a.status();
     assert_eq!(st["version"], 2, "a confirmed version outlives its timeout");
@@ -85,6 +111,10 @@ fn publish_sync_confirm_rollback_and_refusals() {
         "{out}"
     );
     assert!(t.elapsed() < Duration::from_secs(20));
+    eprintln!(
+        "measured: sync of v3 to its automatic rollback {:?}",
+        t.elapsed()
+    );
     let st = a.host.wait_healthy("demo.flor", 2);
     assert_eq!(
         std::fs::read_link(scope.join("mgmt")).unwrap(),

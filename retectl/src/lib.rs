@@ -34,4 +34,5 @@ pub mod fsutil;
 pub mod model;
 pub mod new;
 pub mod pki;
+pub mod publish;
 pub mod validate;

@@ -214,6 +214,24 @@ impl Pilot {
 
     /// A Flow A bundle for `node` holding `principals` (paths like `service/echo`).
     pub fn bundle(&self, node: &str, principals: &[&str], dir: &Path) -> PathBuf {
+        self.bundle_via(
+            node,
+            principals,
+            dir,
+            Some(self.mirror()),
+            "127.0.0.1:9".parse().unwrap(),
+        )
+    }
+
+    /// A Flow A bundle naming a mirror (or none) and the config service's vertex address.
+    pub fn bundle_via(
+        &self,
+        node: &str,
+        principals: &[&str],
+        dir: &Path,
+        mirror: Option<String>,
+        config_addr: SocketAddr,
+    ) -> PathBuf {
         let mut ps = vec![];
         for p in
             std::iter::once(format!("node/{node}")).chain(principals.iter().map(|s| s.to_string()))
@@ -225,8 +243,8 @@ impl Pilot {
             "format": "florete-bundle/1", "rete": self.rete.td, "node": node,
             "ca_pem": self.rete.ca.pem, "principals": ps,
             "mgmt_signers": [self.rete.signer()],
-            "config_server": {"service": self.rete.id("service/config"), "addr": "127.0.0.1:9"},
-            "mirror_url": self.mirror(),
+            "config_server": {"service": self.rete.id("service/config"), "addr": config_addr.to_string()},
+            "mirror_url": mirror,
         });
         let f = dir.join(format!("{node}.{}.bundle.json", self.rete.td));
         std::fs::write(&f, serde_json::to_vec_pretty(&b).unwrap()).unwrap();

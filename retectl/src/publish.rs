@@ -1,0 +1,334 @@
+//! `retectl publish`: push a compiled tree to the rete's config-server over Florete.
+//!
+//! ```text
+//! <compiled-dir>/<node>/mgmt/{agent.json, vertices/*.json}
+//!     -> one POST /publish body (flor_vertex::http::tree framing)
+//!     -> mTLS QUIC flow as user/<operator> to service `config-publish`
+//!        at the vertex hosting the config-server (flor_vertex::net::Dialer)
+//!     -> config-server checks every envelope, refuses rollbacks, swaps atomically
+//! ```
+//!
+//! The operator publishes as their own `user/<op>` identity (a certificate
+//! issued like any other user's); the rete's ACL decides whether that user's
+//! roles reach `config-publish` (group `config-write`). Where the service is
+//! comes from the tree itself: every agent.json names the config-server's
+//! vertex address, and `config-publish` is published next to `config`.
+//! `--to` overrides it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flor_vertex::artifact::AgentConfig;
+use flor_vertex::envelope;
+use flor_vertex::http::{self, tree, Parsed};
+use flor_vertex::identity::{Dialable, Kind, Name, SpiffeId};
+use flor_vertex::net::{Credentials, Dialer};
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::pki::CertInfo;
+
+/// The Florete service name of the config-server's publish listener.
+pub const PUBLISH_SERVICE: &str = "config-publish";
+/// How long the whole publish (dial, upload, answer) may take.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `retectl publish`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The compiled tree (`retectl compile --out <dir>`).
+    pub compiled: PathBuf,
+    /// The operator's user certificate (PEM, an X.509-SVID for user/<name>).
+    #[arg(long = "as")]
+    pub cert: PathBuf,
+    /// Its private key (default: the certificate path with extension `.key`).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// The rete CA certificate.
+    #[arg(long, default_value = "certs/ca.crt")]
+    pub ca: PathBuf,
+    /// UDP address of the vertex publishing config-publish (default: from the tree's agent.json).
+    #[arg(long)]
+    pub to: Option<SocketAddr>,
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The tree holds nothing publishable.
+    #[error("{0}: no <node>/mgmt/agent.json found; is this a `retectl compile` output directory?")]
+    EmptyTree(PathBuf),
+    /// An artifact in the tree is not a sealed envelope.
+    #[error("{path}: not a signed artifact: {reason}")]
+    BadArtifact {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The certificate is not a user SVID.
+    #[error("{0}: expected a certificate with one URI SAN spiffe://<rete>/user/<name>")]
+    NotAUser(PathBuf),
+    /// Credentials or dialer setup failed.
+    #[error("{0}")]
+    Setup(String),
+    /// The flow to config-publish could not be opened.
+    #[error("cannot reach {target} at {addr}: {reason}")]
+    Dial {
+        /// The service.
+        target: String,
+        /// The vertex address.
+        addr: SocketAddr,
+        /// Why (denied, unreachable, ...).
+        reason: String,
+    },
+    /// The transfer broke.
+    #[error("publish transfer failed: {0}")]
+    Io(String),
+    /// The config-server refused the tree.
+    #[error("config-server refused the publish (HTTP {status}): {body}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Its reason.
+        body: String,
+    },
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, PublishError> {
+    std::fs::read(path).map_err(|source| PublishError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Collects `<node>/mgmt/agent.json` and `<node>/mgmt/vertices/*.json`, sorted, as (path, bytes).
+pub fn collect(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
+    let mut nodes: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|source| PublishError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .flatten()
+        .filter(|e| e.path().join("mgmt/agent.json").is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| Name::new(n).is_ok())
+        .collect();
+    nodes.sort();
+    let mut files = Vec::new();
+    for node in nodes {
+        let rel = format!("{node}/mgmt/agent.json");
+        files.push((rel.clone(), read(&dir.join(&rel))?));
+        let vdir = dir.join(&node).join("mgmt/vertices");
+        let mut vs: Vec<String> = std::fs::read_dir(&vdir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        vs.sort();
+        for v in vs {
+            let rel = format!("{node}/mgmt/vertices/{v}");
+            files.push((rel.clone(), read(&dir.join(&rel))?));
+        }
+    }
+    if files.is_empty() {
+        return Err(PublishError::EmptyTree(dir.to_path_buf()));
+    }
+    Ok(files)
+}
+
+/// The publish body for `files`.
+pub fn body(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = tree::MAGIC.to_vec();
+    for (path, bytes) in files {
+        tree::push_file(&mut out, path, bytes);
+    }
+    out.extend_from_slice(tree::END);
+    out
+}
+
+/// The config-server's vertex address, from the first agent.json in the tree.
+fn config_server_addr(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<SocketAddr, PublishError> {
+    let (path, bytes) = files
+        .iter()
+        .find(|(p, _)| p.ends_with("/mgmt/agent.json"))
+        .ok_or_else(|| PublishError::EmptyTree(dir.to_path_buf()))?;
+    #[derive(serde::Deserialize)]
+    struct Env {
+        payload: AgentConfig,
+    }
+    let bad = |reason: String| PublishError::BadArtifact {
+        path: dir.join(path),
+        reason,
+    };
+    envelope::peek_header(bytes).map_err(|e| bad(e.to_string()))?;
+    let env: Env = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    Ok(env.payload.config_server.addr.0)
+}
+
+/// `retectl publish`.
+pub fn run(args: Args) -> Result<(), PublishError> {
+    let files = collect(&args.compiled)?;
+    for (path, bytes) in &files {
+        envelope::peek_header(bytes).map_err(|e| PublishError::BadArtifact {
+            path: args.compiled.join(path),
+            reason: e.to_string(),
+        })?;
+    }
+    let addr = match args.to {
+        Some(a) => a,
+        None => config_server_addr(&args.compiled, &files)?,
+    };
+    let cert = read(&args.cert)?;
+    let key_path = args
+        .key
+        .clone()
+        .unwrap_or_else(|| args.cert.with_extension("key"));
+    let key = read(&key_path)?;
+    let ca = read(&args.ca)?;
+    let info =
+        CertInfo::parse(&args.cert, &cert).map_err(|e| PublishError::Setup(e.to_string()))?;
+    let me = match info.uris.as_slice() {
+        [uri] => SpiffeId::parse(uri).ok(),
+        _ => None,
+    }
+    .filter(|id| id.kind() == Kind::User)
+    .ok_or_else(|| PublishError::NotAUser(args.cert.clone()))?;
+    let target = Dialable::service(
+        me.trust_domain().clone(),
+        None,
+        Name::new(PUBLISH_SERVICE).map_err(|e| PublishError::Setup(e.to_string()))?,
+    );
+    let creds = Credentials::from_pem(me.clone(), &cert, &key)
+        .map_err(|e| PublishError::Setup(format!("{}: {e}", args.cert.display())))?;
+    let body = body(&files);
+    let answer = smol::block_on(async {
+        smol::future::or(send(&ca, creds, &target, addr, &body), async {
+            smol::Timer::after(TIMEOUT).await;
+            Err(PublishError::Io("timed out".into()))
+        })
+        .await
+    })?;
+    println!(
+        "published {} artifacts as {me} to {} at {addr}: {}",
+        files.len(),
+        target.id(),
+        answer.trim_end()
+    );
+    Ok(())
+}
+
+async fn send(
+    ca: &[u8],
+    creds: Credentials,
+    target: &Dialable,
+    addr: SocketAddr,
+    body: &[u8],
+) -> Result<String, PublishError> {
+    let dialer = Dialer::new(ca).map_err(|e| PublishError::Setup(e.to_string()))?;
+    let caller = Arc::new(creds);
+    let mut flow = dialer
+        .connect(&caller, target, addr)
+        .await
+        .map_err(|e| PublishError::Dial {
+            target: target.id().to_string(),
+            addr,
+            reason: e.to_string(),
+        })?;
+    let io = |e: std::io::Error| PublishError::Io(e.to_string());
+    let mut head = [0u8; 512];
+    let n = http::write_request(
+        "POST",
+        PUBLISH_SERVICE,
+        "/publish",
+        Some(body.len() as u64),
+        &mut head,
+    )
+    .map_err(|e| PublishError::Io(e.to_string()))?;
+    flow.write_all(&head[..n]).await.map_err(io)?;
+    flow.write_all(body).await.map_err(io)?;
+    flow.flush().await.map_err(io)?;
+    // The answer: head, then a short text body up to EOF or Content-Length.
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let resp = loop {
+        let k = flow.read(&mut chunk).await.map_err(io)?;
+        if k == 0 {
+            return Err(PublishError::Io(
+                "the config-server closed the flow without an answer".into(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..k]);
+        match http::parse_response(&buf).map_err(|e| PublishError::Io(e.to_string()))? {
+            Parsed::Complete(r) => break r,
+            Parsed::Partial => continue,
+        }
+    };
+    let want = resp.content_length.unwrap_or(64 * 1024).min(64 * 1024) as usize;
+    while buf.len() < resp.head_len + want {
+        let k = flow.read(&mut chunk).await.map_err(io)?;
+        if k == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..k]);
+    }
+    let end = buf.len().min(resp.head_len + want);
+    let text = String::from_utf8_lossy(&buf[resp.head_len..end]).into_owned();
+    if resp.status != 200 {
+        return Err(PublishError::Refused {
+            status: resp.status,
+            body: text.trim_end().to_string(),
+        });
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_is_collected_sorted_and_framed() {
+        let dir = tempfile::tempdir().unwrap();
+        for (p, b) in [
+            ("beta/mgmt/agent.json", "B"),
+            ("beta/mgmt/vertices/flor.json", "BV"),
+            ("alpha/mgmt/agent.json", "A"),
+            ("alpha/mgmt/vertices/flor.json", "AV"),
+            ("notes/readme.txt", "x"),
+        ] {
+            let f = dir.path().join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, b).unwrap();
+        }
+        let files = collect(dir.path()).unwrap();
+        let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "alpha/mgmt/agent.json",
+                "alpha/mgmt/vertices/flor.json",
+                "beta/mgmt/agent.json",
+                "beta/mgmt/vertices/flor.json"
+            ]
+        );
+        let b = body(&files);
+        assert!(b.starts_with(b"florete-tree/1\nfile 1 alpha/mgmt/agent.json\nA"));
+        assert!(b.ends_with(b"file 2 beta/mgmt/vertices/flor.json\nBVend\n"));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            collect(empty.path()),
+            Err(PublishError::EmptyTree(_))
+        ));
+    }
+}

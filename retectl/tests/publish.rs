@@ -1,0 +1,257 @@
+#![allow(clippy::unwrap_used)] // test fixtures: a failed setup step should abort the test loudly
+//! `retectl publish` end to end, over Florete: the example rete is compiled,
+//! its management node mgmt01 is bootstrapped by hand (`flor enroll --from`
+//! the compiled tree, `flor config-server`, `flor agent run`), and the
+//! operator olga publishes as `user/olga` through the `config-publish`
+//! service. bob, who has no `config-write` role, is refused by the ACL.
+//!
+//! Uses the `flor` binary of this workspace (`target/debug/flor`), which
+//! `cargo test --workspace` builds before any test runs.
+
+mod common;
+
+use std::net::{TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn flor_bin() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/flor");
+    assert!(
+        p.is_file(),
+        "{} is missing: build it first (cargo build -p flor)",
+        p.display()
+    );
+    p
+}
+
+/// A process group (flor agent + its vertex, or the config-server), killed when dropped.
+struct Group(Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let pgid = rustix::process::Pid::from_child(&self.0);
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        let _ = self.0.wait();
+    }
+}
+
+fn free_tcp() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn flor(home: &Path) -> Command {
+    let mut c = Command::new(flor_bin());
+    c.env("FLOR_HOME", home)
+        .env("FLOR_RUNTIME_DIR", home.join("run"))
+        .env("RUST_LOG", "info");
+    c
+}
+
+fn out(o: &Output) -> String {
+    let (a, b) = text(o);
+    format!("{a}{b}")
+}
+
+/// Writes one user's certificate and key out of a Flow A bundle.
+fn user_credentials(bundle: &Path, user: &str, dir: &Path) -> PathBuf {
+    let b: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle).unwrap()).unwrap();
+    let p = b["principals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == format!("spiffe://demo.flor/user/{user}"))
+        .unwrap();
+    let cert = dir.join(format!("{user}.crt"));
+    std::fs::write(&cert, p["cert_pem"].as_str().unwrap()).unwrap();
+    std::fs::write(
+        dir.join(format!("{user}.key")),
+        p["key_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    cert
+}
+
+#[test]
+fn operator_publishes_over_florete_and_others_are_refused() {
+    let d = Demo::with_ca();
+    let (udp, read, publish) = (free_udp(), free_tcp(), free_tcp());
+    d.edit(
+        "nodes.yaml",
+        "listen: 127.0.0.1:7443",
+        &format!("listen: 127.0.0.1:{udp}"),
+    );
+    d.edit(
+        "services.yaml",
+        "upstream: 127.0.0.1:7080",
+        &format!("upstream: 127.0.0.1:{read}"),
+    );
+    d.edit(
+        "services.yaml",
+        "upstream: 127.0.0.1:7081",
+        &format!("upstream: 127.0.0.1:{publish}"),
+    );
+    let tmp = d.tmp.path();
+    let v1 = tmp.join("out-v1");
+    d.ok(&[
+        "compile",
+        d.repo_s(),
+        "--all",
+        "--out",
+        v1.to_str().unwrap(),
+    ]);
+    let mgmt_bundle = tmp.join("mgmt01.bundle.json");
+    let laptop_bundle = tmp.join("laptop.bundle.json");
+    d.ok(&[
+        "issue-bundle",
+        d.repo_s(),
+        "--node",
+        "mgmt01",
+        "--out",
+        mgmt_bundle.to_str().unwrap(),
+    ]);
+    d.ok(&[
+        "issue-bundle",
+        d.repo_s(),
+        "--node",
+        "laptop",
+        "--out",
+        laptop_bundle.to_str().unwrap(),
+    ]);
+
+    // mgmt01's manual bootstrap.
+    let home = tmp.join("mgmt01-home");
+    let o = flor(&home)
+        .args([
+            "enroll",
+            mgmt_bundle.to_str().unwrap(),
+            "--from",
+            v1.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let store = tmp.join("store");
+    let _cs = Group(
+        flor(&home)
+            .args([
+                "config-server",
+                "--rete",
+                "demo.flor",
+                "--read-listen",
+                &format!("127.0.0.1:{read}"),
+                "--publish-listen",
+                &format!("127.0.0.1:{publish}"),
+                "--store",
+                store.to_str().unwrap(),
+            ])
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    let log = std::fs::File::create(tmp.join("agent.log")).unwrap();
+    let _agent = Group(
+        flor(&home)
+            .args(["agent", "run", "--rete", "demo.flor"])
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = flor(&home)
+            .args(["agent", "status", "--rete", "demo.flor", "--json"])
+            .output()
+            .unwrap();
+        if o.status.success() {
+            let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            if s["vertex"]["health"] == "healthy" {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mgmt01 not healthy: {}",
+            std::fs::read_to_string(tmp.join("agent.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // olga (role operator -> group config-write) publishes as user/olga.
+    let olga = user_credentials(&laptop_bundle, "olga", tmp);
+    let ca = d.repo.join("certs/ca.crt");
+    let publish_as = |tree: &Path, cert: &Path| {
+        retectl(&[
+            "publish",
+            tree.to_str().unwrap(),
+            "--as",
+            cert.to_str().unwrap(),
+            "--ca",
+            ca.to_str().unwrap(),
+        ])
+    };
+    let o = publish_as(&v1, &olga);
+    assert!(o.status.success(), "{}", out(&o));
+    let s = out(&o);
+    assert!(
+        s.contains("as spiffe://demo.flor/user/olga to spiffe://demo.flor/service/config-publish"),
+        "{s}"
+    );
+    assert!(
+        s.contains("published alpha v1 beta v1 laptop v1 mgmt01 v1"),
+        "{s}"
+    );
+    let stored = store.join("tree/alpha/mgmt/agent.json");
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        std::fs::read(v1.join("alpha/mgmt/agent.json")).unwrap()
+    );
+
+    // bob holds no role that reaches config-publish: the vertex refuses before the server sees a byte.
+    let bob = user_credentials(&laptop_bundle, "bob", tmp);
+    let o = publish_as(&v1, &bob);
+    assert!(!o.status.success());
+    assert!(out(&o).contains("denied"), "{}", out(&o));
+
+    // v2, then an attempt to publish v1 again: the config-server refuses the rollback.
+    d.edit("rete.yaml", "version: 1", "version: 2");
+    let v2 = tmp.join("out-v2");
+    d.ok(&[
+        "compile",
+        d.repo_s(),
+        "--all",
+        "--out",
+        v2.to_str().unwrap(),
+    ]);
+    let o = publish_as(&v2, &olga);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = publish_as(&v1, &olga);
+    assert!(!o.status.success());
+    assert!(out(&o).contains("HTTP 409"), "{}", out(&o));
+    assert!(
+        out(&o).contains("would replace stored version 2"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        std::fs::read(v2.join("alpha/mgmt/agent.json")).unwrap()
+    );
+}
