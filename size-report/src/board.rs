@@ -204,6 +204,43 @@ impl Board {
     }
 }
 
+impl Board {
+    /// `cross/Dockerfile.<target>`: the toolchain image plus this board's
+    /// linker, C compiler, rustflags and qemu runner, in one ENV instruction
+    /// (each instruction is a layer commit, ~35 s on fuse-overlayfs here).
+    /// The committed files are checked against this by a unit test.
+    pub fn dockerfile(&self) -> String {
+        let up = self.target.replace('-', "_").to_ascii_uppercase();
+        let low = self.target.replace('-', "_");
+        let mut flags = self.rustflags.clone();
+        flags.extend(self.release_rustflags.iter().cloned());
+        let mut env = vec![
+            format!("CARGO_TARGET_{up}_LINKER={}", self.linker),
+            format!("CC_{low}={}", self.linker),
+            format!("AR_{low}={}", self.ar),
+            format!("CARGO_TARGET_{up}_RUSTFLAGS=\"{}\"", flags.join(" ")),
+            format!("CARGO_TARGET_{up}_RUNNER={}", self.qemu.binary),
+            format!("QEMU_CPU={}", self.qemu.cpu),
+        ];
+        if !self.qemu.ld_prefix.is_empty() {
+            env.push(format!("QEMU_LD_PREFIX={}", self.qemu.ld_prefix));
+        }
+        format!(
+            "# florete/cross:{target} for board {name} ({summary}).\n\
+             # Generated from boards/{name}.toml by `size-report dockerfile {name}`;\n\
+             # a unit test keeps the two equal. Build (after cross/Dockerfile):\n\
+             #   docker build -t florete/cross:{target} -f cross/Dockerfile.{target} cross/\n\
+             # Per-target variables only: host builds inside the image stay native.\n\
+             FROM florete/cross-base:bookworm\n\
+             ENV {env}\n",
+            target = self.target,
+            name = self.name,
+            summary = self.summary,
+            env = env.join(" \\\n    "),
+        )
+    }
+}
+
 fn board_files(dir: &Path) -> Result<Vec<PathBuf>, BoardError> {
     let rd = std::fs::read_dir(dir).map_err(|e| BoardError::Read(dir.to_owned(), e))?;
     let mut files = Vec::new();
@@ -294,6 +331,22 @@ mod tests {
             env.contains("BOARD_FILE_EXPECT=('ELF 64-bit LSB pie executable'"),
             "{env}"
         );
+    }
+
+    #[test]
+    fn committed_dockerfiles_match_the_boards() {
+        for b in Board::load_all(&boards_dir()).unwrap() {
+            let p = boards_dir().join(format!("../cross/Dockerfile.{}", b.target));
+            let committed = std::fs::read_to_string(&p).unwrap_or_default();
+            assert_eq!(
+                committed,
+                b.dockerfile(),
+                "{} is stale: size-report dockerfile {} > {}",
+                p.display(),
+                b.name,
+                p.display()
+            );
+        }
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub struct Overrides {
     pub rustflags: Option<Vec<String>>,
     /// Replaces the board's build_std_features when set.
     pub build_std_features: Option<String>,
+    /// Cargo features added to the board's (e.g. `log/release_max_level_warn`).
+    pub features: Vec<String>,
 }
 
 /// Where a finished build is.
@@ -155,8 +157,10 @@ pub fn cargo_command(
     if !std_features.is_empty() {
         cmd.arg(format!("-Zbuild-std-features={std_features}"));
     }
-    if !board.features.is_empty() {
-        cmd.arg("--features").arg(board.features.join(","));
+    let features: Vec<&String> = board.features.iter().chain(&ov.features).collect();
+    if !features.is_empty() {
+        let list: Vec<&str> = features.iter().map(|f| f.as_str()).collect();
+        cmd.arg("--features").arg(list.join(","));
     }
     cmd.env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_TARGET_DIR", &target_dir)
@@ -210,10 +214,15 @@ pub fn build(
     let symbols = dir.join("flor.symbols");
     let stripped = dir.join("flor");
     std::fs::copy(&out, &symbols).map_err(|e| BuildError::Io(out.clone(), e))?;
-    // binutils-multiarch's strip handles every board's ELF.
+    // binutils-multiarch's strip handles every board's ELF. Beyond symbols it
+    // drops two sections nothing loads: `.pdr` (MIPS procedure descriptors for
+    // debuggers; LLVM emits them for every function: 152,568 bytes, 10% of the
+    // mipsel build) and `.comment` (compiler version strings).
     let mut strip = Command::new("strip");
     strip
         .arg("--strip-all")
+        .arg("--remove-section=.pdr")
+        .arg("--remove-section=.comment")
         .arg("-o")
         .arg(&stripped)
         .arg(&symbols);

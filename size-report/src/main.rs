@@ -45,6 +45,7 @@ struct Args {
 #[argh(subcommand)]
 enum Cmd {
     List(ListCmd),
+    Dockerfile(DockerfileCmd),
     Build(BuildCmd),
     Env(EnvCmd),
     Report(ReportCmd),
@@ -55,6 +56,15 @@ enum Cmd {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "list")]
 struct ListCmd {}
+
+/// Print cross/Dockerfile.<target> for a board.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "dockerfile")]
+struct DockerfileCmd {
+    /// board name
+    #[argh(positional)]
+    board: String,
+}
 
 /// Build flor for one board; prints the stripped binary's path.
 #[derive(FromArgs)]
@@ -99,6 +109,9 @@ struct LadderCmd {
     /// board name
     #[argh(positional)]
     board: String,
+    /// only these rows, e.g. `4,5,6` (default: all; each row is a full build)
+    #[argh(option)]
+    rows: Option<String>,
 }
 
 fn workspace() -> PathBuf {
@@ -126,6 +139,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 println!("{}", b.name);
             }
         }
+        Cmd::Dockerfile(c) => print!("{}", one(&boards_dir, &c.board)?.dockerfile()),
         Cmd::Env(c) => {
             let b = one(&boards_dir, &c.board)?;
             print!("{}", b.shell_env());
@@ -172,7 +186,16 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Cmd::Ladder(c) => {
             let b = one(&boards_dir, &c.board)?;
-            let table = ladder(&ws, &b, args.jobs)?;
+            let rows: Option<Vec<usize>> = match &c.rows {
+                Some(list) => Some(
+                    list.split(',')
+                        .map(|n| n.trim().parse::<usize>())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| format!("--rows {list:?}: {e}"))?,
+                ),
+                None => None,
+            };
+            let table = ladder(&ws, &b, args.jobs, rows.as_deref())?;
             let out = ws.join("target/size-report");
             std::fs::create_dir_all(&out)?;
             let path = out.join(format!("ladder-{}.md", b.name));
@@ -202,15 +225,132 @@ fn tool_line(tool: &str, args: &[&str]) -> String {
 
 /// One rung of the ladder: what changes, on top of the rung before.
 struct Rung {
-    label: &'static str,
     what: &'static str,
-    profile: Vec<(&'static str, String)>,
-    /// Flags from the board's release_rustflags added at this rung (cumulative).
-    extra_flags: usize,
+    /// `CARGO_PROFILE_RELEASE_{OPT_LEVEL,LTO,CODEGEN_UNITS,PANIC}`; None: the workspace profile.
+    profile: Option<[&'static str; 4]>,
+    /// How many of the board's release_rustflags ([-Zlocation-detail=none,
+    /// -Zfmt-debug=none, -Zunstable-options, -Cpanic=immediate-abort]) apply.
+    release_flags: usize,
     std_features: &'static str,
-    /// Build with PIC code (drop -Crelocation-model=static).
+    features: &'static [&'static str],
+    /// PIC code (without -Crelocation-model=static): compared, not cumulative.
     pic: bool,
+    /// Further rustflags on top (tricks not in the board profile yet).
+    extra: &'static [&'static str],
 }
+
+/// The size tricks, in the order STYLE.md's table measures them.
+const RUNGS: &[Rung] = &[
+    Rung {
+        what: "cargo release defaults (opt-level 3, no LTO, 16 CGUs, unwind), build-std",
+        profile: Some(["3", "false", "16", "unwind"]),
+        release_flags: 0,
+        std_features: "",
+        features: &[],
+        pic: false,
+        extra: &[],
+    },
+    Rung {
+        what: "opt-level = \"z\"",
+        profile: Some(["z", "false", "16", "unwind"]),
+        release_flags: 0,
+        std_features: "",
+        features: &[],
+        pic: false,
+        extra: &[],
+    },
+    Rung {
+        what: "lto = true (fat)",
+        profile: Some(["z", "true", "16", "unwind"]),
+        release_flags: 0,
+        std_features: "",
+        features: &[],
+        pic: false,
+        extra: &[],
+    },
+    Rung {
+        what: "codegen-units = 1",
+        profile: Some(["z", "true", "1", "unwind"]),
+        release_flags: 0,
+        std_features: "",
+        features: &[],
+        pic: false,
+        extra: &[],
+    },
+    Rung {
+        what: "panic = \"abort\" (= the workspace release profile)",
+        profile: None,
+        release_flags: 0,
+        std_features: "",
+        features: &[],
+        pic: false,
+        extra: &[],
+    },
+    Rung {
+        what: "-Zbuild-std-features=optimize_for_size (replaces the default std features)",
+        profile: None,
+        release_flags: 0,
+        std_features: "optimize_for_size",
+        features: &[],
+        pic: false,
+        extra: &[],
+    },
+    Rung {
+        what: "-Zlocation-detail=none",
+        profile: None,
+        release_flags: 1,
+        std_features: "optimize_for_size",
+        features: &[],
+        pic: false,
+        extra: &[],
+    },
+    Rung {
+        what: "-Zfmt-debug=none",
+        profile: None,
+        release_flags: 2,
+        std_features: "optimize_for_size",
+        features: &[],
+        pic: false,
+        extra: &[],
+    },
+    Rung {
+        what: "-Zunstable-options -Cpanic=immediate-abort (= shipped `release`)",
+        profile: None,
+        release_flags: 4,
+        std_features: "optimize_for_size",
+        features: &[],
+        pic: false,
+        extra: &[],
+    },
+    Rung {
+        what: "shipped `release` + --features log/release_max_level_warn (info and debug logs compiled out), vs the `release` row",
+        profile: None,
+        release_flags: 4,
+        std_features: "optimize_for_size",
+        features: &["log/release_max_level_warn"],
+        pic: false,
+        extra: &[],
+    },
+    Rung {
+        what:
+            "shipped `release` with PIC code (no -Crelocation-model=static), vs the `release` row",
+        profile: None,
+        release_flags: 4,
+        std_features: "optimize_for_size",
+        features: &[],
+        pic: true,
+        extra: &[],
+    },
+    Rung {
+        what: "shipped `release` + -Cforce-unwind-tables=no (nothing unwinds with immediate-abort), vs the `release` row",
+        profile: None,
+        release_flags: 4,
+        std_features: "optimize_for_size",
+        features: &[],
+        pic: false,
+        extra: &["-Cforce-unwind-tables=no"],
+    },
+];
 
 /// Builds the board once per size trick, each on top of the one before, and
 /// returns a markdown table of stripped bytes.
@@ -218,139 +358,69 @@ fn ladder(
     ws: &std::path::Path,
     b: &Board,
     jobs: u32,
+    rows: Option<&[usize]>,
 ) -> Result<String, Box<dyn std::error::Error>> {
-    let p = |o: &str, l: &str, c: &str, pa: &str| {
-        vec![
-            ("OPT_LEVEL", o.to_owned()),
-            ("LTO", l.to_owned()),
-            ("CODEGEN_UNITS", c.to_owned()),
-            ("PANIC", pa.to_owned()),
-        ]
-    };
-    let rel = &b.release_rustflags;
-    // release_rustflags is [-Zlocation-detail=none, -Zfmt-debug=none, -Zunstable-options,
-    // -Cpanic=immediate-abort]: rungs add 1, 2, then all 4 of them.
-    let rungs = vec![
-        Rung {
-            label: "ladder-0",
-            what: "cargo release defaults (opt-level 3, no LTO, 16 CGUs, unwind) + build-std",
-            profile: p("3", "false", "16", "unwind"),
-            extra_flags: 0,
-            std_features: "",
-            pic: false,
-        },
-        Rung {
-            label: "ladder-1",
-            what: "opt-level = \"z\"",
-            profile: p("z", "false", "16", "unwind"),
-            extra_flags: 0,
-            std_features: "",
-            pic: false,
-        },
-        Rung {
-            label: "ladder-2",
-            what: "lto = true (fat)",
-            profile: p("z", "true", "16", "unwind"),
-            extra_flags: 0,
-            std_features: "",
-            pic: false,
-        },
-        Rung {
-            label: "ladder-3",
-            what: "codegen-units = 1",
-            profile: p("z", "true", "1", "unwind"),
-            extra_flags: 0,
-            std_features: "",
-            pic: false,
-        },
-        Rung {
-            label: "ladder-4",
-            what: "panic = \"abort\" (the workspace release profile)",
-            profile: p("z", "true", "1", "abort"),
-            extra_flags: 0,
-            std_features: "",
-            pic: false,
-        },
-        Rung {
-            label: "ladder-5",
-            what: "-Zbuild-std-features=optimize_for_size",
-            profile: vec![],
-            extra_flags: 0,
-            std_features: "optimize_for_size",
-            pic: false,
-        },
-        Rung {
-            label: "ladder-6",
-            what: "-Zlocation-detail=none",
-            profile: vec![],
-            extra_flags: 1,
-            std_features: "optimize_for_size",
-            pic: false,
-        },
-        Rung {
-            label: "ladder-7",
-            what: "-Zfmt-debug=none",
-            profile: vec![],
-            extra_flags: 2,
-            std_features: "optimize_for_size",
-            pic: false,
-        },
-        Rung {
-            label: "ladder-8",
-            what: "-Zunstable-options -Cpanic=immediate-abort (= shipped `release`)",
-            profile: vec![],
-            extra_flags: rel.len(),
-            std_features: "optimize_for_size",
-            pic: false,
-        },
-        Rung {
-            label: "ladder-9",
-            what: "same, PIC code (rustc's default relocation model)",
-            profile: vec![],
-            extra_flags: rel.len(),
-            std_features: "optimize_for_size",
-            pic: true,
-        },
-    ];
     let mut out = format!(
-        "Size ladder for {} ({}), stripped `flor`, each row on top of the one before.\n\n\
+        "Size ladder for {} ({}), stripped `flor`; rows 0-8 each on top of the one before, the later rows against row 8.\n\n\
          | step | stripped bytes | change | unstripped |\n|---|---:|---:|---:|\n",
         b.name, b.target
     );
     let mut prev: Option<u64> = None;
-    for r in rungs {
+    let mut shipped: Option<u64> = None;
+    for (i, r) in RUNGS.iter().enumerate() {
+        if rows.is_some_and(|rows| !rows.contains(&i)) {
+            continue;
+        }
         let mut flags = b.rustflags.clone();
         if r.pic {
             flags.retain(|f| f != "-Crelocation-model=static");
         }
-        flags.extend(rel.iter().take(r.extra_flags).cloned());
+        flags.extend(b.release_rustflags.iter().take(r.release_flags).cloned());
+        flags.extend(r.extra.iter().map(|f| (*f).to_owned()));
+        let keys = ["OPT_LEVEL", "LTO", "CODEGEN_UNITS", "PANIC"];
         let ov = Overrides {
-            label: Some(r.label.to_owned()),
-            profile: r.profile,
+            // Rows 5 and 8 are exactly the `diagnostic` and `release` variants:
+            // share their build directories instead of building them again.
+            label: Some(match i {
+                5 => Variant::Diagnostic.name().to_owned(),
+                8 => Variant::Release.name().to_owned(),
+                _ => format!("ladder-{i}"),
+            }),
+            profile: r
+                .profile
+                .map(|v| keys.into_iter().zip(v.map(str::to_owned)).collect())
+                .unwrap_or_default(),
             rustflags: Some(flags),
             build_std_features: Some(r.std_features.to_owned()),
+            features: r.features.iter().map(|f| (*f).to_owned()).collect(),
         };
         let built = build::build(ws, b, Variant::Release, &ov, jobs)?;
         let bytes = std::fs::metadata(&built.stripped)?.len();
         let full = std::fs::metadata(&built.symbols)?.len();
-        let change = match prev {
-            Some(p) if !r.pic => format!("{:+.1}%", (bytes as f64 - p as f64) * 100.0 / p as f64),
-            Some(p) => format!(
-                "{:+.1}% vs row above",
-                (bytes as f64 - p as f64) * 100.0 / p as f64
-            ),
-            None => "—".into(),
-        };
+        // The last rows are alternatives to the shipped build, not further steps.
+        let alternative = r.pic || !r.features.is_empty() || !r.extra.is_empty();
+        let base = if alternative { shipped } else { prev };
+        let change = base.map_or_else(
+            || "—".to_owned(),
+            |p| format!("{:+.1}%", (bytes as f64 - p as f64) * 100.0 / p as f64),
+        );
         out.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
+            "| {i}. {} | {} | {} | {} |\n",
             r.what,
             report::thousands(bytes as i64),
             change,
             report::thousands(full as i64)
         ));
         eprint!("{out}");
-        if !r.pic {
+        if !alternative {
             prev = Some(bytes);
+        }
+        if r.release_flags == b.release_rustflags.len()
+            && r.features.is_empty()
+            && r.extra.is_empty()
+            && !r.pic
+        {
+            shipped = Some(bytes);
         }
     }
     Ok(out)
