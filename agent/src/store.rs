@@ -554,3 +554,187 @@ pub fn diff(live: Option<(&Header, &[VertexConfig])>, new: &Verified) -> Vec<Str
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flor_vertex::artifact::{MgmtSigners, ShortText};
+    use flor_vertex::envelope::Plane;
+    use flor_vertex::identity::{SpiffeId, TrustDomain};
+
+    fn scope(tag: &str) -> Scope {
+        let install = std::env::temp_dir().join(format!("flor-store-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&install);
+        fs::create_dir_all(&install).unwrap();
+        Scope {
+            name: "demo.flor".into(),
+            runtime: install.join("run"),
+            install,
+        }
+    }
+
+    fn info() -> ScopeInfo {
+        serde_json::from_value(serde_json::json!({
+            "rete": "demo.flor", "node": "alpha", "port_offset": 0, "mgmt_signers": [],
+            "config_server": {"service": "spiffe://demo.flor/service/config", "addr": "127.0.0.1:9"},
+            "mirror_url": null,
+        }))
+        .unwrap()
+    }
+
+    /// A set whose files carry their version in their bytes (no signature is checked here).
+    fn set(version: u32) -> Verified {
+        let header = Header {
+            kind: ArtifactKind::Agent,
+            schema: ShortText::new("1.0").unwrap(),
+            plane: Plane::Mgmt,
+            version,
+            rete: TrustDomain::new("demo.flor").unwrap(),
+            node: Name::new("alpha").unwrap(),
+            signer: SpiffeId::parse("spiffe://demo.flor/management-plane/primary").unwrap(),
+            authorized_mgmt_signers: MgmtSigners::default(),
+        };
+        let config: VertexConfig = serde_json::from_value(serde_json::json!({
+            "rete": "demo.flor", "node": "alpha", "name": "flor", "ca": "ca.crt", "listen": null,
+            "idle_timeout_s": 30, "principals": [], "services": [], "acl": [], "routes": [], "socks": [],
+        }))
+        .unwrap();
+        Verified {
+            header,
+            agent_bytes: format!("agent v{version}").into_bytes(),
+            vertices: vec![VerifiedVertex {
+                name: Name::new("flor").unwrap(),
+                config,
+                bytes: format!("vertex v{version}").into_bytes(),
+            }],
+        }
+    }
+
+    fn live_files(s: &Scope) -> (String, String) {
+        (
+            fs::read_to_string(s.install.join("mgmt/agent.json")).unwrap(),
+            fs::read_to_string(s.install.join("mgmt/vertices/flor.json")).unwrap(),
+        )
+    }
+
+    #[test]
+    fn stage_commit_and_roll_back_switch_both_files_together() {
+        let s = scope("switch");
+        let mut i = info();
+        install_committed(&s, &mut i, &set(1)).unwrap();
+        assert_eq!(live_version(&s), Some(1));
+        stage(&s, &set(2), 1, 100, false).unwrap();
+        assert_eq!(live_files(&s), ("agent v2".into(), "vertex v2".into()));
+        assert_eq!(read_commit(&s).unwrap().pending, 2);
+        roll_back(&s, 2, 1).unwrap();
+        assert_eq!(live_files(&s), ("agent v1".into(), "vertex v1".into()));
+        assert!(read_commit(&s).is_none());
+        assert!(!s.install.join("gen/2").exists());
+        stage(&s, &set(3), 1, 100, true).unwrap();
+        commit(&s, &mut i, 3, Some(1)).unwrap();
+        assert!(read_commit(&s).is_none());
+        stage(&s, &set(4), 3, 100, false).unwrap();
+        commit(&s, &mut i, 4, Some(3)).unwrap();
+        let mut gens: Vec<String> = fs::read_dir(s.install.join(GEN_DIR))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        gens.sort();
+        assert_eq!(
+            gens,
+            ["3", "4"],
+            "the live and the previous generation are kept"
+        );
+        fs::remove_dir_all(&s.install).unwrap();
+    }
+
+    #[test]
+    fn recovery_from_every_crash_point_is_old_or_new() {
+        let s = scope("recover");
+        let mut i = info();
+        install_committed(&s, &mut i, &set(1)).unwrap();
+
+        // Crash after writing gen/2 and commit.json, before the switch: old.
+        write_generation(&s, &set(2)).unwrap();
+        write_commit(
+            &s,
+            &CommitRecord {
+                pending: 2,
+                previous: 1,
+                deadline_unix: 100,
+                auto: false,
+            },
+        )
+        .unwrap();
+        fs::create_dir_all(s.install.join("gen/.tmp-9-1")).unwrap();
+        assert_eq!(recover(&s, &mut i, 50).unwrap(), Recovered::Committed(1));
+        assert!(read_commit(&s).is_none());
+        assert!(!s.install.join("gen/2").exists());
+        assert!(!s.install.join("gen/.tmp-9-1").exists());
+        assert_eq!(live_files(&s).0, "agent v1");
+
+        // Crash after the switch, deadline ahead: the new version stays pending.
+        stage(&s, &set(2), 1, 100, false).unwrap();
+        match recover(&s, &mut i, 50).unwrap() {
+            Recovered::Pending(r) => assert_eq!((r.pending, r.previous), (2, 1)),
+            other => panic!("{other:?}"),
+        }
+        // ... and once the deadline passed while the agent was down: rolled back.
+        assert_eq!(
+            recover(&s, &mut i, 100).unwrap(),
+            Recovered::RolledBack { failed: 2, live: 1 }
+        );
+        assert_eq!(live_files(&s).0, "agent v1");
+
+        // Crash in a rollback after the switch, before commit.json was removed: old.
+        stage(&s, &set(2), 1, 100, false).unwrap();
+        switch_to(&s, 1).unwrap();
+        assert_eq!(recover(&s, &mut i, 50).unwrap(), Recovered::Committed(1));
+        assert!(read_commit(&s).is_none());
+
+        // Crash in a commit after commit.json was removed: new, committed.
+        stage(&s, &set(2), 1, 100, false).unwrap();
+        remove_commit(&s).unwrap();
+        assert_eq!(recover(&s, &mut i, 50).unwrap(), Recovered::Committed(2));
+        fs::remove_dir_all(&s.install).unwrap();
+    }
+
+    #[test]
+    fn dry_run_diff_names_services_acl_rows_and_routes() {
+        let old = set(1);
+        let mut new = set(2);
+        let v: VertexConfig = serde_json::from_value(serde_json::json!({
+            "rete": "demo.flor", "node": "alpha", "name": "flor", "ca": "ca.crt", "listen": "127.0.0.1:7443",
+            "idle_timeout_s": 30, "principals": [],
+            "services": [{"id": "spiffe://demo.flor/service/wiki", "upstream": "127.0.0.1:8080"}],
+            "acl": [{"caller": "spiffe://demo.flor/user/bob", "services": [0]}],
+            "routes": [{"target": "spiffe://demo.flor/service/db", "addr": "127.0.0.1:7444"}],
+            "socks": [],
+        }))
+        .unwrap();
+        new.vertices[0].config = v;
+        let d = diff(Some((&old.header, &[old.vertices[0].config.clone()])), &new);
+        assert_eq!(
+            d,
+            [
+                "version: 1 -> 2",
+                "flor: + service spiffe://demo.flor/service/wiki -> 127.0.0.1:8080",
+                "flor: + acl spiffe://demo.flor/user/bob -> [spiffe://demo.flor/service/wiki]",
+                "flor: + route spiffe://demo.flor/service/db via 127.0.0.1:7444",
+                "flor: ~ listen none -> 127.0.0.1:7443",
+            ]
+        );
+        let back = diff(Some((&new.header, &[new.vertices[0].config.clone()])), &old);
+        assert!(
+            back.contains(&"flor: - acl spiffe://demo.flor/user/bob".to_string()),
+            "{back:?}"
+        );
+        assert!(back.contains(&"flor: - service spiffe://demo.flor/service/wiki".to_string()));
+        let same = diff(
+            Some((&old.header, &[old.vertices[0].config.clone()])),
+            &set(2),
+        );
+        assert_eq!(same[1], "no change to services, ACL rows or routes");
+    }
+}
