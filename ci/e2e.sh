@@ -11,6 +11,7 @@ source ci/setup.sh
 
 HOSTS=(mgmt01 alpha beta laptop)
 E2E="${E2E_DIR:-$(mktemp -d /tmp/flor-e2e.XXXXXX)}"
+rm -rf "${E2E:?}" && mkdir -p "$E2E"
 
 cleanup() {
   for h in "${HOSTS[@]}"; do
@@ -50,6 +51,5 @@ for h in "${HOSTS[@]}"; do
   mkdir -p "$E2E/$h"
   i=$((i + 1))
 done
-ip netns exec flor-laptop ping -c1 -W2 10.77.0.1 >/dev/null
 
 python3 ci/playbook.py docs/playbook.md "$E2E" "$(IFS=,; echo "${HOSTS[*]}")"

@@ -10,7 +10,7 @@ use std::path::Path;
 /// new file before any byte is written (so a key is never world-readable).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let dir = parent_dir(path);
     fs::create_dir_all(dir)?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
@@ -31,6 +31,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// The directory a file lives in; a bare file name (empty parent) lives in ".".
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
 }
 
 /// Reads a file, refusing one larger than `max` bytes (outside input is bounded).
@@ -72,5 +80,13 @@ mod tests {
         assert!(read_bounded(&p, 2).is_err());
         assert_eq!(read_bounded(&p, 3).unwrap(), b"two");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_bare_file_name_lives_in_the_current_directory() {
+        // `flor id create --out alpha.csr.json` writes next to the caller.
+        assert_eq!(parent_dir(Path::new("alpha.csr.json")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("out/a.json")), Path::new("out"));
+        assert_eq!(parent_dir(Path::new("/a.json")), Path::new("/"));
     }
 }

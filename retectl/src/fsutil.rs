@@ -40,7 +40,11 @@ pub fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FsError + '_ {
 
 /// Writes `bytes` to `path` atomically with `mode`, creating parent directories.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    // A bare file name (`--out laptop.bundle.json`) has an empty parent: ".".
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     fs::create_dir_all(dir).map_err(io_at(dir))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(
