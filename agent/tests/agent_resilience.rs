@@ -108,7 +108,7 @@ fn kill_9_of_the_agent_during_sync_leaves_old_or_new() {
         let v = 2 + i as u32;
         a.publish(v, i % 2 == 0, false);
         let old_vertex = a.status()["vertex"]["pid"].as_u64().unwrap();
-        let mut sync = std::process::Command::new(common::flor_bin())
+        let mut sync = common::flor_command()
             .env("FLOR_HOME", &a.host.home.0)
             .env("FLOR_RUNTIME_DIR", a.host.home.0.join("run"))
             .args(["agent", "sync", "--rete", "demo.flor", "--confirm"])

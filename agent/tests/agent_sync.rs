@@ -48,10 +48,11 @@ fn publish_sync_confirm_rollback_and_refusals() {
             .unwrap()
     };
     eprintln!(
-        "measured: agent start to healthy vertex {:?}; idle RSS agent {} kB, vertex {} kB (test build)",
+        "measured: agent start to healthy vertex {:?}; idle RSS agent {} kB, vertex {} kB ({})",
         to_healthy,
         rss(u64::from(agent.0.id())),
-        rss(pid1.as_u64().unwrap())
+        rss(pid1.as_u64().unwrap()),
+        std::env::var("FLOR_TEST_EXE").unwrap_or_else(|_| "debug build".into())
     );
 
     // v2 removes alice's grant. --dry-run shows it and changes nothing.

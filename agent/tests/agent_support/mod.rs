@@ -40,7 +40,7 @@ impl Drop for Group {
 }
 
 fn flor_cmd(home: &Path) -> Command {
-    let mut c = Command::new(flor_bin());
+    let mut c = flor_command();
     c.env("FLOR_HOME", home)
         .env("FLOR_RUNTIME_DIR", home.join("run"))
         .env("RUST_LOG", "info");
