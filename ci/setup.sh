@@ -1,9 +1,12 @@
 # Sourced by the ci/ scripts: installs what tests need, idempotently.
-# Debian packages for real clients used by tests (curl for SOCKS5 requests).
+# Debian packages for real clients used by tests (curl for SOCKS5 requests,
+# chromium for the landing page).
 need_pkgs=()
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+# Headless Chromium renders `retectl landing`'s page (retectl/tests/landing.rs).
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"

@@ -31,6 +31,7 @@ pub mod bundle;
 pub mod ca;
 pub mod compile;
 pub mod fsutil;
+pub mod landing;
 pub mod model;
 pub mod new;
 pub mod pki;

@@ -28,6 +28,8 @@ enum Command {
     IssueBundle(retectl::bundle::Args),
     /// Push a compiled tree to the config-server over Florete, as the operator's user identity.
     Publish(retectl::publish::Args),
+    /// Write the rete's static landing page (index.html + landing.css) into --out.
+    Landing(retectl::landing::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Ca(c) => retectl::ca::run(c).map_err(Into::into),
         Command::IssueBundle(a) => retectl::bundle::run(a).map_err(Into::into),
         Command::Publish(a) => retectl::publish::run(a).map_err(Into::into),
+        Command::Landing(a) => retectl::landing::run(a).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

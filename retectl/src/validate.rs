@@ -163,7 +163,7 @@ impl Rete {
     }
 
     /// Service keys each role grants, with groups expanded.
-    fn role_grants(&self) -> BTreeMap<&str, BTreeSet<&str>> {
+    pub fn role_grants(&self) -> BTreeMap<&str, BTreeSet<&str>> {
         self.roles
             .iter()
             .map(|(name, role)| {
