@@ -41,7 +41,7 @@ healthy() { # healthy <node>: wait until the node's agent runs a healthy vertex
   return 1
 }
 socks_port() { # socks_port <user>: the laptop's actual SOCKS5 port for that user
-  on laptop flor agent status --json | python3 -c "import json,sys; print(next(l['actual'] for l in json.load(sys.stdin)['listeners'] if l.get('principal','').endswith('/user/$1')).rsplit(':',1)[1])"
+  on laptop flor agent status --json | python3 -c "import json,sys; print(next(l['actual'] for l in json.load(sys.stdin)['listeners'] if l.get('principal','').endswith('/user/$1')))"
 }
 
 say "Building flor and retectl"
@@ -77,7 +77,8 @@ say "laptop (the operator's machine and the users' device): enroll, start, publi
 on laptop flor enroll laptop.bundle.json --from out
 bg laptop agent.log flor agent run --rete demo.flor
 healthy laptop
-(cd "$WORK/operator" && FLOR_HOME="$WORK/laptop/.flor" retectl publish my-rete --out out --as olga)
+(cd "$WORK/operator/my-rete" && retectl publish ../out \
+  --as "$WORK/laptop/.flor/retes/demo.flor/certs/user/olga.crt" --key "$WORK/laptop/.flor/retes/demo.flor/keys/user/olga.key")
 
 say "alpha: a real HTTP server on 127.0.0.2:8080, enrolled from the config-server over Florete"
 mkdir -p "$WORK/alpha/www" && echo "hello from the demo.flor wiki on alpha" >"$WORK/alpha/www/index.html"

@@ -27,6 +27,12 @@ cargo build --manifest-path fuzz/Cargo.toml --locked
 step "cargo test"
 cargo test --workspace --locked
 
+step "end to end: docs/playbook.md on four hosts in network namespaces (ci/e2e.sh)"
+ci/e2e.sh
+
+step "the main job: ci/demo.sh (a local rete on loopback carrying real traffic)"
+ci/demo.sh
+
 if [ -x ci/extra-tests.sh ]; then
   step "extra tests"
   ci/extra-tests.sh

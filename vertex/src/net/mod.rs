@@ -51,6 +51,8 @@ pub enum NetError {
     KeyMismatch,
     /// TLS configuration failed.
     Tls(&'static str),
+    /// The UDP listen address could not be bound.
+    Bind(std::net::SocketAddr, std::io::Error),
     /// A socket could not be bound or configured.
     Io(std::io::Error),
 }
@@ -63,6 +65,7 @@ impl fmt::Display for NetError {
             NetError::CertificateIdMismatch(id) => write!(f, "certificate does not name {id}"),
             NetError::KeyMismatch => f.write_str("private key does not match its certificate"),
             NetError::Tls(what) => write!(f, "TLS setup failed: {what}"),
+            NetError::Bind(a, e) => write!(f, "cannot listen on udp {a}: {e}"),
             NetError::Io(e) => write!(f, "socket: {e}"),
         }
     }

@@ -97,7 +97,7 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
                 .map_err(|_| NetError::Tls("QUIC server config"))?;
             let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
             sc.transport_config(transport(idle));
-            let socket = UdpSocket::bind(listen.0)?;
+            let socket = UdpSocket::bind(listen.0).map_err(|e| NetError::Bind(listen.0, e))?;
             let ep = quinn::Endpoint::new(
                 quinn::EndpointConfig::default(),
                 Some(sc),
