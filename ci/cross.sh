@@ -69,7 +69,7 @@ if [ "$docker_mode" = 1 ]; then
   step "per-board images florete/cross:<target> (cross/Dockerfile.<target>)"
   for f in cross/Dockerfile.*-*; do
     t=${f#cross/Dockerfile.}
-    timed "image-$t" docker build -q -t "florete/cross:$t" -f "$f" cross/ >/dev/null
+    timed "image-$t" docker build -q -t "florete/cross:$t" -f "$f" cross/
   done
 
   for b in "${boards[@]}"; do
@@ -146,10 +146,11 @@ VERTEX_TESTS=(allowed_user_fetches_a_page_with_curl user_without_the_role_is_not
 vertex_smoke() { # <bin> [log name]
   local bin=$1 log="$ROOT/target/boards/$b/${2:-vertex-smoke}.log" runner
   runner="env QEMU_CPU=$BOARD_QEMU_CPU${BOARD_QEMU_LD_PREFIX:+ QEMU_LD_PREFIX=$BOARD_QEMU_LD_PREFIX} $BOARD_QEMU"
-  # The host test harness is built with the host toolchain (not the cross env).
+  # The host test harness is built with the host toolchain (not the cross env),
+  # with the same feature set as ci/test.sh's `cargo test --workspace` so CI reuses its build.
   ( PATH=$HOST_PATH; unset RUSTC RUSTDOC RUSTC_BOOTSTRAP
     FLOR_TEST_EXE=$bin FLOR_TEST_RUNNER=$runner \
-      nice -n 19 cargo test -q --locked -p flor --test vertex_flows -- --exact "${VERTEX_TESTS[@]}" 2>&1 ) \
+      nice -n 19 cargo test -q --locked --workspace --test vertex_flows -- --exact "${VERTEX_TESTS[@]}" 2>&1 ) \
     | tee "$log" | grep -E '^test |test result|panicked|FAILED' || true
   grep -q "test result: ok. ${#VERTEX_TESTS[@]} passed" "$log" \
     || fail "$b: vertex smoke test failed ($log)"
