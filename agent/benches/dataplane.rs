@@ -42,21 +42,6 @@ fn sink() -> u16 {
     port
 }
 
-fn echo() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            thread::spawn(move || {
-                let mut r = s.try_clone().unwrap();
-                let _ = std::io::copy(&mut r, &mut s);
-            });
-        }
-    });
-    port
-}
-
 fn push(mut s: TcpStream) -> f64 {
     let buf = vec![0x5au8; 256 * 1024];
     let start = Instant::now();
@@ -92,7 +77,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn main() {
     let rete = Rete::new("bench.flor");
     let sink_port = sink();
-    let echo_port = echo();
+    let echo_port = start_echo();
     let alice = rete.id("user/alice");
     let mut beta = rete.node("beta");
     let udp = free_udp();

@@ -83,21 +83,6 @@ fn start_bulk(hits: Arc<AtomicUsize>) -> u16 {
     port
 }
 
-fn start_echo() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            thread::spawn(move || {
-                let mut r = s.try_clone().unwrap();
-                let _ = std::io::copy(&mut r, &mut s);
-            });
-        }
-    });
-    port
-}
-
 fn start_http() -> (ChildGuard, TempDir, u16) {
     let www = TempDir::new("www");
     std::fs::write(www.0.join("index.html"), WIKI_BODY).unwrap();

@@ -96,21 +96,38 @@ fn free_udp() -> SocketAddr {
         .unwrap()
 }
 
-#[test]
-fn acl_swap_keeps_live_flows_and_refuses_new_ones() {
-    let pki = Pki::new();
-    let udp = free_udp();
-    let cfg = config(udp, upstream(false), 30, BOB_ALLOWED);
+/// A serving vertex for service/echo (upstream: echo or sink) and the caller bob.
+fn serving(
+    pki: &Pki,
+    udp: SocketAddr,
+    sink: bool,
+    idle: u32,
+) -> (
+    VertexSetup,
+    Arc<Credentials>,
+    flor_vertex::identity::Dialable,
+) {
     let setup = VertexSetup {
-        cfg: cfg.clone(),
+        cfg: config(udp, upstream(sink), idle, BOB_ALLOWED),
         ca_pem: pki.ca_pem.clone().into_bytes(),
         credentials: vec![pki.creds("spiffe://demo.flor/service/echo")],
         port_offset: 0,
         socks_ip: net::SOCKS_IP,
     };
     let bob = pki.creds("spiffe://demo.flor/user/bob");
-    let td = TrustDomain::new("demo.flor").unwrap();
-    let echo = resolve("echo.demo.flor.rete", &td).unwrap();
+    let echo = resolve(
+        "echo.demo.flor.rete",
+        &TrustDomain::new("demo.flor").unwrap(),
+    )
+    .unwrap();
+    (setup, bob, echo)
+}
+
+#[test]
+fn acl_swap_keeps_live_flows_and_refuses_new_ones() {
+    let pki = Pki::new();
+    let udp = free_udp();
+    let (setup, bob, echo) = serving(&pki, udp, false, 30);
     smol::block_on(async {
         let vertex = net::start(setup).unwrap();
         let dialer = Dialer::new(pki.ca_pem.as_bytes()).unwrap();
@@ -147,19 +164,7 @@ fn acl_swap_keeps_live_flows_and_refuses_new_ones() {
 fn a_quiet_flow_is_closed_after_the_idle_timeout() {
     let pki = Pki::new();
     let udp = free_udp();
-    let setup = VertexSetup {
-        cfg: config(udp, upstream(false), 1, BOB_ALLOWED),
-        ca_pem: pki.ca_pem.clone().into_bytes(),
-        credentials: vec![pki.creds("spiffe://demo.flor/service/echo")],
-        port_offset: 0,
-        socks_ip: net::SOCKS_IP,
-    };
-    let bob = pki.creds("spiffe://demo.flor/user/bob");
-    let echo = resolve(
-        "echo.demo.flor.rete",
-        &TrustDomain::new("demo.flor").unwrap(),
-    )
-    .unwrap();
+    let (setup, bob, echo) = serving(&pki, udp, false, 1);
     smol::block_on(async {
         let _vertex = net::start(setup).unwrap();
         let dialer = Dialer::new(pki.ca_pem.as_bytes()).unwrap();
@@ -193,19 +198,7 @@ fn rss_kib() -> u64 {
 fn a_peer_that_stops_reading_cannot_grow_memory() {
     let pki = Pki::new();
     let udp = free_udp();
-    let setup = VertexSetup {
-        cfg: config(udp, upstream(true), 30, BOB_ALLOWED),
-        ca_pem: pki.ca_pem.clone().into_bytes(),
-        credentials: vec![pki.creds("spiffe://demo.flor/service/echo")],
-        port_offset: 0,
-        socks_ip: net::SOCKS_IP,
-    };
-    let bob = pki.creds("spiffe://demo.flor/user/bob");
-    let echo = resolve(
-        "echo.demo.flor.rete",
-        &TrustDomain::new("demo.flor").unwrap(),
-    )
-    .unwrap();
+    let (setup, bob, echo) = serving(&pki, udp, true, 30);
     smol::block_on(async {
         let _vertex = net::start(setup).unwrap();
         let dialer = Dialer::new(pki.ca_pem.as_bytes()).unwrap();

@@ -350,6 +350,22 @@ pub fn vertex_payload(
     })
 }
 
+/// A real TCP echo upstream on loopback; returns its port.
+pub fn start_echo() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut r, &mut s);
+            });
+        }
+    });
+    port
+}
+
 /// Waits until something accepts TCP on `port`.
 pub fn wait_tcp(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
