@@ -162,9 +162,18 @@ check "start_service (${sh_[*]}): one respawning instance per enrolled scope, no
 [ "$got" = "$want" ] || diff <(echo "$want") <(echo "$got") | sed 's/^/     /' || true
 got=$(FLOR_TEST_ENABLED=0 FLOR_HOME="$T/home" "${sh_[@]}" "$T/harness.sh" "$init")
 check "option enabled '0' starts nothing" [ -z "$got" ]
-check "the command line is one the binary accepts (exit 0 on --help)" bash -c "
-	if [ -n '$qemu' ]; then '$qemu' ${qemu_cpu:+-cpu $qemu_cpu} '$T/data/usr/bin/flor' agent run --rete demo.flor --help >/dev/null 2>&1
-	else '$T/data/usr/bin/flor' agent run --rete demo.flor --help >/dev/null 2>&1; fi"
+# The instance's command, run as procd would (under qemu when the binary is foreign).
+run_flor() {
+	if [ -n "$qemu" ]; then timeout 20 "$qemu" ${qemu_cpu:+-cpu "$qemu_cpu"} "$T/data/usr/bin/flor" "$@"
+	else timeout 20 "$T/data/usr/bin/flor" "$@"; fi
+}
+check "the instance's command line is one the binary accepts (exit 0 on --help)" \
+	run_flor agent run --rete demo.flor --help
+mkdir -p "$T/empty"
+agent_out=$(FLOR_HOME="$T/empty" FLOR_RUNTIME_DIR="$T/run" run_flor agent run --rete demo.flor 2>&1) && arc=0 || arc=$?
+# shellcheck disable=SC2016 # $1 and $2 belong to the inner bash
+check "run unenrolled, the agent exits 1 naming the scope and flor enroll: $agent_out" \
+	bash -c '[ "$1" = 1 ] && [[ "$2" == *demo.flor*enroll* ]]' _ "$arc" "$agent_out"
 
 echo "== maintainer scripts (image-build mode, IPKG_INSTROOT)"
 I=$T/instroot
