@@ -45,3 +45,12 @@ fi
 # 2 MiB budget. Installs its toolchain with cross/setup.sh on first run.
 step "cross: openwrt-mipsel build, qemu smoke test, size check (ci/cross.sh)"
 ci/cross.sh openwrt-mipsel
+
+# ---- packaging (issue 6) --------------------------------------------------
+# install.sh in scratch roots (systemd unit verified, launchd plist parsed), and
+# the OpenWrt .ipk built from the mipsel binary ci/cross.sh just built: control
+# fields, files and modes, `file` and a qemu run, the procd init script. The
+# Windows MSI is left out (ci/packaging-test.sh --msi): flor does not compile
+# for Windows yet (docs/install.md, "Not built yet").
+step "packaging: install.sh, OpenWrt .ipk (ci/packaging-test.sh)"
+ci/packaging-test.sh
