@@ -80,7 +80,9 @@ run_check shellcheck bash -c 'shellcheck -x packaging/install.sh packaging/openw
 
 step "install.sh $(since)"
 if [ -z "$flor" ]; then
-	nice -n 19 cargo build --locked -p flor --bin flor
+	# The same build `cargo test --workspace` made in ci/test.sh (same features, so
+	# nothing is rebuilt there); standalone, it compiles the tests too.
+	nice -n 19 cargo test -q --workspace --locked --no-run
 	flor=target/debug/flor
 fi
 run_check install.sh packaging/tests/test-install.sh "$flor"
