@@ -92,7 +92,6 @@ pub struct ScopeInfo {
 #[derive(Clone, Debug)]
 pub struct Scope {
     /// The scope's local name.
-    #[allow(dead_code)] // used by the agent's status (work in progress)
     pub name: String,
     /// Install root.
     pub install: PathBuf,
@@ -193,7 +192,6 @@ impl Scope {
     }
 
     /// Writes `scope.json` atomically.
-    #[allow(dead_code)] // used by `flor enroll` (agent work in progress)
     pub fn write_info(&self, info: &ScopeInfo) -> std::io::Result<()> {
         let mut buf = vec![0u8; MAX_SCOPE_FILE];
         let n = serde_json_core::to_slice(info, &mut buf).map_err(|_| {

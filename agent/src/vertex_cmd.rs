@@ -123,7 +123,6 @@ impl VertexStatus {
     }
 
     /// Reads a status file (None if absent or unreadable: the vertex is not ready).
-    #[allow(dead_code)] // read by `flor agent status` (agent work in progress)
     pub fn read(path: &Path) -> Option<VertexStatus> {
         let bytes = fsutil::read_bounded(path, 8 * 1024).ok()?;
         flor_vertex::artifact::parse_payload(&bytes).ok()
