@@ -59,14 +59,7 @@ fn flor_enrolls_with_flow_a_bundle_and_verifies_compiled_artifacts() {
         out.to_str().unwrap(),
     ]);
     let bundle = d.tmp.path().join("laptop.bundle.json");
-    d.ok(&[
-        "issue-bundle",
-        d.repo_s(),
-        "--node",
-        "laptop",
-        "--out",
-        bundle.to_str().unwrap(),
-    ]);
+    d.issue_bundle("laptop", None, &bundle);
     let home = d.tmp.path().join("flor-home");
     let (ok, o, e) = run_flor(
         &home,
@@ -124,16 +117,7 @@ fn flow_b_with_real_flor_id_create() {
     );
     assert!(ok, "flor id create:\n{o}\n{e}");
     let bundle = d.tmp.path().join("alpha.bundle.json");
-    d.ok(&[
-        "issue-bundle",
-        d.repo_s(),
-        "--node",
-        "alpha",
-        "--csr",
-        csr.to_str().unwrap(),
-        "--out",
-        bundle.to_str().unwrap(),
-    ]);
+    d.issue_bundle("alpha", Some(&csr), &bundle);
     let b = flor_vertex::bundle::Bundle::parse(&std::fs::read(&bundle).unwrap()).unwrap();
     assert!(b.principals.iter().all(|p| p.key_pem.is_none()));
     let (ok, o, e) = run_flor(
@@ -175,16 +159,7 @@ fn flow_b_with_real_flor_id_create() {
         ],
     );
     assert!(ok);
-    d.ok(&[
-        "issue-bundle",
-        d.repo_s(),
-        "--node",
-        "alpha",
-        "--csr",
-        csr.to_str().unwrap(),
-        "--out",
-        bundle.to_str().unwrap(),
-    ]);
+    d.issue_bundle("alpha", Some(&csr), &bundle);
     let (ok, o, e) = run_flor(
         &home2,
         &[

@@ -176,14 +176,7 @@ fn same_repo_same_bytes_and_no_secrets() {
     // With the PKI made and a Flow A bundle issued, so there are secrets to leak.
     let d = Demo::with_ca();
     let bundle = d.tmp.path().join("laptop.bundle.json");
-    d.ok(&[
-        "issue-bundle",
-        d.repo_s(),
-        "--node",
-        "laptop",
-        "--out",
-        bundle.to_str().unwrap(),
-    ]);
+    d.issue_bundle("laptop", None, &bundle);
     let a = d.tmp.path().join("a");
     let b = d.tmp.path().join("b");
     landing_ok(&d, &a);

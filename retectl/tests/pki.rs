@@ -122,14 +122,7 @@ fn key_dir_inside_the_repo_is_refused() {
 fn flow_a_bundle_holds_svids_and_keys_for_every_held_principal() {
     let d = Demo::with_ca();
     let bundle_path = d.tmp.path().join("laptop.bundle.json");
-    let out = d.ok(&[
-        "issue-bundle",
-        d.repo_s(),
-        "--node",
-        "laptop",
-        "--out",
-        bundle_path.to_str().unwrap(),
-    ]);
+    let out = d.issue_bundle("laptop", None, &bundle_path);
     assert!(!out.contains("PRIVATE KEY"));
     assert_eq!(mode(&bundle_path), 0o600);
     let bytes = fs::read(&bundle_path).unwrap();
@@ -187,14 +180,7 @@ fn flow_a_bundle_holds_svids_and_keys_for_every_held_principal() {
 
     // A server node: its node identity and the services it hosts.
     let beta = d.tmp.path().join("beta.bundle.json");
-    d.ok(&[
-        "issue-bundle",
-        d.repo_s(),
-        "--node",
-        "beta",
-        "--out",
-        beta.to_str().unwrap(),
-    ]);
+    d.issue_bundle("beta", None, &beta);
     let b = Bundle::parse(&fs::read(&beta).unwrap()).unwrap();
     let ids: Vec<String> = b.principals.iter().map(|p| p.id.to_string()).collect();
     assert_eq!(
@@ -245,16 +231,7 @@ fn flow_b_certifies_the_devices_own_keys() {
     let csr_path = d.tmp.path().join("alpha.csr.json");
     fs::write(&csr_path, serde_json::to_vec(&req).unwrap()).unwrap();
     let out_path = d.tmp.path().join("alpha.bundle.json");
-    d.ok(&[
-        "issue-bundle",
-        d.repo_s(),
-        "--node",
-        "alpha",
-        "--csr",
-        csr_path.to_str().unwrap(),
-        "--out",
-        out_path.to_str().unwrap(),
-    ]);
+    d.issue_bundle("alpha", Some(&csr_path), &out_path);
     let b = Bundle::parse(&fs::read(&out_path).unwrap()).unwrap();
     let ca_pem = d.read("certs/ca.crt");
     assert_eq!(b.principals.len(), 2);

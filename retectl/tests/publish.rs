@@ -117,22 +117,8 @@ fn operator_publishes_over_florete_and_others_are_refused() {
     ]);
     let mgmt_bundle = tmp.join("mgmt01.bundle.json");
     let laptop_bundle = tmp.join("laptop.bundle.json");
-    d.ok(&[
-        "issue-bundle",
-        d.repo_s(),
-        "--node",
-        "mgmt01",
-        "--out",
-        mgmt_bundle.to_str().unwrap(),
-    ]);
-    d.ok(&[
-        "issue-bundle",
-        d.repo_s(),
-        "--node",
-        "laptop",
-        "--out",
-        laptop_bundle.to_str().unwrap(),
-    ]);
+    d.issue_bundle("mgmt01", None, &mgmt_bundle);
+    d.issue_bundle("laptop", None, &laptop_bundle);
 
     // mgmt01's manual bootstrap.
     let home = tmp.join("mgmt01-home");

@@ -107,6 +107,16 @@ impl Demo {
         out
     }
 
+    /// `retectl issue-bundle` for `node` (Flow B with `csr`), written to `out`; asserts success.
+    pub fn issue_bundle(&self, node: &str, csr: Option<&Path>, out: &Path) -> String {
+        let mut args = vec!["issue-bundle", self.repo_s(), "--node", node];
+        if let Some(csr) = csr {
+            args.extend(["--csr", csr.to_str().unwrap()]);
+        }
+        args.extend(["--out", out.to_str().unwrap()]);
+        self.ok(&args)
+    }
+
     /// Reads a repo file.
     pub fn read(&self, file: &str) -> String {
         fs::read_to_string(self.repo.join(file)).unwrap()
