@@ -2,17 +2,17 @@
 # Builds (or takes) flor's binaries, builds every package, and checks them:
 #   install.sh  in scratch roots, with a host build of flor (packaging/tests/test-install.sh)
 #   .ipk        for the mipsel router board, from its static musl build (test-ipk.sh)
-#   .msi        around an x86_64-pc-windows-gnu flor.exe (test-msi.sh), with --msi
+#   .msi        around an x86_64-pc-windows-gnu flor.exe (test-msi.sh): tables, then
+#               install, service, a rete node and uninstall under Wine
 #
-# usage: ci/packaging-test.sh [--flor FILE] [--mipsel FILE] [--msi [--exe FILE]]
-#   --flor FILE    host flor for install.sh (default: target/debug/flor, which
-#                  `cargo test` has built already in ci/test.sh)
+# usage: ci/packaging-test.sh [--flor FILE] [--mipsel FILE] [--exe FILE | --no-msi]
+#   --flor FILE    host flor for install.sh and for the rete the Windows node joins
+#                  (default: target/debug/flor, which `cargo test` has built already in
+#                  ci/test.sh; retectl is taken from beside it)
 #   --mipsel FILE  static mipsel musl flor (default: build it with size-report for the
 #                  openwrt-mipsel board, the cross builders' recipe)
-#   --msi          also build flor.exe and the MSI and check them. Not in the default
-#                  run: flor's agent uses Unix-only APIs (Unix sockets, symlinks, file
-#                  modes) that do not compile for Windows yet (docs/install.md)
 #   --exe FILE     flor.exe to wrap (default: packaging/windows/build-exe.sh)
+#   --no-msi       skip the Windows MSI (it needs the cross toolchain, MinGW and Wine)
 # Packages land in target/packages/. Exits non-zero when any check failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,14 +21,14 @@ repo=$(pwd)
 flor=""
 mipsel=""
 exe=""
-msi=0
+msi=1
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--flor) flor=${2:?}; shift ;;
 	--mipsel) mipsel=${2:?}; shift ;;
 	--exe) exe=${2:?}; shift ;;
-	--msi) msi=1 ;;
-	-h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+	--no-msi) msi=0 ;;
+	-h | --help) sed -n '2,17p' "$0"; exit 0 ;;
 	*) echo "packaging-test.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -108,9 +108,9 @@ if [ "$msi" = 1 ]; then
 	version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 	msi_file=$(packaging/windows/build-msi.sh --exe "$exe" --version "$version")
 	ls -l "$msi_file"
-	run_check msi packaging/tests/test-msi.sh "$msi_file" "$exe" "$version"
+	run_check msi packaging/tests/test-msi.sh "$msi_file" "$exe" "$version" "$flor" "$(dirname "$flor")/retectl"
 else
-	results+=("msi: not run (needs --msi; flor does not compile for Windows yet)")
+	results+=("msi: not run (--no-msi)")
 fi
 
 step "summary $(since)"

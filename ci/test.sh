@@ -49,8 +49,9 @@ ci/cross.sh openwrt-mipsel
 # ---- packaging (issue 6) --------------------------------------------------
 # install.sh in scratch roots (systemd unit verified, launchd plist parsed), and
 # the OpenWrt .ipk built from the mipsel binary ci/cross.sh just built: control
-# fields, files and modes, `file` and a qemu run, the procd init script. The
-# Windows MSI is left out (ci/packaging-test.sh --msi): flor does not compile
-# for Windows yet (docs/install.md, "Not built yet").
-step "packaging: install.sh, OpenWrt .ipk (ci/packaging-test.sh)"
+# fields, files and modes, `file` and a qemu run, the procd init script; and the
+# Windows MSI around a cross-built flor.exe: its tables, then under Wine the
+# install, the Florete service, the installed flor.exe as a node of a real rete
+# carrying traffic, and the uninstall.
+step "packaging: install.sh, OpenWrt .ipk, Windows MSI (ci/packaging-test.sh)"
 ci/packaging-test.sh

@@ -25,7 +25,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flor_vertex::artifact::AgentConfig;
 use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncBufReadExt, AsyncWriteExt};
-use smol::net::unix::{UnixListener, UnixStream};
 use smol::stream::StreamExt;
 
 use crate::control::{self, Request, FAILED, OK};
@@ -154,41 +153,51 @@ pub fn run(scope: Scope) -> Result<(), String> {
         }
     }
     stop_orphaned_vertex(&agent.scope);
-    let sock = control::socket_path(&agent.scope);
-    if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
-        return Err(format!(
-            "another agent already serves {}; stop it first",
-            sock.display()
-        ));
-    }
-    let _ = fs::remove_file(&sock);
+    #[cfg(windows)]
+    crate::windows::kill_children_with_me();
+    let listener = control::Listener::bind(&agent.scope)?;
+    // The accept task holds the executor, so the listener is never dropped: remove by hand.
+    let endpoint = listener.path().to_path_buf();
     smol::block_on(async move {
-        let listener = UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        let _ = fs::set_permissions(&sock, fs::Permissions::from_mode(0o600));
         log::info!(
-            "agent for rete {} node {} (scope {}) running v{}; control socket {}",
+            "agent for rete {} node {} (scope {}) running v{}; control endpoint {}",
             agent.info.rete,
             agent.info.node,
             agent.scope.name,
             agent.live,
-            sock.display()
+            listener.path().display()
         );
         let ex = Rc::new(smol::LocalExecutor::new());
         ex.spawn(accept(ex.clone(), listener, agent.tx.clone()))
             .detach();
-        let signals =
-            async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-                .map_err(|e| format!("installing signal handlers: {e}"))?;
+        let signals = stop_signals()?;
         ex.run(agent.main(rx, signals, ex.clone())).await;
         agent.stop_vertex();
-        let _ = fs::remove_file(&sock);
+        let _ = fs::remove_file(&endpoint);
         Ok(())
     })
 }
 
+/// The signals that ask a flor process to stop cleanly: SIGTERM (service
+/// managers) and SIGINT (Ctrl-C); Windows delivers only the latter.
+pub fn stop_signals() -> Result<async_signal::Signals, String> {
+    #[cfg(unix)]
+    let wanted = [async_signal::Signal::Term, async_signal::Signal::Int];
+    #[cfg(not(unix))]
+    let wanted = [async_signal::Signal::Int];
+    async_signal::Signals::new(wanted).map_err(|e| format!("installing signal handlers: {e}"))
+}
+
+/// Windows: the job object of [`crate::windows::kill_children_with_me`] ends
+/// a killed agent's vertex with it, so only the stale pid file is left.
+#[cfg(not(unix))]
+fn stop_orphaned_vertex(scope: &Scope) {
+    let _ = fs::remove_file(scope.runtime.join(VERTEX_PID_FILE));
+}
+
 /// Kills a vertex left running by an agent that was killed (`kill -9`), if
 /// the pid recorded for this scope still runs `flor vertex run` for it.
+#[cfg(unix)]
 fn stop_orphaned_vertex(scope: &Scope) {
     let pid_file = scope.runtime.join(VERTEX_PID_FILE);
     let Ok(pid) = fs::read_to_string(&pid_file) else {
@@ -226,11 +235,11 @@ fn stop_orphaned_vertex(scope: &Scope) {
     let _ = fs::remove_file(pid_file);
 }
 
-async fn accept(ex: Rc<smol::LocalExecutor<'static>>, l: UnixListener, tx: Sender<Msg>) {
+async fn accept(ex: Rc<smol::LocalExecutor<'static>>, l: control::Listener, tx: Sender<Msg>) {
     loop {
         match l.accept().await {
-            Ok((s, _)) => {
-                ex.spawn(client(s, tx.clone())).detach();
+            Ok(s) => {
+                ex.spawn(client(s, l.cookie(), tx.clone())).detach();
             }
             Err(e) => {
                 log::warn!("control socket accept: {e}");
@@ -241,10 +250,18 @@ async fn accept(ex: Rc<smol::LocalExecutor<'static>>, l: UnixListener, tx: Sende
 }
 
 /// Reads one request, hands it to the loop, writes the answer lines back.
-async fn client(s: UnixStream, tx: Sender<Msg>) {
+///
+/// Where the endpoint is a TCP port (Windows), the first line must be its cookie.
+async fn client(s: control::Conn, cookie: Option<Rc<str>>, tx: Sender<Msg>) {
     let mut reader = smol::io::BufReader::new(s.clone());
     let mut line = String::new();
     let mut limited = smol::io::AsyncReadExt::take(&mut reader, control::MAX_REQUEST as u64);
+    if let Some(cookie) = cookie {
+        if limited.read_line(&mut line).await.is_err() || !control::cookie_matches(&cookie, &line) {
+            return;
+        }
+        line.clear();
+    }
     if limited.read_line(&mut line).await.is_err() {
         return;
     }

@@ -16,10 +16,10 @@
 //! authorised signers (read from the scope's `scope.json` at each publish), is
 //! for another rete or node than its path says, or would lower a node's
 //! version. A publish is all or nothing: the new tree is written to a fresh
-//! directory and made live by renaming one symlink.
+//! directory and made live by renaming one pointer ([`crate::live`]).
 //!
 //! ```text
-//! <store>/tree -> trees/5      symlink, swapped atomically
+//! <store>/tree -> trees/5      symlink (Windows: tree.live holds 5), swapped atomically
 //! <store>/trees/5/<node>/mgmt/{agent.json, vertices/flor.json}
 //! ```
 
@@ -40,10 +40,11 @@ use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 
 use crate::fsutil;
+use crate::live::Live;
 use crate::scope::Scope;
 use crate::store::vertex_name_of;
 
-/// The live-tree symlink in the store.
+/// The live-tree pointer in the store.
 const TREE_LINK: &str = "tree";
 /// Generations of the stored tree.
 const TREES_DIR: &str = "trees";
@@ -248,8 +249,12 @@ fn handle_get(server: &Server, path: &str) -> Result<(&'static str, Vec<u8>), Re
             "no such artifact path; use /artifact/<node>/mgmt/agent.json\n",
         );
     };
-    let file = server.store.join(TREE_LINK).join(node.as_str()).join(&rel);
-    match fsutil::read_bounded(&file, MAX_ARTIFACT_BYTES) {
+    let file = tree(&server.store).resolve(&Path::new(node.as_str()).join(&rel));
+    let read = match file {
+        Some(f) => fsutil::read_bounded(&f, MAX_ARTIFACT_BYTES),
+        None => Err(io::ErrorKind::NotFound.into()),
+    };
+    match read {
         Ok(b) => Ok(("application/json", b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             refuse(404, format!("nothing published for {node}/{rel}\n"))
@@ -368,8 +373,8 @@ async fn receive<R: smol::io::AsyncBufRead + Unpin>(
         let opened = envelope::open::<serde::de::IgnoredAny>(&bytes, &expect)
             .map_err(|e| Refusal(403, format!("{path} refused: {e}\n")))?;
         let version = opened.header.version;
-        let stored = server.store.join(TREE_LINK).join(&path);
-        if let Ok(old) = fsutil::read_bounded(&stored, MAX_ARTIFACT_BYTES) {
+        let stored = tree(&server.store).resolve(Path::new(&path));
+        if let Some(Ok(old)) = stored.map(|f| fsutil::read_bounded(&f, MAX_ARTIFACT_BYTES)) {
             if let Ok(h) = envelope::peek_header(&old) {
                 if version < h.version || (version == h.version && old != bytes) {
                     return refuse(
@@ -403,26 +408,29 @@ async fn receive<R: smol::io::AsyncBufRead + Unpin>(
     Ok(versions)
 }
 
-/// Makes `incoming` the live tree: rename to the next generation, swap the symlink, drop the old one.
+/// The live-tree pointer of a store ([`crate::live`]).
+fn tree(store: &Path) -> Live<'_> {
+    Live {
+        root: store,
+        name: TREE_LINK,
+        gens: TREES_DIR,
+    }
+}
+
+/// Makes `incoming` the live tree: rename to the next generation, swap the pointer, drop the old one.
 fn swap_in(store: &Path, incoming: &Path) -> io::Result<()> {
-    let trees = store.join(TREES_DIR);
-    let link = store.join(TREE_LINK);
-    let old = fs::read_link(&link).ok();
-    let next = fs::read_dir(&trees)?
+    let live = tree(store);
+    let old = live.read();
+    let next = fs::read_dir(store.join(TREES_DIR))?
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
         .max()
         .map_or(1, |m| m + 1);
-    let gen = trees.join(next.to_string());
-    fs::rename(incoming, &gen)?;
-    fs::File::open(&trees)?.sync_all()?;
-    let tmp = store.join(format!(".tree.tmp.{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(Path::new(TREES_DIR).join(next.to_string()), &tmp)?;
-    fs::rename(&tmp, &link)?;
-    fs::File::open(store)?.sync_all()?;
+    fs::rename(incoming, live.gen_dir(next))?;
+    fsutil::sync_dir(&store.join(TREES_DIR))?;
+    live.point(next)?;
     if let Some(old) = old {
-        let _ = fs::remove_dir_all(store.join(old));
+        let _ = fs::remove_dir_all(live.gen_dir(old));
     }
     Ok(())
 }

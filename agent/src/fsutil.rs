@@ -7,30 +7,47 @@ use std::path::Path;
 
 /// Writes `bytes` to `path` atomically: a temp file in the same directory,
 /// fsync, rename over the target, fsync the directory. `mode` applies to the
-/// new file before any byte is written (so a key is never world-readable).
+/// new file before any byte is written (so a key is never world-readable); on
+/// Windows a mode that gives group and others nothing makes the file private
+/// to its owner, SYSTEM and Administrators ([`crate::windows::make_private`]).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = parent_dir(path);
     fs::create_dir_all(dir)?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
     let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+        let mut f = opts.open(&tmp)?;
+        #[cfg(windows)]
+        if mode & 0o077 == 0 {
+            crate::windows::make_private(&tmp)?;
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
+        sync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Makes a directory's entries durable (a rename in it survives a power cut).
+///
+/// Windows cannot flush a directory handle; NTFS journals its metadata itself.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    return fs::File::open(dir)?.sync_all();
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
 }
 
 /// The directory a file lives in; a bare file name (empty parent) lives in ".".
@@ -59,10 +76,11 @@ pub fn read_bounded(path: &Path, max: usize) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
+    #[cfg(unix)]
     fn atomic_write_replaces_and_sets_mode() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("flor-fsutil-{}", std::process::id()));
         let p = dir.join("sub/key.pem");
         write_atomic(&p, b"one", 0o600).unwrap();

@@ -13,6 +13,7 @@
 //! flor agent status   what runs, what is pending, which ports are bound
 //! flor config-server  store and serve the published tree (management node)
 //! flor vertex run     the data plane (started by the agent)
+//! flor service run    an agent for every enrolled scope (the Windows service)
 //! ```
 
 mod agent;
@@ -22,10 +23,14 @@ mod core;
 mod enroll;
 mod fetch;
 mod fsutil;
+mod live;
 mod scope;
+mod service;
 mod store;
 mod sync;
 mod vertex_cmd;
+#[cfg(windows)]
+mod windows;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,6 +55,30 @@ enum Cmd {
     Agent(AgentCmd),
     ConfigServer(ConfigServerCmd),
     Vertex(vertex_cmd::VertexCmd),
+    Service(ServiceCmd),
+}
+
+/// One agent for every enrolled rete (the Windows service).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "service")]
+struct ServiceCmd {
+    #[argh(subcommand)]
+    cmd: ServiceSub,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum ServiceSub {
+    Run(ServiceRun),
+}
+
+/// Run `flor agent run` for each enrolled scope, start new ones as they are enrolled, stop all on SIGTERM or service stop.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "run")]
+struct ServiceRun {
+    /// append this process's own log here instead of standard error (a Windows service has none)
+    #[argh(option)]
+    log: Option<PathBuf>,
 }
 
 /// Device identities.
@@ -247,6 +276,9 @@ fn run(cmd: Cmd) -> Result<bool, String> {
             }
         },
         Cmd::Vertex(c) => c.run().map(|()| true).map_err(|e| e.to_string()),
+        Cmd::Service(ServiceCmd {
+            cmd: ServiceSub::Run(_),
+        }) => service::run().map(|()| true),
         Cmd::ConfigServer(c) => {
             let scope = scope::Scope::find(c.rete.as_deref()).map_err(|e| e.to_string())?;
             config_server::run(scope, c.read_listen, c.publish_listen, c.store).map(|()| true)
@@ -255,8 +287,32 @@ fn run(cmd: Cmd) -> Result<bool, String> {
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let flor: Flor = argh::from_env();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Some(Cmd::Service(ServiceCmd {
+        cmd: ServiceSub::Run(ServiceRun { log: Some(path) }),
+    })) = &flor.cmd
+    {
+        if let Some(dir) = path.parent() {
+            // The service may start before anything created its folder.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(f) => {
+                logger.target(env_logger::Target::Pipe(Box::new(f)));
+            }
+            Err(e) => {
+                eprintln!("flor: --log {}: {e}", path.display());
+                std::process::exit(1);
+            }
+        }
+    }
+    logger.init();
     let Some(cmd) = flor.cmd else {
         println!("flor {}", env!("CARGO_PKG_VERSION"));
         return;

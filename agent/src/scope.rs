@@ -10,7 +10,7 @@
 //! ```
 //!
 //! `<base>` is `$FLOR_HOME`, else `~/.flor`, else `/etc/flor` (a system service
-//! with no home). The runtime root is `$FLOR_RUNTIME_DIR/<scope>`, else
+//! with no home); on Windows `%ProgramData%\Florete`. The runtime root is `$FLOR_RUNTIME_DIR/<scope>`, else
 //! `/run/flor/<scope>` for a system install, else `$XDG_RUNTIME_DIR/flor/<scope>`,
 //! else `<install>/run`. Paths inside artifacts are scope-relative and resolved here.
 
@@ -103,6 +103,12 @@ pub struct Scope {
 pub fn base_dir() -> PathBuf {
     if let Some(h) = std::env::var_os("FLOR_HOME") {
         return PathBuf::from(h);
+    }
+    // Windows: one machine-wide place, so the service (LocalSystem) finds what
+    // an administrator enrolled from a console.
+    #[cfg(windows)]
+    if let Some(p) = crate::windows::program_data() {
+        return p.join("Florete");
     }
     match std::env::var_os("HOME") {
         Some(h) if !h.is_empty() && h != "/" => PathBuf::from(h).join(".flor"),

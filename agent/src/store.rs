@@ -1,7 +1,7 @@
 //! A scope's installed artifacts: generations, the live pointer, the pending commit.
 //!
 //! ```text
-//! <install>/mgmt          -> gen/7        symlink: what the agent and the vertex read
+//! <install>/mgmt          -> gen/7        symlink (Windows: mgmt.live holds 7): what agent and vertex read
 //! <install>/gen/7/agent.json              (mgmt/agent.json)
 //! <install>/gen/7/vertices/flor.json      (mgmt/vertices/flor.json)
 //! <install>/gen/6/...                     the previous version, kept for rollback
@@ -34,9 +34,10 @@ use flor_vertex::limits::MAX_ARTIFACT_BYTES;
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
+use crate::live::Live;
 use crate::scope::{Scope, ScopeInfo};
 
-/// The live-generation symlink in the install root.
+/// The live-generation pointer in the install root ([`crate::live`]).
 pub const MGMT_LINK: &str = "mgmt";
 /// Directory of generations in the install root.
 pub const GEN_DIR: &str = "gen";
@@ -187,19 +188,37 @@ pub fn vertex_rel(name: &Name) -> String {
 }
 
 fn gen_dir(scope: &Scope, version: u32) -> PathBuf {
-    scope.install.join(GEN_DIR).join(version.to_string())
+    mgmt(scope).gen_dir(u64::from(version))
 }
 
-/// The live generation's version, read from the `mgmt` symlink.
+/// The `mgmt` pointer of a scope (a symlink on Unix; see [`crate::live`]).
+fn mgmt(scope: &Scope) -> Live<'_> {
+    Live {
+        root: &scope.install,
+        name: MGMT_LINK,
+        gens: GEN_DIR,
+    }
+}
+
+/// The live generation's version, read from the `mgmt` pointer.
 pub fn live_version(scope: &Scope) -> Option<u32> {
-    let target = fs::read_link(scope.install.join(MGMT_LINK)).ok()?;
-    let rest = target.strip_prefix(GEN_DIR).ok()?;
-    rest.to_str()?.parse().ok()
+    u32::try_from(mgmt(scope).read()?).ok()
+}
+
+/// Where a scope-relative path is; `mgmt/...` resolves through the live pointer.
+///
+/// `None`: the path is under `mgmt/` and nothing is installed yet.
+pub fn live_path(scope: &Scope, rel: &str) -> Option<PathBuf> {
+    match rel.strip_prefix("mgmt/") {
+        Some(inside) => mgmt(scope).resolve(Path::new(inside)),
+        None => Some(scope.install.join(rel)),
+    }
 }
 
 /// Reads an installed artifact of the live generation (`mgmt/...`), bounded.
 pub fn read_live(scope: &Scope, rel: &str) -> Result<Vec<u8>, StoreError> {
-    fsutil::read_bounded(&scope.install.join(rel), MAX_ARTIFACT_BYTES).map_err(|e| {
+    let path = live_path(scope, rel).ok_or(StoreError::NothingInstalled)?;
+    fsutil::read_bounded(&path, MAX_ARTIFACT_BYTES).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             StoreError::NothingInstalled
         } else {
@@ -212,10 +231,6 @@ pub fn read_live(scope: &Scope, rel: &str) -> Result<Vec<u8>, StoreError> {
 pub fn live_header(scope: &Scope, rel: &str) -> Option<Header> {
     let bytes = read_live(scope, rel).ok()?;
     envelope::peek_header(&bytes).ok()
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
 }
 
 /// Writes a verified set as generation `<version>` (not yet live).
@@ -240,21 +255,14 @@ pub fn write_generation(scope: &Scope, v: &Verified) -> Result<(), StoreError> {
         fsutil::write_atomic(&tmp.join("vertices").join(file), &vx.bytes, 0o644).map_err(io)?;
     }
     fs::rename(&tmp, &dst).map_err(io)?;
-    sync_dir(&gens).map_err(io)
+    fsutil::sync_dir(&gens).map_err(io)
 }
 
 /// Points `mgmt` at generation `<version>` with one atomic rename.
 pub fn switch_to(scope: &Scope, version: u32) -> Result<(), StoreError> {
-    let io = |e| StoreError::Io("switching the live generation", e);
-    let link = scope.install.join(MGMT_LINK);
-    let tmp = scope
-        .install
-        .join(format!(".mgmt.tmp.{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let target = Path::new(GEN_DIR).join(version.to_string());
-    std::os::unix::fs::symlink(&target, &tmp).map_err(io)?;
-    fs::rename(&tmp, &link).map_err(io)?;
-    sync_dir(&scope.install).map_err(io)
+    mgmt(scope)
+        .point(u64::from(version))
+        .map_err(|e| StoreError::Io("switching the live generation", e))
 }
 
 /// The record of a version that runs but is not yet committed.
@@ -292,7 +300,9 @@ fn write_commit(scope: &Scope, r: &CommitRecord) -> Result<(), StoreError> {
 
 fn remove_commit(scope: &Scope) -> Result<(), StoreError> {
     match fs::remove_file(scope.install.join(COMMIT_FILE)) {
-        Ok(()) => sync_dir(&scope.install).map_err(|e| StoreError::Io("removing commit.json", e)),
+        Ok(()) => {
+            fsutil::sync_dir(&scope.install).map_err(|e| StoreError::Io("removing commit.json", e))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(StoreError::Io("removing commit.json", e)),
     }
@@ -612,8 +622,8 @@ mod tests {
 
     fn live_files(s: &Scope) -> (String, String) {
         (
-            fs::read_to_string(s.install.join("mgmt/agent.json")).unwrap(),
-            fs::read_to_string(s.install.join("mgmt/vertices/flor.json")).unwrap(),
+            fs::read_to_string(live_path(s, "mgmt/agent.json").unwrap()).unwrap(),
+            fs::read_to_string(live_path(s, "mgmt/vertices/flor.json").unwrap()).unwrap(),
         )
     }
 

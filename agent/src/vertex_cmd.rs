@@ -138,10 +138,8 @@ pub fn load(scope: &Scope, name: &str) -> Result<(VertexSetup, u32), VertexCmdEr
     flor_vertex::identity::Name::new(name)
         .map_err(|_| VertexCmdError::BadName(name.to_string()))?;
     let info = scope.info().map_err(VertexCmdError::Scope)?;
-    let path = scope
-        .install
-        .join("mgmt/vertices")
-        .join(format!("{name}.json"));
+    let rel = format!("mgmt/vertices/{name}.json");
+    let path = crate::store::live_path(scope, &rel).unwrap_or_else(|| scope.install.join(&rel));
     let bytes = read(path.clone(), MAX_ARTIFACT_BYTES)?;
     let expect = Expect {
         kind: ArtifactKind::Vertex,

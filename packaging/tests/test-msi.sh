@@ -3,11 +3,14 @@
 # version, the upgrade rows, the 64-bit component holding flor.exe under
 # ProgramFiles64Folder\Florete, the PATH entry and the actions that write and remove
 # it, and that the embedded cabinet extracts to the very flor.exe it was built from.
-# Then, under Wine (Debian's wine64) in a throwaway prefix: msiexec /i installs it,
-# `flor --version` runs from a new shell through the PATH entry, and msiexec /x
-# removes the file and the PATH entry again.
+# Then, under Wine (Debian's wine64) in a throwaway prefix: msiexec /i installs it and
+# starts the Florete service, `flor --version` runs from a new shell through the PATH
+# entry, the service is started again when Wine boots, the installed flor.exe serves as
+# a node of a real rete (packaging/tests/windows-node.sh), and msiexec /x removes the
+# file, the PATH entry and the service again.
 #
-# usage: packaging/tests/test-msi.sh MSI FLOR_EXE VERSION
+# usage: packaging/tests/test-msi.sh MSI FLOR_EXE VERSION FLOR RETECTL
+#   FLOR, RETECTL: Linux builds, for the rete's other nodes and its operator
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=packaging/tests/lib.sh
@@ -15,6 +18,8 @@ source "$here/lib.sh"
 msi=${1:?usage: test-msi.sh MSI FLOR_EXE VERSION}
 exe=${2:?FLOR_EXE}
 version=${3:?VERSION}
+flor_linux=${4:?FLOR (a Linux build of flor)}
+retectl=${5:?RETECTL}
 
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
@@ -48,6 +53,12 @@ desc=$(file -b "$T/x/Florete/flor.exe" 2>&1 || true)
 echo "     file: $desc"
 check "flor.exe is a PE32+ x86-64 console program" grep -qF 'PE32+ executable (console) x86-64' <<<"$desc"
 
+echo "== service"
+check "ServiceInstall: Florete runs 'flor service run' as LocalSystem, auto-start, own process" \
+	[ "$(row ServiceInstall FloreteService | cut -f2,4,5,9,11,12)" = "$(printf 'Florete\t16\t2\tLocalSystem\tservice run --log "[CommonAppDataFolder]Florete\\service.log"\tFlorExe')" ]
+check "ServiceControl: started on install, stopped on install and uninstall, removed on uninstall (163)" \
+	[ "$(row ServiceControl FloreteService | cut -f2,3,5)" = "$(printf 'Florete\t163\t1')" ]
+
 echo "== PATH"
 check "Environment appends [INSTALLDIR] to the system PATH and removes it on uninstall" \
 	[ "$(row Environment FlorPath | cut -f2-4)" = "$(printf '=-*PATH\t[~];[INSTALLDIR]\tFlorPath')" ]
@@ -70,18 +81,25 @@ export WINEPREFIX=$T/wine WINEDEBUG=-all
 trap '/usr/lib/wine/wineserver64 -k 2>/dev/null || true; rm -rf "$T"' EXIT
 "$wine" wineboot -i >/dev/null 2>&1
 x86_64-w64-mingw32-gcc -O2 -shared -s -o "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll" \
-	"$here/wine/bcryptprimitives.c" -ladvapi32
+	"$here/wine/bcryptprimitives.c" -ladvapi32 -lws2_32
 env_key='HKLM\System\CurrentControlSet\Control\Session Manager\Environment'
 wpath() { "$wine" reg query "$env_key" /v PATH 2>/dev/null | tr -d '\r' | sed -n 's/.*REG_EXPAND_SZ *//p'; }
 check "msiexec /i installs it (quiet)" "$wine" msiexec /i "$msi" /qn
+svc_state() { "$wine" sc query Florete 2>/dev/null | tr -d '\r' | sed -n 's/.*STATE *: *[0-9]* *//p'; }
+check "the Florete service is running after the install ($(svc_state))" [ "$(svc_state)" = RUNNING ]
 installed="$WINEPREFIX/drive_c/Program Files/Florete/flor.exe"
 check "C:\\Program Files\\Florete\\flor.exe is there, byte for byte" cmp -s "$exe" "$installed"
 check "the system PATH ends with C:\\Program Files\\Florete\\ ($(wpath))" bash -c "[[ '$(wpath)' == *';C:\Program Files\Florete\' ]]"
 /usr/lib/wine/wineserver64 -k 2>/dev/null || true
 ver=$("$wine" cmd /c "flor --version" 2>/dev/null | tr -d '\r')
 check "a new shell finds flor on the PATH: '$ver' = 'flor $version'" [ "$ver" = "flor $version" ]
+check "Wine booted again and started the service by itself ($(svc_state))" [ "$(svc_state)" = RUNNING ]
+"$here/windows-node.sh" "$flor_linux" "$retectl" | sed -n '/passed, .* failed$/!p;/passed, .* failed$/{s/^/     windows-node.sh: /;p}' | tee "$T/node.out"
+node=$(tail -n1 "$T/node.out")
+check "the installed flor.exe is a working node of a rete ($node)" grep -q "passed, 0 failed" <<<"$node"
 check "msiexec /x uninstalls it (quiet)" "$wine" msiexec /x "$msi" /qn
 check "flor.exe is gone" [ ! -e "$installed" ]
 check "the PATH entry is gone ($(wpath))" bash -c "[[ '$(wpath)' != *Florete* ]]"
+check "the Florete service is removed" bash -c "! '$wine' sc query Florete >/dev/null 2>&1"
 
 summary

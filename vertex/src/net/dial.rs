@@ -161,14 +161,25 @@ async fn within<T>(
 
 /// A client-only QUIC endpoint on an ephemeral UDP port (dual-stack if the host has IPv6).
 pub fn client_endpoint() -> Result<quinn::Endpoint, NetError> {
-    let socket =
-        UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).or_else(|_| UdpSocket::bind(("0.0.0.0", 0)))?;
+    let socket = dual_stack_udp().or_else(|_| UdpSocket::bind(("0.0.0.0", 0)))?;
     Ok(quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         None,
         socket,
         Arc::new(quinn::SmolRuntime),
     )?)
+}
+
+/// `[::]:0` that also reaches IPv4 nodes (as IPv4-mapped addresses).
+///
+/// Dual-stack is asked for explicitly: Windows makes an IPv6 socket IPv6-only
+/// unless told otherwise, and then every send to an IPv4 node fails.
+fn dual_stack_udp() -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_only_v6(false)?;
+    s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())?;
+    Ok(s.into())
 }
 
 impl Dialer {

@@ -1,0 +1,235 @@
+//! `flor service run`: one agent for every enrolled scope, under one service.
+//!
+//! A service manager that starts one process per machine — the Windows
+//! service manager, which the MSI registers `Florete` with before any rete is
+//! enrolled — needs one process that finds the scopes itself. Every [`SCAN`]
+//! this supervisor starts `flor agent run --rete <scope>` for each enrolled
+//! scope that has no agent, restarts an agent that exited after a growing
+//! pause ([`restart_delay`]), stops the agent of a scope that was removed,
+//! and on stop ends them all (each agent stops its own vertex). Each agent's
+//! output is appended to `<install>/agent.log`, kept under [`MAX_AGENT_LOG`].
+//!
+//! systemd, launchd and procd run one unit per scope instead (packaging/);
+//! this command serves them too where one unit for every rete is wanted.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use crate::scope::{base_dir, Scope};
+
+/// How often the enrolled scopes are looked for and agents checked: a new
+/// enrollment starts its agent within this time.
+pub const SCAN: Duration = Duration::from_secs(2);
+/// Longest pause before restarting an agent that keeps failing.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
+/// An agent that ran this long counts as healthy again: its next failure restarts quickly.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// How long a stopped agent gets to stop its vertex before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Size at which `agent.log` is moved to `agent.log.1` (one old file kept):
+/// a router's flash must not fill with logs.
+pub const MAX_AGENT_LOG: u64 = 1024 * 1024;
+/// The agent's log file in each install root.
+pub const AGENT_LOG: &str = "agent.log";
+
+/// The pause before restarting an agent that failed `failures` times in a row (1, 2, 4 … 60 s).
+pub fn restart_delay(failures: u32) -> Duration {
+    let secs = 1u64 << failures.saturating_sub(1).min(6);
+    Duration::from_secs(secs).min(MAX_RESTART_DELAY)
+}
+
+/// One scope's agent process and its restart state.
+struct Supervised {
+    child: Option<Child>,
+    started: Instant,
+    failures: u32,
+    next_start: Instant,
+}
+
+impl Supervised {
+    fn new(now: Instant) -> Supervised {
+        Supervised {
+            child: None,
+            started: now,
+            failures: 0,
+            next_start: now,
+        }
+    }
+
+    /// Notices an exit and (re)starts the agent when its pause is over.
+    fn tick(&mut self, exe: &Path, scope: &Scope, now: Instant) {
+        if let Some(c) = &mut self.child {
+            match c.try_wait() {
+                Ok(None) => return,
+                Ok(Some(status)) => {
+                    if now.duration_since(self.started) >= STABLE_AFTER {
+                        self.failures = 0;
+                    }
+                    self.failures += 1;
+                    let delay = restart_delay(self.failures);
+                    log::warn!(
+                        "agent for {} exited ({status}); restarting in {} s (see {})",
+                        scope.name,
+                        delay.as_secs(),
+                        scope.install.join(AGENT_LOG).display()
+                    );
+                    self.child = None;
+                    self.next_start = now + delay;
+                }
+                Err(e) => {
+                    log::warn!("agent for {}: {e}", scope.name);
+                    return;
+                }
+            }
+        }
+        if now < self.next_start {
+            return;
+        }
+        match spawn_agent(exe, scope) {
+            Ok(c) => {
+                log::info!("started the agent for {} (pid {})", scope.name, c.id());
+                self.child = Some(c);
+                self.started = now;
+            }
+            Err(e) => {
+                self.failures += 1;
+                self.next_start = now + restart_delay(self.failures);
+                log::error!("cannot start the agent for {}: {e}", scope.name);
+            }
+        }
+    }
+}
+
+/// Opens `<install>/agent.log` for appending, moving a full one aside first.
+fn agent_log(scope: &Scope) -> std::io::Result<fs::File> {
+    let path = scope.install.join(AGENT_LOG);
+    if fs::metadata(&path).is_ok_and(|m| m.len() >= MAX_AGENT_LOG) {
+        let mut old = path.clone().into_os_string();
+        old.push(".1");
+        fs::rename(&path, PathBuf::from(old))?;
+    }
+    fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn spawn_agent(exe: &Path, scope: &Scope) -> std::io::Result<Child> {
+    let log = agent_log(scope)?;
+    Command::new(exe)
+        .args(["agent", "run", "--rete", &scope.name])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+}
+
+/// Asks every agent to stop, waits for them, kills the ones that do not.
+fn stop_all(agents: &mut BTreeMap<String, Supervised>) {
+    let mut children: Vec<(String, Child)> = agents
+        .iter_mut()
+        .filter_map(|(n, s)| Some((n.clone(), s.child.take()?)))
+        .collect();
+    for (_, c) in &mut children {
+        ask_to_stop(c);
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    for (name, mut c) in children {
+        while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if matches!(c.try_wait(), Ok(None)) {
+            log::warn!("agent for {name} did not stop in time; killing it");
+            let _ = c.kill();
+        }
+        let _ = c.wait();
+        log::info!("stopped the agent for {name}");
+    }
+}
+
+/// SIGTERM on Unix (the agent stops its vertex); Windows has no such signal, so
+/// the agent is ended and its job object ends its vertex.
+fn ask_to_stop(c: &mut Child) {
+    #[cfg(unix)]
+    if let Some(pid) = i32::try_from(c.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    #[cfg(not(unix))]
+    let _ = c.kill();
+}
+
+/// Supervises one agent per enrolled scope until `stop` fires (or its sender goes away).
+pub fn supervise(stop: &Receiver<()>) -> Result<(), String> {
+    #[cfg(windows)]
+    crate::windows::kill_children_with_me();
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the flor binary: {e}"))?;
+    log::info!(
+        "service: running an agent for every rete enrolled under {}",
+        base_dir().join("retes").display()
+    );
+    let mut agents: BTreeMap<String, Supervised> = BTreeMap::new();
+    loop {
+        let now = Instant::now();
+        let enrolled = Scope::enrolled();
+        let removed: Vec<String> = agents
+            .keys()
+            .filter(|n| !enrolled.contains(n))
+            .cloned()
+            .collect();
+        for name in removed {
+            if let Some(s) = agents.remove(&name) {
+                log::info!("scope {name} is no longer enrolled; stopping its agent");
+                stop_all(&mut BTreeMap::from([(name, s)]));
+            }
+        }
+        for name in enrolled {
+            match Scope::named(&name) {
+                Ok(scope) => agents
+                    .entry(name)
+                    .or_insert_with(|| Supervised::new(now))
+                    .tick(&exe, &scope, now),
+                Err(e) => log::warn!("skipping {name}: {e}"),
+            }
+        }
+        match stop.recv_timeout(SCAN) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    log::info!("service stopping");
+    stop_all(&mut agents);
+    Ok(())
+}
+
+/// `flor service run`: as a Windows service when the service manager started
+/// it, else in the foreground until SIGTERM or Ctrl-C.
+pub fn run() -> Result<(), String> {
+    #[cfg(windows)]
+    if crate::windows::run_as_service()? {
+        return Ok(());
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let mut signals = crate::agent::stop_signals()?;
+    std::thread::spawn(move || {
+        use smol::stream::StreamExt;
+        let _ = smol::block_on(signals.next());
+        let _ = tx.send(());
+    });
+    supervise(&rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_to_a_minute() {
+        let secs: Vec<u64> = (1..=9).map(|f| restart_delay(f).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(restart_delay(u32::MAX), MAX_RESTART_DELAY);
+    }
+}

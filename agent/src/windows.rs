@@ -1,0 +1,198 @@
+//! What Windows needs that Unix gets from modes and process groups.
+//!
+//! - Private files: Unix gives a key mode 0600. Windows files inherit their
+//!   folder's ACL, and `%ProgramData%` lets every local user read what is
+//!   created below it, so a private file gets a protected DACL of its own:
+//!   full control for SYSTEM, Administrators and the file's owner, nothing
+//!   for anyone else.
+//! - Children that die with their parent: a killed agent must not leave its
+//!   vertex holding the rete's ports, and a stopped service must not leave its
+//!   agents. Each such process puts itself in a job object that kills every
+//!   member when its last handle closes, which the kernel does when the
+//!   process ends, however it ends.
+//! - The service entry point: `flor service run` started by the service
+//!   control manager reports to it through `windows-service`.
+//!
+//! Only these few calls are hand-written FFI (no maintained crate wraps just
+//! them); windows-sys is linked anyway (async-io, quinn-udp). This is the one
+//! module of the workspace allowed `unsafe`.
+#![allow(unsafe_code)]
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::windows::ffi::OsStrExt;
+use std::path::Path;
+
+use windows_sys::Win32::Foundation::LocalFree;
+use windows_sys::Win32::Security::Authorization::{
+    ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+};
+use windows_sys::Win32::Security::{
+    SetFileSecurityW, DACL_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION,
+    PSECURITY_DESCRIPTOR,
+};
+use windows_sys::Win32::System::JobObjects::{
+    AssignProcessToJobObject, CreateJobObjectW, JobObjectExtendedLimitInformation,
+    SetInformationJobObject, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
+    JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+};
+use windows_sys::Win32::System::Threading::GetCurrentProcess;
+
+/// SYSTEM, built-in Administrators and the owner: full control; inheritance off.
+const PRIVATE_SDDL: &str = "D:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;FA;;;OW)";
+
+fn wide(s: &OsStr) -> Vec<u16> {
+    s.encode_wide().chain(std::iter::once(0)).collect()
+}
+
+/// Replaces `path`'s ACL with one only SYSTEM, Administrators and its owner pass.
+pub fn make_private(path: &Path) -> io::Result<()> {
+    let sddl = wide(OsStr::new(PRIVATE_SDDL));
+    let file = wide(path.as_os_str());
+    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    // SAFETY: both strings are NUL-terminated UTF-16 that outlive the calls;
+    // `sd` is allocated by the first call and freed with LocalFree below.
+    unsafe {
+        if ConvertStringSecurityDescriptorToSecurityDescriptorW(
+            sddl.as_ptr(),
+            SDDL_REVISION_1,
+            &mut sd,
+            std::ptr::null_mut(),
+        ) == 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let ok = SetFileSecurityW(
+            file.as_ptr(),
+            DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
+            sd,
+        );
+        let err = io::Error::last_os_error();
+        LocalFree(sd);
+        if ok == 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Puts this process in a job that kills every child it starts when it ends.
+///
+/// The handle is deliberately never closed: the kernel closes it when this
+/// process exits, and that is the moment the children must go.
+pub fn kill_children_with_me() {
+    // SAFETY: plain Win32 calls on a handle this function owns; the limit
+    // structure is zero-initialised plain data of the size passed.
+    let ok = unsafe {
+        let job = CreateJobObjectW(std::ptr::null(), std::ptr::null());
+        if job.is_null() {
+            false
+        } else {
+            let mut limits: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = std::mem::zeroed();
+            limits.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+            SetInformationJobObject(
+                job,
+                JobObjectExtendedLimitInformation,
+                (&limits as *const JOBOBJECT_EXTENDED_LIMIT_INFORMATION).cast(),
+                std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+            ) != 0
+                && AssignProcessToJobObject(job, GetCurrentProcess()) != 0
+        }
+    };
+    if !ok {
+        log::warn!(
+            "could not tie child processes to this one ({}); they may outlive it",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// `%ProgramData%` as Windows defines it (`C:\ProgramData`), whatever the
+/// environment says: a service's environment need not carry it.
+pub fn program_data() -> Option<std::path::PathBuf> {
+    use std::os::windows::ffi::OsStringExt;
+    use windows_sys::Win32::System::Com::CoTaskMemFree;
+    use windows_sys::Win32::UI::Shell::{FOLDERID_ProgramData, SHGetKnownFolderPath};
+    let mut p: windows_sys::core::PWSTR = std::ptr::null_mut();
+    // SAFETY: on success `p` is a NUL-terminated UTF-16 string the shell
+    // allocated; it is copied out and freed with CoTaskMemFree (also on failure,
+    // as SHGetKnownFolderPath requires).
+    unsafe {
+        let hr = SHGetKnownFolderPath(&FOLDERID_ProgramData, 0, std::ptr::null_mut(), &mut p);
+        let out = if hr >= 0 && !p.is_null() {
+            let len = (0..).take_while(|&i| *p.add(i) != 0).count();
+            Some(std::path::PathBuf::from(std::ffi::OsString::from_wide(
+                std::slice::from_raw_parts(p, len),
+            )))
+        } else {
+            None
+        };
+        CoTaskMemFree(p.cast());
+        out
+    }
+}
+
+/// The service's registered name (the MSI's ServiceInstall Name).
+pub const SERVICE_NAME: &str = "Florete";
+
+windows_service::define_windows_service!(ffi_service_main, service_main);
+
+/// Runs `flor service run` under the service control manager.
+///
+/// `Ok(false)`: this process was not started by the service manager (a person
+/// ran it in a console), so the caller runs in the foreground instead.
+pub fn run_as_service() -> Result<bool, String> {
+    match windows_service::service_dispatcher::start(SERVICE_NAME, ffi_service_main) {
+        Ok(()) => Ok(true),
+        // ERROR_FAILED_SERVICE_CONTROLLER_CONNECT: not started as a service.
+        Err(windows_service::Error::Winapi(e)) if e.raw_os_error() == Some(1063) => Ok(false),
+        Err(e) => Err(format!("starting the service dispatcher: {e}")),
+    }
+}
+
+fn service_main(_args: Vec<std::ffi::OsString>) {
+    use windows_service::service::{
+        ServiceControl, ServiceControlAccept, ServiceExitCode, ServiceState, ServiceStatus,
+        ServiceType,
+    };
+    use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
+
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let handler = move |event| match event {
+        ServiceControl::Stop | ServiceControl::Shutdown => {
+            let _ = stop_tx.send(());
+            ServiceControlHandlerResult::NoError
+        }
+        ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
+        _ => ServiceControlHandlerResult::NotImplemented,
+    };
+    let status = match service_control_handler::register(SERVICE_NAME, handler) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("registering the service control handler: {e}");
+            return;
+        }
+    };
+    let report = |state, exit: u32| {
+        let _ = status.set_service_status(ServiceStatus {
+            service_type: ServiceType::OWN_PROCESS,
+            current_state: state,
+            controls_accepted: if state == ServiceState::Running {
+                ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN
+            } else {
+                ServiceControlAccept::empty()
+            },
+            exit_code: ServiceExitCode::Win32(exit),
+            checkpoint: 0,
+            wait_hint: std::time::Duration::from_secs(10),
+            process_id: None,
+        });
+    };
+    report(ServiceState::Running, 0);
+    let result = crate::service::supervise(&stop_rx);
+    if let Err(e) = &result {
+        log::error!("{e}");
+    }
+    // ERROR_SERVICE_SPECIFIC_ERROR-style code 1 tells the manager it failed.
+    report(ServiceState::Stopped, u32::from(result.is_err()));
+}
