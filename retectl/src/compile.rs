@@ -674,5 +674,40 @@ pub fn run(args: Args) -> Result<(), CompileCmdError> {
             dir.join("mgmt").display()
         );
     }
+    if args.all {
+        prune_removed_nodes(&args.out, rete)?;
+    }
+    Ok(())
+}
+
+/// Removes the output of nodes that are no longer in nodes.yaml, so the next
+/// publish stops serving them. Only a directory holding this rete's signed
+/// `mgmt/agent.json` for a node of its own name counts; anything else in the
+/// output directory is left alone.
+fn prune_removed_nodes(out: &std::path::Path, rete: &Rete) -> Result<(), CompileCmdError> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    let mut gone: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for e in entries.flatten() {
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        if rete.nodes.contains_key(name.as_str()) {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(e.path().join(AGENT_PATH)) else {
+            continue;
+        };
+        match envelope::peek_header(&bytes) {
+            Ok(h) if h.rete == rete.td && h.node.as_str() == name => gone.push((name, e.path())),
+            _ => {}
+        }
+    }
+    gone.sort();
+    for (name, dir) in gone {
+        std::fs::remove_dir_all(&dir).map_err(crate::fsutil::io_at(&dir))?;
+        println!("{name}: no longer in nodes.yaml; removed {}", dir.display());
+    }
     Ok(())
 }

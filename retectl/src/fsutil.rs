@@ -18,12 +18,13 @@ pub const MODE_PUBLIC: u32 = 0o644;
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
     /// An I/O call failed on a path.
-    #[error("{path}: {source}")]
+    // Not a `source`: the message already says it, and `{:#}` would print it twice.
+    #[error("{path}: {error}")]
     Io {
         /// The path involved.
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The file exists and this command does not overwrite.
     #[error("{0}: already exists; refusing to overwrite")]
@@ -32,9 +33,9 @@ pub enum FsError {
 
 /// Attaches a path to an I/O error.
 pub fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FsError + '_ {
-    move |source| FsError::Io {
+    move |error| FsError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

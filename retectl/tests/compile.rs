@@ -350,6 +350,89 @@ fn a_changed_rete_needs_a_new_version() {
 }
 
 #[test]
+fn a_node_removed_from_the_rete_loses_its_compiled_tree() {
+    let d = Demo::with_ca();
+    let out = d.tmp.path().join("out");
+    d.edit(
+        "nodes.yaml",
+        "  - name: beta\n",
+        "  - name: gamma\n    listen: 127.0.0.4:7443\n  - name: beta\n",
+    );
+    compile_all(&d, &out);
+    assert!(out.join("gamma/mgmt/agent.json").is_file());
+    // Something of the operator's in the output directory, and a node-looking
+    // directory of another rete: neither is compile's to delete.
+    fs::create_dir_all(out.join("notes")).unwrap();
+    fs::write(out.join("notes/todo.txt"), "rotate the CA").unwrap();
+    copy_dir(&out.join("gamma"), &out.join("delta"));
+
+    d.edit(
+        "nodes.yaml",
+        "  - name: gamma\n    listen: 127.0.0.4:7443\n",
+        "",
+    );
+    d.edit("rete.yaml", "version: 1", "version: 2");
+    // Compiling one node leaves the others' trees as they are.
+    d.ok(&[
+        "compile",
+        d.repo_s(),
+        "--node",
+        "alpha",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(out.join("gamma").exists());
+    let said = d.ok(&[
+        "compile",
+        d.repo_s(),
+        "--all",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !out.join("gamma").exists(),
+        "gamma's tree is still published"
+    );
+    assert!(
+        said.contains("gamma: no longer in nodes.yaml; removed"),
+        "{said}"
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("notes/todo.txt")).unwrap(),
+        "rotate the CA"
+    );
+    assert!(
+        out.join("delta/mgmt/agent.json").is_file(),
+        "a directory whose agent.json names another node is not compile's"
+    );
+    for n in NODES {
+        assert!(out.join(n).join("mgmt/agent.json").is_file(), "{n}");
+    }
+}
+
+#[test]
+fn an_unwritable_output_says_where_and_why_once() {
+    let d = Demo::with_ca();
+    let file = d.tmp.path().join("a-file");
+    fs::write(&file, "not a directory").unwrap();
+    let o = d.run(&[
+        "compile",
+        d.repo_s(),
+        "--all",
+        "--out",
+        file.join("out").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = text(&o).1;
+    assert!(err.contains(file.to_str().unwrap()), "{err}");
+    assert_eq!(
+        err.matches("Not a directory").count(),
+        1,
+        "the OS error is said once: {err}"
+    );
+}
+
+#[test]
 fn compile_needs_the_ca_and_the_signer_key() {
     let d = Demo::new();
     let out = d.tmp.path().join("out");
