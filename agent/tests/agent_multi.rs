@@ -11,19 +11,6 @@ use agent_support::*;
 use common::*;
 use serde_json::{json, Value};
 
-fn one_node_vertex(p: &Pilot, udp: std::net::SocketAddr, echo: u16, socks: u16) -> Value {
-    vertex_payload(
-        &p.rete.td,
-        "laptop",
-        Some(udp),
-        vec![p.principal("service/echo"), p.principal("user/me")],
-        vec![(p.rete.id("service/echo"), echo)],
-        vec![(p.rete.id("user/me"), vec![0u8])],
-        vec![(p.rete.id("service/echo"), udp)],
-        vec![(p.rete.id("user/me"), socks)],
-    )
-}
-
 #[test]
 fn two_retes_side_by_side_with_separate_sockets_and_ports() {
     let host = Host::new("laptop");

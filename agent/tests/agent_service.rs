@@ -20,16 +20,7 @@ use serde_json::Value;
 fn echo_rete(td: &str, echo: u16, socks: u16, host: &Host) -> (Pilot, std::path::PathBuf) {
     let p = Pilot::new(td);
     let udp = udp();
-    let vertex = vertex_payload(
-        &p.rete.td,
-        "laptop",
-        Some(udp),
-        vec![p.principal("service/echo"), p.principal("user/me")],
-        vec![(p.rete.id("service/echo"), echo)],
-        vec![(p.rete.id("user/me"), vec![0u8])],
-        vec![(p.rete.id("service/echo"), udp)],
-        vec![(p.rete.id("user/me"), socks)],
-    );
+    let vertex = one_node_vertex(&p, udp, echo, socks);
     let agent = p.agent_payload("laptop", 3600);
     assert_eq!(p.publish("laptop", 1, &agent, &vertex).0, 200);
     let bundle = p.bundle("laptop", &["service/echo", "user/me"], &host.home.0);

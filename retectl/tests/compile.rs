@@ -14,14 +14,15 @@ use flor_vertex::identity::{Name, SpiffeId, TrustDomain};
 
 const NODES: [&str; 4] = ["alpha", "beta", "laptop", "mgmt01"];
 
-fn compile_all(d: &Demo, out: &Path) {
+/// `retectl compile <repo> --all --out <out>`; what it printed.
+fn compile_all(d: &Demo, out: &Path) -> String {
     d.ok(&[
         "compile",
         d.repo_s(),
         "--all",
         "--out",
         out.to_str().unwrap(),
-    ]);
+    ])
 }
 
 fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -382,13 +383,7 @@ fn a_node_removed_from_the_rete_loses_its_compiled_tree() {
         out.to_str().unwrap(),
     ]);
     assert!(out.join("gamma").exists());
-    let said = d.ok(&[
-        "compile",
-        d.repo_s(),
-        "--all",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let said = compile_all(&d, &out);
     assert!(
         !out.join("gamma").exists(),
         "gamma's tree is still published"

@@ -461,3 +461,17 @@ impl Alpha {
         a
     }
 }
+
+/// A one-node vertex on "laptop": `service/echo` to `echo`, user `me` allowed, SOCKS5 at `socks`.
+pub fn one_node_vertex(p: &Pilot, udp: std::net::SocketAddr, echo: u16, socks: u16) -> Value {
+    vertex_payload(
+        &p.rete.td,
+        "laptop",
+        Some(udp),
+        vec![p.principal("service/echo"), p.principal("user/me")],
+        vec![(p.rete.id("service/echo"), echo)],
+        vec![(p.rete.id("user/me"), vec![0u8])],
+        vec![(p.rete.id("service/echo"), udp)],
+        vec![(p.rete.id("user/me"), socks)],
+    )
+}
