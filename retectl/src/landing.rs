@@ -302,12 +302,12 @@ pub fn render(rete: &Rete, opts: &Options) -> Page {
         Some(url) => {
             let _ = writeln!(
                 h,
-                "<p>Download the release directory from <a href=\"{0}\">{0}</a>; it holds <code>install.sh</code> and one <code>flor</code> per platform.</p>",
+                "<p>Download the release directory from <a href=\"{0}\">{0}</a>; it holds <code>install.sh</code> and one <code>flor</code> per platform (and the Windows MSI).</p>",
                 escape(url)
             );
         }
         None => h.push_str(
-            "<p>Your operator gives you the flor release directory: <code>install.sh</code> and one <code>flor</code> per platform.</p>\n",
+            "<p>Your operator gives you the flor release directory: <code>install.sh</code>, one <code>flor</code> per platform and the Windows MSI.</p>\n",
         ),
     }
     h.push_str(
@@ -316,7 +316,7 @@ pub fn render(rete: &Rete, opts: &Options) -> Page {
 <tr><th>Linux, macOS (just you)</th><td><pre><code>sh install.sh --user</code></pre></td></tr>
 <tr><th>Linux, macOS (whole machine)</th><td><pre><code>sudo sh install.sh</code></pre></td></tr>
 <tr><th>OpenWrt router</th><td><pre><code>opkg install flor_&lt;version&gt;_&lt;arch&gt;.ipk</code></pre></td></tr>
-<tr><th>Windows</th><td>not yet: the agent does not run on Windows today</td></tr>
+<tr><th>Windows 10 (2004+), 11</th><td>run <code>flor-&lt;version&gt;-x64.msi</code>: it installs flor and the <em>Florete</em> service</td></tr>
 </tbody>
 </table>
 <p class=\"note\">The installer picks the build for your CPU, downloads nothing, and can be run again safely. Details: <code>docs/install.md</code> in the Florete sources.</p>
@@ -335,6 +335,7 @@ flor agent run --rete {td}</code></pre>
 <li>just you: <code>sh install.sh --user --scope {td}</code></li>
 <li>whole machine: <code>sudo env FLOR_HOME=/etc/flor flor enroll &lt;file&gt;</code>, then <code>sudo sh install.sh --scope {td}</code></li>
 <li>OpenWrt: <code>FLOR_HOME=/etc/flor flor enroll &lt;file&gt;</code>, then <code>/etc/init.d/flor restart</code></li>
+<li>Windows: in an administrator terminal, <code>flor enroll &lt;file&gt;</code>; the Florete service starts the agent within seconds</li>
 </ul>
 <p class=\"note warn\">A bundle may hold your private keys. Keep it to yourself and delete it once enrolled; never put it on a web page or in git.</p>
 </li>

@@ -143,6 +143,7 @@ fn renders_in_headless_chromium_with_services_and_enroll_command() {
         CURL,
         "flor agent status --rete demo.flor",
         "sh install.sh --user",
+        "<code>flor-&lt;version&gt;-x64.msi</code>",
         // Served by, and reached with:
         "<span class=\"node\">alpha</span>",
         "<span class=\"role\">wiki-reader</span>",
