@@ -154,7 +154,7 @@ impl Listener {
     /// Binds the scope's endpoint, refusing if another agent already serves it.
     pub fn bind(scope: &Scope) -> Result<Listener, String> {
         let path = socket_path(scope);
-        if connect_raw(&path).is_ok() {
+        if agent_running(scope) {
             return Err(format!(
                 "another agent already serves {}; stop it first",
                 path.display()
@@ -214,6 +214,11 @@ impl Drop for Listener {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Whether an agent answers on the scope's control endpoint.
+pub fn agent_running(scope: &Scope) -> bool {
+    connect_raw(&socket_path(scope)).is_ok()
 }
 
 /// Whether `line` is the cookie (compared in constant time: the port is open to every local user).

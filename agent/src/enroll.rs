@@ -57,6 +57,8 @@ pub enum EnrollError {
     Scope(ScopeError),
     /// Writing a file failed.
     Io(PathBuf, std::io::Error),
+    /// The scope's agent is running: re-enrolling would change its files behind its back.
+    AgentRunning(String, PathBuf),
 }
 
 impl fmt::Display for EnrollError {
@@ -64,6 +66,11 @@ impl fmt::Display for EnrollError {
         match self {
             EnrollError::BadArg(s) => f.write_str(s),
             EnrollError::Bundle(p, e) => write!(f, "{}: {e}", p.display()),
+            EnrollError::AgentRunning(s, endpoint) => write!(
+                f,
+                "the agent of scope {s} is running ({}); stop it first (systemctl stop flor-agent@{s}, /etc/init.d/flor stop, net stop Florete, or end `flor agent run`), enroll, then start it again. Nothing was changed.",
+                endpoint.display()
+            ),
             EnrollError::ScopeTaken(s) => write!(
                 f,
                 "scope {s} is already enrolled with a different rete CA; choose another name with --as"
@@ -262,6 +269,12 @@ pub fn enroll(
         let old_ca = fs::read_to_string(scope.install.join(artifact::CA_PATH)).unwrap_or_default();
         if ca_fingerprint(&old_ca) != Some(fp) {
             return Err(EnrollError::ScopeTaken(scope.name.clone()));
+        }
+        if crate::control::agent_running(&scope) {
+            return Err(EnrollError::AgentRunning(
+                scope.name.clone(),
+                crate::control::socket_path(&scope),
+            ));
         }
     }
     let offset = match (port_offset, &existing) {

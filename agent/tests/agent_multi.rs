@@ -118,6 +118,36 @@ fn two_retes_side_by_side_with_separate_sockets_and_ports() {
 }
 
 #[test]
+fn enrolling_again_under_a_running_agent_is_refused_and_changes_nothing() {
+    let host = Host::new("reenroll");
+    let echo = start_echo();
+    let p = Pilot::new("demo.flor");
+    let udp = udp();
+    let agent = p.agent_payload("laptop", 3600);
+    let vertex = one_node_vertex(&p, udp, echo, free_tcp());
+    assert_eq!(p.publish("laptop", 1, &agent, &vertex).0, 200);
+    let b = p.bundle("laptop", &["service/echo", "user/me"], &host.home.0);
+    let o = host.flor(&["enroll", b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let _agent = host.start_agent("demo.flor");
+    let before = host.wait_healthy("demo.flor", 1);
+    let files = host.snapshot("demo.flor");
+
+    let o = host.flor(&["enroll", b.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let said = text(&o);
+    assert!(
+        said.contains("the agent of scope demo.flor is running")
+            && said.contains("stop it first")
+            && said.contains("Nothing was changed"),
+        "{said}"
+    );
+    assert_eq!(host.snapshot("demo.flor"), files, "the scope was touched");
+    let after = host.wait_healthy("demo.flor", 1);
+    assert_eq!(after["vertex"]["pid"], before["vertex"]["pid"]);
+}
+
+#[test]
 fn flow_b_keys_stay_on_the_device() {
     let p = Pilot::new("demo.flor");
     let host = Host::new("router");
