@@ -80,6 +80,9 @@ export WINEPREFIX=$T/wine WINEDEBUG=-all
 # Every wine process of this prefix goes when the test ends.
 trap '/usr/lib/wine/wineserver64 -k 2>/dev/null || true; rm -rf "$T"' EXIT
 "$wine" wineboot -i >/dev/null 2>&1
+# Wait until the new prefix's first-boot setup has finished writing the registry:
+# a service created while it still runs is lost again.
+/usr/lib/wine/wineserver64 -w
 x86_64-w64-mingw32-gcc -O2 -shared -s -o "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll" \
 	"$here/wine/bcryptprimitives.c" -ladvapi32 -lws2_32
 env_key='HKLM\System\CurrentControlSet\Control\Session Manager\Environment'
@@ -103,7 +106,9 @@ check "the system PATH ends with C:\\Program Files\\Florete\\ ($(wpath))" bash -
 ver=$("$wine" cmd /c "flor --version" 2>/dev/null | tr -d '\r')
 check "a new shell finds flor on the PATH: '$ver' = 'flor $version'" [ "$ver" = "flor $version" ]
 check "Wine booted again and started the (automatic) service by itself" svc_running
-"$here/windows-node.sh" "$flor_linux" "$retectl" | sed -n '/passed, .* failed$/!p;/passed, .* failed$/{s/^/     windows-node.sh: /;p}' | tee "$T/node.out"
+# Its closing line is indented so that it is not read as this script's own.
+{ "$here/windows-node.sh" "$flor_linux" "$retectl" || true; } 2>&1 \
+	| sed 's/^\([0-9]* passed, [0-9]* failed\)$/     windows-node.sh: \1/' | tee "$T/node.out"
 node=$(tail -n1 "$T/node.out")
 check "the installed flor.exe is a working node of a rete ($node)" grep -q "passed, 0 failed" <<<"$node"
 check "msiexec /x uninstalls it (quiet)" "$wine" msiexec /x "$msi" /qn

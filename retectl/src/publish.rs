@@ -56,13 +56,8 @@ pub struct Args {
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// A file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] crate::fsutil::FsError),
     /// The tree holds nothing publishable.
     #[error("{0}: no <node>/mgmt/agent.json found; is this a `retectl compile` output directory?")]
     EmptyTree(PathBuf),
@@ -104,19 +99,13 @@ pub enum PublishError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, PublishError> {
-    std::fs::read(path).map_err(|source| PublishError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(std::fs::read(path).map_err(crate::fsutil::io_at(path))?)
 }
 
 /// Collects `<node>/mgmt/agent.json` and `<node>/mgmt/vertices/*.json`, sorted, as (path, bytes).
 pub fn collect(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
     let mut nodes: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|source| PublishError::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?
+        .map_err(crate::fsutil::io_at(dir))?
         .flatten()
         .filter(|e| e.path().join("mgmt/agent.json").is_file())
         .filter_map(|e| e.file_name().into_string().ok())
