@@ -12,11 +12,9 @@
 //! systemd, launchd and procd run one unit per scope instead (packaging/);
 //! this command serves them too where one unit for every rete is wanted.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use crate::scope::{base_dir, Scope};
@@ -44,6 +42,7 @@ pub fn restart_delay(failures: u32) -> Duration {
 
 /// One scope's agent process and its restart state.
 struct Supervised {
+    scope: String,
     child: Option<Child>,
     started: Instant,
     failures: u32,
@@ -51,8 +50,9 @@ struct Supervised {
 }
 
 impl Supervised {
-    fn new(now: Instant) -> Supervised {
+    fn new(scope: String, now: Instant) -> Supervised {
         Supervised {
+            scope,
             child: None,
             started: now,
             failures: 0,
@@ -126,10 +126,10 @@ fn spawn_agent(exe: &Path, scope: &Scope) -> std::io::Result<Child> {
 }
 
 /// Asks every agent to stop, waits for them, kills the ones that do not.
-fn stop_all(agents: &mut BTreeMap<String, Supervised>) {
+fn stop_all(agents: &mut [Supervised]) {
     let mut children: Vec<(String, Child)> = agents
         .iter_mut()
-        .filter_map(|(n, s)| Some((n.clone(), s.child.take()?)))
+        .filter_map(|s| Some((s.scope.clone(), s.child.take()?)))
         .collect();
     for (_, c) in &mut children {
         ask_to_stop(c);
@@ -162,8 +162,10 @@ fn ask_to_stop(c: &mut Child) {
     let _ = c.kill();
 }
 
-/// Supervises one agent per enrolled scope until `stop` fires (or its sender goes away).
-pub fn supervise(stop: &Receiver<()>) -> Result<(), String> {
+/// Supervises one agent per enrolled scope until `stop_within(SCAN)` says a stop was asked for.
+///
+/// `stop_within(d)` waits at most `d` and returns whether the service must stop.
+pub fn supervise(mut stop_within: impl FnMut(Duration) -> bool) -> Result<(), String> {
     #[cfg(windows)]
     crate::windows::kill_children_with_me();
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the flor binary: {e}"))?;
@@ -171,33 +173,40 @@ pub fn supervise(stop: &Receiver<()>) -> Result<(), String> {
         "service: running an agent for every rete enrolled under {}",
         base_dir().join("retes").display()
     );
-    let mut agents: BTreeMap<String, Supervised> = BTreeMap::new();
+    let mut agents: Vec<Supervised> = Vec::new();
     loop {
         let now = Instant::now();
         let enrolled = Scope::enrolled();
-        let removed: Vec<String> = agents
-            .keys()
-            .filter(|n| !enrolled.contains(n))
-            .cloned()
-            .collect();
-        for name in removed {
-            if let Some(s) = agents.remove(&name) {
-                log::info!("scope {name} is no longer enrolled; stopping its agent");
-                stop_all(&mut BTreeMap::from([(name, s)]));
-            }
+        let (mut kept, mut removed): (Vec<_>, Vec<_>) = agents
+            .into_iter()
+            .partition(|s| enrolled.contains(&s.scope));
+        for s in &removed {
+            log::info!(
+                "scope {} is no longer enrolled; stopping its agent",
+                s.scope
+            );
         }
+        stop_all(&mut removed);
         for name in enrolled {
-            match Scope::named(&name) {
-                Ok(scope) => agents
-                    .entry(name)
-                    .or_insert_with(|| Supervised::new(now))
-                    .tick(&exe, &scope, now),
-                Err(e) => log::warn!("skipping {name}: {e}"),
-            }
+            let scope = match Scope::named(&name) {
+                Ok(scope) => scope,
+                Err(e) => {
+                    log::warn!("skipping {name}: {e}");
+                    continue;
+                }
+            };
+            let i = match kept.iter().position(|s| s.scope == name) {
+                Some(i) => i,
+                None => {
+                    kept.push(Supervised::new(name, now));
+                    kept.len() - 1
+                }
+            };
+            kept[i].tick(&exe, &scope, now);
         }
-        match stop.recv_timeout(SCAN) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+        agents = kept;
+        if stop_within(SCAN) {
+            break;
         }
     }
     log::info!("service stopping");
@@ -212,14 +221,23 @@ pub fn run() -> Result<(), String> {
     if crate::windows::run_as_service()? {
         return Ok(());
     }
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
     let mut signals = crate::agent::stop_signals()?;
-    std::thread::spawn(move || {
+    supervise(|wait| {
         use smol::stream::StreamExt;
-        let _ = smol::block_on(signals.next());
-        let _ = tx.send(());
-    });
-    supervise(&rx)
+        smol::block_on(smol::future::or(
+            async {
+                let _ = signals.next().await;
+                true
+            },
+            timeout(wait),
+        ))
+    })
+}
+
+/// Resolves to `false` after `d`: the "no stop asked for" side of a wait.
+pub async fn timeout(d: Duration) -> bool {
+    smol::Timer::after(d).await;
+    false
 }
 
 #[cfg(test)]

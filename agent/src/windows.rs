@@ -157,10 +157,10 @@ fn service_main(_args: Vec<std::ffi::OsString>) {
     };
     use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
 
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     let handler = move |event| match event {
         ServiceControl::Stop | ServiceControl::Shutdown => {
-            let _ = stop_tx.send(());
+            let _ = stop_tx.try_send(());
             ServiceControlHandlerResult::NoError
         }
         ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
@@ -189,7 +189,16 @@ fn service_main(_args: Vec<std::ffi::OsString>) {
         });
     };
     report(ServiceState::Running, 0);
-    let result = crate::service::supervise(&stop_rx);
+    let result = crate::service::supervise(|wait| {
+        smol::block_on(smol::future::or(
+            async {
+                // A stop, or the handler gone (then nothing can stop us later).
+                let _ = stop_rx.recv().await;
+                true
+            },
+            crate::service::timeout(wait),
+        ))
+    });
     if let Err(e) = &result {
         log::error!("{e}");
     }
