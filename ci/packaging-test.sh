@@ -51,6 +51,8 @@ if [ "$msi" = 1 ]; then
 	command -v x86_64-w64-mingw32-gcc >/dev/null || need+=(gcc-mingw-w64-x86-64)
 	# Runs the MSI's install/uninstall and the installed flor.exe (test only).
 	[ -x /usr/lib/wine/wine64 ] || need+=(wine64)
+	command -v pgrep >/dev/null || need+=(procps)     # windows-node.sh: no flor.exe left
+	command -v curl >/dev/null || need+=(curl)        # windows-node.sh: the HTTP client
 fi
 if [ "${#need[@]}" -gt 0 ]; then
 	[ "$(id -u)" = 0 ] || { echo "packaging-test.sh: install ${need[*]} (as root)" >&2; exit 1; }
