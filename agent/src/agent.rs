@@ -268,7 +268,7 @@ async fn client(s: control::Conn, cookie: Option<Rc<str>>, tx: Sender<Msg>) {
     let mut w = s;
     let Some(req) = Request::parse(line.trim()) else {
         let _ = w
-            .write_all(b"unknown request; expected status or sync\nFAILED\n")
+            .write_all(b"unknown request; expected status, sync or reload\nFAILED\n")
             .await;
         return;
     };
@@ -360,11 +360,59 @@ impl Agent {
                 },
                 reply,
             ) => self.sync_request(dry_run, confirm, timeout_s, reply, ex),
+            Msg::Request(Request::Reload, reply) => match self.reload_scope() {
+                Ok(()) => {
+                    say(
+                        &reply,
+                        format!(
+                            "the agent re-read scope {} (v{}) and restarts its vertex with the enrolled certificates",
+                            self.scope.name, self.live
+                        ),
+                    );
+                    say(&reply, OK);
+                }
+                Err(e) => {
+                    say(
+                        &reply,
+                        format!("the agent could not re-read the scope: {e}"),
+                    );
+                    say(&reply, FAILED);
+                }
+            },
             Msg::Fetched(purpose, result) => {
                 self.fetching = false;
                 self.fetched(purpose, result);
             }
         }
+    }
+
+    /// Adopts what `flor enroll` wrote under the running agent: scope.json,
+    /// the live version (installed committed) and the certificates, which
+    /// only a new vertex loads. A commit in flight is void: enroll installed
+    /// its version as committed.
+    fn reload_scope(&mut self) -> Result<(), String> {
+        let info = self.scope.info().map_err(|e| e.to_string())?;
+        let live = store::live_version(&self.scope).ok_or("nothing is installed")?;
+        let bytes = store::read_live(&self.scope, AGENT_REL).map_err(|e| e.to_string())?;
+        let (_, cfg, _) = store::verify_agent(&info, bytes, None)
+            .map_err(|e| format!("installed mgmt/agent.json refused: {e}"))?;
+        self.source = sync::default_source(&self.scope, &info).ok();
+        self.poller.set_interval(cfg.poll_interval_s);
+        self.info = info;
+        self.cfg = cfg;
+        self.live = live;
+        self.rejected = None;
+        self.commit = crate::core::Commit::default();
+        self.pending_deadline_unix = None;
+        if let Some(w) = self.waiter.take() {
+            say(&w, "a re-enrollment replaced the pending version");
+            say(&w, FAILED);
+        }
+        self.event(format!(
+            "re-enrolled: running v{live} with the scope's new certificates"
+        ));
+        self.restart_vertex();
+        Ok(())
     }
 
     fn sync_request(

@@ -9,6 +9,7 @@
 //! status            -> human-readable status, OK
 //! status json       -> one JSON object, OK
 //! sync [dry-run] [confirm] [timeout=<s>]  -> progress lines, OK | FAILED
+//! reload            -> (after `flor enroll`) the scope re-read, vertex restarting, OK | FAILED
 //! ```
 //!
 //! The socket is created with mode 0600 inside the install root: whoever may
@@ -59,6 +60,8 @@ pub enum Request {
         /// Seconds before an unconfirmed version is rolled back; `None`: agent.json's value.
         timeout_s: Option<u32>,
     },
+    /// `reload`: `flor enroll` rewrote the scope; re-read it and restart the vertex.
+    Reload,
 }
 
 impl Request {
@@ -86,6 +89,7 @@ impl Request {
                     timeout_s,
                 })
             }
+            "reload" => words.next().is_none().then_some(Request::Reload),
             _ => None,
         }
     }
@@ -95,6 +99,7 @@ impl Request {
         match self {
             Request::Status { json: false } => "status".into(),
             Request::Status { json: true } => "status json".into(),
+            Request::Reload => "reload".into(),
             Request::Sync {
                 dry_run,
                 confirm,
@@ -303,11 +308,13 @@ mod tests {
                 confirm: true,
                 timeout_s: Some(300),
             },
+            Request::Reload,
         ] {
             assert_eq!(Request::parse(&r.to_line()), Some(r));
         }
         assert_eq!(Request::parse("sync timeout=abc"), None);
         assert_eq!(Request::parse("reboot"), None);
+        assert_eq!(Request::parse("reload now"), None);
         assert_eq!(Request::parse(""), None);
     }
 

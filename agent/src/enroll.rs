@@ -57,8 +57,10 @@ pub enum EnrollError {
     Scope(ScopeError),
     /// Writing a file failed.
     Io(PathBuf, std::io::Error),
-    /// The scope's agent is running: re-enrolling would change its files behind its back.
-    AgentRunning(String, PathBuf),
+    /// The scope's running agent has a version pending: re-enrolling now would void it unseen.
+    AgentPending(String),
+    /// Enrolled, but the running agent did not re-read the scope.
+    AgentReload(String, String),
 }
 
 impl fmt::Display for EnrollError {
@@ -66,10 +68,13 @@ impl fmt::Display for EnrollError {
         match self {
             EnrollError::BadArg(s) => f.write_str(s),
             EnrollError::Bundle(p, e) => write!(f, "{}: {e}", p.display()),
-            EnrollError::AgentRunning(s, endpoint) => write!(
+            EnrollError::AgentPending(s) => write!(
                 f,
-                "the agent of scope {s} is running ({}); stop it first (systemctl stop flor-agent@{s}, /etc/init.d/flor stop, net stop Florete, or end `flor agent run`), enroll, then start it again. Nothing was changed.",
-                endpoint.display()
+                "the agent of scope {s} has a version pending; confirm it (flor agent sync --rete {s} --confirm) or let it roll back, then enroll again. Nothing was changed."
+            ),
+            EnrollError::AgentReload(s, why) => write!(
+                f,
+                "enrolled, but the running agent of scope {s} did not take it ({why}); restart the agent"
             ),
             EnrollError::ScopeTaken(s) => write!(
                 f,
@@ -235,6 +240,8 @@ pub struct Enrolled {
     pub info: ScopeInfo,
     /// The installed version.
     pub version: u32,
+    /// The scope's agent was running and has re-read the scope.
+    pub agent_reloaded: bool,
 }
 
 /// `flor enroll`.
@@ -270,12 +277,12 @@ pub fn enroll(
         if ca_fingerprint(&old_ca) != Some(fp) {
             return Err(EnrollError::ScopeTaken(scope.name.clone()));
         }
-        if crate::control::agent_running(&scope) {
-            return Err(EnrollError::AgentRunning(
-                scope.name.clone(),
-                crate::control::socket_path(&scope),
-            ));
-        }
+    }
+    // A running agent is told to re-read the scope once everything is written;
+    // it must not be in the middle of trying a version.
+    let agent_running = existing.is_some() && crate::control::agent_running(&scope);
+    if agent_running && scope.install.join(store::COMMIT_FILE).exists() {
+        return Err(EnrollError::AgentPending(scope.name.clone()));
     }
     let offset = match (port_offset, &existing) {
         (Some(o), _) => o,
@@ -378,10 +385,28 @@ pub fn enroll(
     for p in used_pending {
         let _ = fs::remove_file(p);
     }
+    if agent_running {
+        let reload = crate::control::call(
+            &scope,
+            crate::control::Request::Reload,
+            std::time::Duration::from_secs(10),
+        );
+        match reload {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(EnrollError::AgentReload(
+                    scope.name.clone(),
+                    "it refused".into(),
+                ))
+            }
+            Err(e) => return Err(EnrollError::AgentReload(scope.name.clone(), e)),
+        }
+    }
     Ok(Enrolled {
         scope,
         info,
         version: verified.version(),
+        agent_reloaded: agent_running,
     })
 }
 

@@ -237,10 +237,12 @@ fn run(cmd: Cmd) -> Result<bool, String> {
                 e.info.port_offset,
                 e.scope.install.display()
             );
-            println!(
-                "start the agent with:\n  flor agent run --rete {}",
-                e.scope.name
-            );
+            if !e.agent_reloaded {
+                println!(
+                    "start the agent with:\n  flor agent run --rete {}",
+                    e.scope.name
+                );
+            }
             Ok(true)
         }
         Cmd::Agent(AgentCmd { cmd }) => match cmd {

@@ -19,23 +19,10 @@ fn two_retes_side_by_side_with_separate_sockets_and_ports() {
     let preferred = free_tcp();
     let mut retes = vec![];
     for td in ["home.flor", "work.example"] {
-        let p = Pilot::new(td);
-        let udp = udp();
-        let agent = p.agent_payload("laptop", 3600);
-        assert_eq!(
-            p.publish(
-                "laptop",
-                1,
-                &agent,
-                &one_node_vertex(&p, udp, echo, preferred)
-            )
-            .0,
-            200
-        );
-        let b = p.bundle("laptop", &["service/echo", "user/me"], &host.home.0);
-        let o = host.flor(&["enroll", b.to_str().unwrap()]);
+        let r = echo_rete(td, echo, preferred, &host);
+        let o = host.flor(&["enroll", r.bundle.to_str().unwrap()]);
         assert!(o.status.success(), "{}", text(&o));
-        retes.push(p);
+        retes.push(r);
     }
     let info = |td: &str| -> Value {
         serde_json::from_slice(&std::fs::read(host.scope(td).join("scope.json")).unwrap()).unwrap()
@@ -118,33 +105,96 @@ fn two_retes_side_by_side_with_separate_sockets_and_ports() {
 }
 
 #[test]
-fn enrolling_again_under_a_running_agent_is_refused_and_changes_nothing() {
+fn enrolling_again_under_a_running_agent_adds_a_principal_without_a_restart() {
     let host = Host::new("reenroll");
     let echo = start_echo();
-    let p = Pilot::new("demo.flor");
-    let udp = udp();
-    let agent = p.agent_payload("laptop", 3600);
-    let vertex = one_node_vertex(&p, udp, echo, free_tcp());
-    assert_eq!(p.publish("laptop", 1, &agent, &vertex).0, 200);
-    let b = p.bundle("laptop", &["service/echo", "user/me"], &host.home.0);
+    let EchoRete {
+        p,
+        udp,
+        agent,
+        bundle: b,
+    } = echo_rete("demo.flor", echo, free_tcp(), &host);
     let o = host.flor(&["enroll", b.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let _agent = host.start_agent("demo.flor");
     let before = host.wait_healthy("demo.flor", 1);
-    let files = host.snapshot("demo.flor");
 
+    // While a version is being tried, enrolling would void it unseen: refused.
+    let v1 = one_node_vertex(&p, udp, echo, free_tcp());
+    assert_eq!(p.publish("laptop", 2, &agent, &v1).0, 200);
+    let (ok, out) = sync(&host, &["--commit-timeout", "5m"]);
+    assert!(ok, "{out}");
+    host.wait_status("demo.flor", 30, "v2 pending", |s| {
+        s["pending"]["version"] == 2
+    });
+    let files = host.snapshot("demo.flor");
     let o = host.flor(&["enroll", b.to_str().unwrap()]);
     assert!(!o.status.success());
-    let said = text(&o);
     assert!(
-        said.contains("the agent of scope demo.flor is running")
-            && said.contains("stop it first")
-            && said.contains("Nothing was changed"),
-        "{said}"
+        text(&o).contains("has a version pending") && text(&o).contains("Nothing was changed"),
+        "{}",
+        text(&o)
     );
     assert_eq!(host.snapshot("demo.flor"), files, "the scope was touched");
-    let after = host.wait_healthy("demo.flor", 1);
-    assert_eq!(after["vertex"]["pid"], before["vertex"]["pid"]);
+    let (ok, out) = sync(&host, &["--confirm"]);
+    assert!(ok, "{out}");
+    let v2 = host.wait_status("demo.flor", 30, "v2 committed", |s| {
+        s["pending"].is_null() && s["version"] == 2 && s["vertex"]["health"] == "healthy"
+    });
+
+    // Version 3 gives the laptop a second user, who needs a certificate: a
+    // new bundle, enrolled under the running agent. Certificates, v3 and a
+    // restarted vertex, with no agent restart.
+    let v3 = vertex_payload(
+        &p.rete.td,
+        "laptop",
+        Some(udp),
+        vec![
+            p.principal("service/echo"),
+            p.principal("user/me"),
+            p.principal("user/you"),
+        ],
+        vec![(p.rete.id("service/echo"), echo)],
+        vec![
+            (p.rete.id("user/me"), vec![0u8]),
+            (p.rete.id("user/you"), vec![0u8]),
+        ],
+        vec![(p.rete.id("service/echo"), udp)],
+        vec![
+            (p.rete.id("user/me"), free_tcp()),
+            (p.rete.id("user/you"), free_tcp()),
+        ],
+    );
+    assert_eq!(p.publish("laptop", 3, &agent, &v3).0, 200);
+    let b3 = p.bundle(
+        "laptop",
+        &["service/echo", "user/me", "user/you"],
+        &host.home.0,
+    );
+    let o = host.flor(&["enroll", b3.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("the agent re-read scope demo.flor (v3)"),
+        "{}",
+        text(&o)
+    );
+    let after = host.wait_healthy("demo.flor", 3);
+    assert_ne!(after["vertex"]["pid"], v2["vertex"]["pid"]);
+    assert_ne!(after["vertex"]["pid"], before["vertex"]["pid"]);
+    let you = listener_port(&after, "spiffe://demo.flor/user/you");
+    echo_through(you, "echo.demo.flor.rete").unwrap();
+    echo_through(
+        listener_port(&after, "spiffe://demo.flor/user/me"),
+        "echo.demo.flor.rete",
+    )
+    .unwrap();
+}
+
+fn sync(host: &Host, args: &[&str]) -> (bool, String) {
+    let mut a = vec!["agent", "sync", "--rete", "demo.flor"];
+    a.extend_from_slice(args);
+    let o = host.flor(&a);
+    (o.status.success(), text(&o))
 }
 
 #[test]

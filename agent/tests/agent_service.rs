@@ -16,17 +16,6 @@ use agent_support::*;
 use common::*;
 use serde_json::Value;
 
-/// A one-node rete `td` whose vertex serves `echo` to user `me` through SOCKS5.
-fn echo_rete(td: &str, echo: u16, socks: u16, host: &Host) -> (Pilot, std::path::PathBuf) {
-    let p = Pilot::new(td);
-    let udp = udp();
-    let vertex = one_node_vertex(&p, udp, echo, socks);
-    let agent = p.agent_payload("laptop", 3600);
-    assert_eq!(p.publish("laptop", 1, &agent, &vertex).0, 200);
-    let bundle = p.bundle("laptop", &["service/echo", "user/me"], &host.home.0);
-    (p, bundle)
-}
-
 /// Pids of the processes whose parent is `parent` and whose command line holds `needle`.
 fn children_running(parent: u32, needle: &str) -> Vec<u32> {
     let mut out = vec![];
@@ -65,23 +54,19 @@ fn vertex_pid(status: &Value) -> u64 {
     status["vertex"]["pid"].as_u64().unwrap()
 }
 
+/// The SOCKS5 port of user `me` (the one user of [`echo_rete`]'s vertex).
 fn socks_port(status: &Value) -> u16 {
-    status["listeners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["kind"] == "socks5")
-        .unwrap()["actual"]
-        .as_u64()
-        .unwrap() as u16
+    let td = status["rete"].as_str().unwrap();
+    listener_port(status, &format!("spiffe://{td}/user/me"))
 }
 
 #[test]
 fn the_service_runs_an_agent_per_enrolled_scope_and_stops_them_all() {
     let host = Host::new("service");
     let echo = start_echo();
-    let (_home, home_bundle) = echo_rete("home.flor", echo, free_tcp(), &host);
-    let (_work, work_bundle) = echo_rete("work.example", echo, free_tcp(), &host);
+    let home_rete = echo_rete("home.flor", echo, free_tcp(), &host);
+    let work_rete = echo_rete("work.example", echo, free_tcp(), &host);
+    let (home_bundle, work_bundle) = (&home_rete.bundle, &work_rete.bundle);
     let o = host.flor(&["enroll", home_bundle.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
 

@@ -475,3 +475,46 @@ pub fn one_node_vertex(p: &Pilot, udp: std::net::SocketAddr, echo: u16, socks: u
         vec![(p.rete.id("user/me"), socks)],
     )
 }
+
+/// The actual port of the SOCKS5 listener for `principal` in an agent status (`--json`).
+pub fn listener_port(status: &Value, principal: &str) -> u16 {
+    status["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "socks5" && l["principal"] == principal)
+        .unwrap_or_else(|| panic!("no SOCKS5 listener for {principal} in {status}"))["actual"]
+        .as_u64()
+        .unwrap() as u16
+}
+
+/// A one-node rete published at version 1 and the laptop's bundle for it.
+pub struct EchoRete {
+    /// Its CA, config-server and publisher.
+    pub p: Pilot,
+    /// The laptop vertex's QUIC address.
+    pub udp: SocketAddr,
+    /// The agent payload published.
+    pub agent: Value,
+    /// The laptop's bundle (service/echo, user/me).
+    pub bundle: PathBuf,
+}
+
+/// Rete `td` whose laptop vertex serves `echo` to user `me` through SOCKS5 `socks`.
+pub fn echo_rete(td: &str, echo: u16, socks: u16, host: &Host) -> EchoRete {
+    let p = Pilot::new(td);
+    let udp = udp();
+    let agent = p.agent_payload("laptop", 3600);
+    assert_eq!(
+        p.publish("laptop", 1, &agent, &one_node_vertex(&p, udp, echo, socks))
+            .0,
+        200
+    );
+    let bundle = p.bundle("laptop", &["service/echo", "user/me"], &host.home.0);
+    EchoRete {
+        p,
+        udp,
+        agent,
+        bundle,
+    }
+}
