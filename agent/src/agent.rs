@@ -78,6 +78,9 @@ struct Agent {
     rejected: Option<u32>,
     fetching: bool,
     waiter: Option<Sender<String>>,
+    /// `sync --confirm` came while the pending version was still starting:
+    /// confirm it (and answer the waiter) the moment it is healthy.
+    confirm_when_healthy: bool,
     last_poll_ok_unix: Option<u64>,
     last_error: Option<String>,
     last_event: Option<String>,
@@ -122,6 +125,7 @@ pub fn run(scope: Scope) -> Result<(), String> {
         rejected: None,
         fetching: false,
         waiter: None,
+        confirm_when_healthy: false,
         last_poll_ok_unix: None,
         last_error: None,
         last_event: None,
@@ -404,6 +408,7 @@ impl Agent {
         self.rejected = None;
         self.commit = crate::core::Commit::default();
         self.pending_deadline_unix = None;
+        self.confirm_when_healthy = false;
         if let Some(w) = self.waiter.take() {
             say(&w, "a re-enrollment replaced the pending version");
             say(&w, FAILED);
@@ -426,11 +431,21 @@ impl Agent {
         if let Some(p) = self.commit.pending().copied() {
             if confirm && !dry_run {
                 if !p.healthy {
+                    if self.waiter.is_some() {
+                        say(&reply, "another sync is in progress; try again in a moment");
+                        say(&reply, FAILED);
+                        return;
+                    }
+                    // The operator's intent is clear: wait for health, then confirm.
                     say(
                         &reply,
-                        format!("v{} is not healthy yet; try again in a moment", p.version),
+                        format!(
+                            "v{} is starting; confirming it once it is healthy",
+                            p.version
+                        ),
                     );
-                    say(&reply, FAILED);
+                    self.waiter = Some(reply);
+                    self.confirm_when_healthy = true;
                     return;
                 }
                 let d = self.commit.confirm();
@@ -732,6 +747,11 @@ impl Agent {
     fn decide(&mut self, d: CommitDecision) {
         match d {
             CommitDecision::Wait => {}
+            CommitDecision::AwaitConfirm if self.confirm_when_healthy => {
+                self.confirm_when_healthy = false;
+                let d = self.commit.confirm();
+                self.decide(d);
+            }
             CommitDecision::AwaitConfirm => {
                 if let (Some(r), Some(p)) = (self.waiter.take(), self.commit.pending()) {
                     let left = self
@@ -782,6 +802,7 @@ impl Agent {
                 };
                 self.rejected = Some(failed);
                 self.pending_deadline_unix = None;
+                self.confirm_when_healthy = false;
                 self.event(msg.clone());
                 self.reload_agent_cfg();
                 self.restart_vertex();
