@@ -93,13 +93,19 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The live mgmt/agent.json's configuration, verified against `info`'s signers.
+fn installed_cfg(scope: &Scope, info: &ScopeInfo) -> Result<AgentConfig, String> {
+    let bytes = store::read_live(scope, AGENT_REL).map_err(|e| e.to_string())?;
+    store::verify_agent(info, bytes, None)
+        .map(|(_, cfg, _)| cfg)
+        .map_err(|e| format!("installed mgmt/agent.json refused: {e}"))
+}
+
 /// Runs the agent for `scope` until SIGTERM/SIGINT.
 pub fn run(scope: Scope) -> Result<(), String> {
     let mut info = scope.info().map_err(|e| e.to_string())?;
     let recovered = store::recover(&scope, &mut info, now_unix()).map_err(|e| e.to_string())?;
-    let bytes = store::read_live(&scope, AGENT_REL).map_err(|e| e.to_string())?;
-    let (_, cfg, _) = store::verify_agent(&info, bytes, None)
-        .map_err(|e| format!("installed mgmt/agent.json refused: {e}"))?;
+    let cfg = installed_cfg(&scope, &info)?;
     let start = Instant::now();
     let (tx, rx) = smol::channel::unbounded();
     let source = match sync::default_source(&scope, &info) {
@@ -397,9 +403,7 @@ impl Agent {
     fn reload_scope(&mut self) -> Result<(), String> {
         let info = self.scope.info().map_err(|e| e.to_string())?;
         let live = store::live_version(&self.scope).ok_or("nothing is installed")?;
-        let bytes = store::read_live(&self.scope, AGENT_REL).map_err(|e| e.to_string())?;
-        let (_, cfg, _) = store::verify_agent(&info, bytes, None)
-            .map_err(|e| format!("installed mgmt/agent.json refused: {e}"))?;
+        let cfg = installed_cfg(&self.scope, &info)?;
         self.source = sync::default_source(&self.scope, &info).ok();
         self.poller.set_interval(cfg.poll_interval_s);
         self.info = info;
@@ -735,10 +739,7 @@ impl Agent {
     }
 
     fn reload_agent_cfg(&mut self) {
-        let Ok(bytes) = store::read_live(&self.scope, AGENT_REL) else {
-            return;
-        };
-        if let Ok((_, cfg, _)) = store::verify_agent(&self.info, bytes, None) {
+        if let Ok(cfg) = installed_cfg(&self.scope, &self.info) {
             self.poller.set_interval(cfg.poll_interval_s);
             self.cfg = cfg;
         }

@@ -249,12 +249,8 @@ fn handle_get(server: &Server, path: &str) -> Result<(&'static str, Vec<u8>), Re
             "no such artifact path; use /artifact/<node>/mgmt/agent.json\n",
         );
     };
-    let file = tree(&server.store).resolve(&Path::new(node.as_str()).join(&rel));
-    let read = match file {
-        Some(f) => fsutil::read_bounded(&f, MAX_ARTIFACT_BYTES),
-        None => Err(io::ErrorKind::NotFound.into()),
-    };
-    match read {
+    match tree(&server.store).read_bounded(&Path::new(node.as_str()).join(&rel), MAX_ARTIFACT_BYTES)
+    {
         Ok(b) => Ok(("application/json", b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             refuse(404, format!("nothing published for {node}/{rel}\n"))
@@ -373,8 +369,8 @@ async fn receive<R: smol::io::AsyncBufRead + Unpin>(
         let opened = envelope::open::<serde::de::IgnoredAny>(&bytes, &expect)
             .map_err(|e| Refusal(403, format!("{path} refused: {e}\n")))?;
         let version = opened.header.version;
-        let stored = tree(&server.store).resolve(Path::new(&path));
-        if let Some(Ok(old)) = stored.map(|f| fsutil::read_bounded(&f, MAX_ARTIFACT_BYTES)) {
+        let stored = tree(&server.store).read_bounded(Path::new(&path), MAX_ARTIFACT_BYTES);
+        if let Ok(old) = stored {
             if let Ok(h) = envelope::peek_header(&old) {
                 if version < h.version || (version == h.version && old != bytes) {
                     return refuse(

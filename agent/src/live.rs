@@ -41,6 +41,15 @@ impl Live<'_> {
         imp::resolve(self, rel)
     }
 
+    /// Reads `rel` in the live generation, refusing more than `max` bytes;
+    /// `NotFound` while nothing is live.
+    pub fn read_bounded(&self, rel: &Path, max: usize) -> io::Result<Vec<u8>> {
+        match self.resolve(rel) {
+            Some(path) => crate::fsutil::read_bounded(&path, max),
+            None => Err(io::ErrorKind::NotFound.into()),
+        }
+    }
+
     /// The directory of generation `n`.
     pub fn gen_dir(&self, n: u64) -> PathBuf {
         self.root.join(self.gens).join(n.to_string())

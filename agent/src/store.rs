@@ -217,14 +217,16 @@ pub fn live_path(scope: &Scope, rel: &str) -> Option<PathBuf> {
 
 /// Reads an installed artifact of the live generation (`mgmt/...`), bounded.
 pub fn read_live(scope: &Scope, rel: &str) -> Result<Vec<u8>, StoreError> {
-    let path = live_path(scope, rel).ok_or(StoreError::NothingInstalled)?;
-    fsutil::read_bounded(&path, MAX_ARTIFACT_BYTES).map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            StoreError::NothingInstalled
-        } else {
-            StoreError::Io("reading installed artifact", e)
-        }
-    })
+    let inside = rel.strip_prefix("mgmt/").unwrap_or(rel);
+    mgmt(scope)
+        .read_bounded(Path::new(inside), MAX_ARTIFACT_BYTES)
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::NothingInstalled
+            } else {
+                StoreError::Io("reading installed artifact", e)
+            }
+        })
 }
 
 /// The live generation's version per file (the "current" each new envelope must beat).
