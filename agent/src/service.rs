@@ -168,7 +168,8 @@ fn ask_to_stop(c: &mut Child) {
 pub fn supervise(mut stop_within: impl FnMut(Duration) -> bool) -> Result<(), String> {
     #[cfg(windows)]
     crate::windows::kill_children_with_me();
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the flor binary: {e}"))?;
+    let exe =
+        crate::process::self_exe().map_err(|e| format!("cannot find the flor binary: {e}"))?;
     log::info!(
         "service: running an agent for every rete enrolled under {}",
         base_dir().join("retes").display()
@@ -221,7 +222,7 @@ pub fn run() -> Result<(), String> {
     if crate::windows::run_as_service()? {
         return Ok(());
     }
-    let mut signals = crate::agent::stop_signals()?;
+    let mut signals = crate::process::stop_signals()?;
     supervise(|wait| {
         use smol::stream::StreamExt;
         smol::block_on(smol::future::or(

@@ -5,6 +5,15 @@
 //! the artifact names, binds, and then writes its actual bindings to
 //! `<runtime root>/vertices/<name>.status.json`. That file appearing is the
 //! vertex's "ready" signal to the agent; the process then serves until killed.
+//!
+//! Started by the agent (`--agent-pipe`), the vertex also reads requests on
+//! its standard input, one line each, and answers one line on its standard
+//! output: [`APPLY`] re-reads and verifies the live artifact and, when only
+//! its permission tables changed (`VertexConfig::change_to`), swaps the ACL
+//! and the routes in place — established flows keep running — and answers
+//! `applied <version>`; otherwise it changes nothing and says why. A pipe
+//! needs no file permissions and no port, works the same on Windows, and
+//! belongs to exactly one agent.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,6 +26,8 @@ use flor_vertex::identity::SpiffeId;
 use flor_vertex::limits::{MAX_ARTIFACT_BYTES, MAX_SOCKS_LISTENERS};
 use flor_vertex::net::{self, Credentials, NetError, VertexSetup};
 use serde::{Deserialize, Serialize};
+use smol::io::{AsyncBufReadExt, AsyncWriteExt};
+use smol::stream::StreamExt;
 
 use crate::fsutil;
 use crate::scope::{Scope, ScopeError};
@@ -48,7 +59,15 @@ struct RunArgs {
     /// vertex name (default: flor)
     #[argh(option, default = "String::from(\"flor\")")]
     name: String,
+    /// read `apply` requests on standard input and answer on standard output (set by the agent)
+    #[argh(switch)]
+    agent_pipe: bool,
 }
+
+/// The request line that asks a vertex to apply the live artifact in place.
+pub const APPLY: &str = "apply\n";
+/// How a vertex's answer to [`APPLY`] starts when it applied; the version follows.
+pub const APPLIED: &str = "applied ";
 
 /// Why a vertex could not start.
 #[derive(Debug)]
@@ -133,8 +152,8 @@ fn read(path: PathBuf, max: usize) -> Result<Vec<u8>, VertexCmdError> {
     fsutil::read_bounded(&path, max).map_err(|e| VertexCmdError::Read(path, e))
 }
 
-/// Loads and verifies everything a vertex needs from its scope.
-pub fn load(scope: &Scope, name: &str) -> Result<(VertexSetup, u32), VertexCmdError> {
+/// Reads and verifies the live artifact of vertex `name`: its configuration and version.
+fn load_config(scope: &Scope, name: &str) -> Result<(VertexConfig, u32), VertexCmdError> {
     flor_vertex::identity::Name::new(name)
         .map_err(|_| VertexCmdError::BadName(name.to_string()))?;
     let info = scope.info().map_err(VertexCmdError::Scope)?;
@@ -155,6 +174,13 @@ pub fn load(scope: &Scope, name: &str) -> Result<(VertexSetup, u32), VertexCmdEr
     let cfg = opened.payload;
     cfg.validate()
         .map_err(|e| VertexCmdError::Artifact(path, e))?;
+    Ok((cfg, opened.header.version))
+}
+
+/// Loads and verifies everything a vertex needs from its scope.
+pub fn load(scope: &Scope, name: &str) -> Result<(VertexSetup, u32), VertexCmdError> {
+    let info = scope.info().map_err(VertexCmdError::Scope)?;
+    let (cfg, version) = load_config(scope, name)?;
     let ca_pem = read(scope.path(&cfg.ca), MAX_PEM_FILE)?;
     let mut credentials = Vec::with_capacity(cfg.principals.len());
     for p in cfg.principals.iter() {
@@ -171,7 +197,58 @@ pub fn load(scope: &Scope, name: &str) -> Result<(VertexSetup, u32), VertexCmdEr
         port_offset: info.port_offset,
         socks_ip: net::SOCKS_IP,
     };
-    Ok((setup, opened.header.version))
+    Ok((setup, version))
+}
+
+/// Writes what a running vertex bound, for the agent and `flor agent status`.
+fn write_status(
+    path: &Path,
+    running: &net::RunningVertex,
+    version: u32,
+) -> Result<(), VertexCmdError> {
+    let mut socks = heapless::Vec::new();
+    for b in &running.socks {
+        let _ = socks.push(SocksStatus {
+            principal: b.principal.clone(),
+            preferred: b.preferred,
+            actual: b.actual,
+        });
+    }
+    let status = VertexStatus {
+        pid: std::process::id(),
+        version,
+        udp: running.udp.map(Addr),
+        socks,
+    };
+    let mut buf = vec![0u8; 8 * 1024];
+    let n = serde_json_core::to_slice(&status, &mut buf).map_err(|_| {
+        VertexCmdError::Status(path.to_path_buf(), std::io::ErrorKind::InvalidData.into())
+    })?;
+    buf.truncate(n);
+    fsutil::write_atomic(path, &buf, 0o644)
+        .map_err(|e| VertexCmdError::Status(path.to_path_buf(), e))
+}
+
+/// Answers one `apply`: the line to write back.
+fn apply(
+    scope: &Scope,
+    name: &str,
+    status_path: &Path,
+    running: &mut net::RunningVertex,
+) -> String {
+    let (cfg, version) = match load_config(scope, name) {
+        Ok(x) => x,
+        Err(e) => return format!("refused: {e}"),
+    };
+    let change = running.apply(cfg);
+    if !change.is_hot() {
+        return format!("restart: v{version} {change}");
+    }
+    if let Err(e) = write_status(status_path, running, version) {
+        log::warn!("{e}");
+    }
+    log::info!("applied v{version} in place ({change})");
+    format!("{APPLIED}{version}")
 }
 
 impl VertexCmd {
@@ -184,32 +261,29 @@ impl VertexCmd {
         let _ = std::fs::remove_file(&status_path);
         let (setup, version) = load(&scope, &args.name)?;
         smol::block_on(async {
-            let running = net::start(setup).map_err(VertexCmdError::Net)?;
-            let mut socks = heapless::Vec::new();
-            for b in &running.socks {
-                let _ = socks.push(SocksStatus {
-                    principal: b.principal.clone(),
-                    preferred: b.preferred,
-                    actual: b.actual,
-                });
-            }
-            let status = VertexStatus {
-                pid: std::process::id(),
-                version,
-                udp: running.udp.map(Addr),
-                socks,
-            };
-            let mut buf = vec![0u8; 8 * 1024];
-            let n = serde_json_core::to_slice(&status, &mut buf).map_err(|_| {
-                VertexCmdError::Status(status_path.clone(), std::io::ErrorKind::InvalidData.into())
-            })?;
-            buf.truncate(n);
-            fsutil::write_atomic(&status_path, &buf, 0o644)
-                .map_err(|e| VertexCmdError::Status(status_path.clone(), e))?;
+            let mut running = net::start(setup).map_err(VertexCmdError::Net)?;
+            write_status(&status_path, &running, version)?;
             log::info!(
                 "vertex ready: version {version}, status in {}",
                 status_path.display()
             );
+            if args.agent_pipe {
+                let mut lines =
+                    smol::io::BufReader::new(smol::Unblock::new(std::io::stdin())).lines();
+                let mut out = smol::Unblock::new(std::io::stdout());
+                while let Some(Ok(line)) = lines.next().await {
+                    let answer = if line.trim() == APPLY.trim() {
+                        apply(&scope, &args.name, &status_path, &mut running)
+                    } else {
+                        format!("refused: unknown request {:?}", line.trim())
+                    };
+                    let _ = out.write_all(answer.as_bytes()).await;
+                    let _ = out.write_all(b"\n").await;
+                    let _ = out.flush().await;
+                }
+                // The agent went away (its end of the pipe closed): keep serving;
+                // the next agent stops this process before it starts its own.
+            }
             smol::future::pending::<()>().await;
             drop(running);
             Ok(())

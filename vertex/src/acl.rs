@@ -74,28 +74,33 @@ impl Acl {
 }
 
 /// A shared, swappable [`Acl`]: readers take a snapshot, a reload swaps the whole table.
-#[derive(Debug, Default)]
-pub struct AclHandle(RwLock<Arc<Acl>>);
+pub type AclHandle = Swap<Acl>;
 
-impl AclHandle {
-    /// Wraps the first table.
-    pub fn new(acl: Acl) -> Self {
-        AclHandle(RwLock::new(Arc::new(acl)))
+/// A value shared by every flow and replaced whole by a reload (the ACL, the
+/// routes): readers take an `Arc` snapshot that stays valid after a swap, so a
+/// flow decided under the old table is never half-way through the new one.
+#[derive(Debug, Default)]
+pub struct Swap<T>(RwLock<Arc<T>>);
+
+impl<T> Swap<T> {
+    /// Wraps the first value.
+    pub fn new(value: T) -> Self {
+        Swap(RwLock::new(Arc::new(value)))
     }
 
-    /// The current table; the snapshot stays valid after a swap.
-    pub fn load(&self) -> Arc<Acl> {
+    /// The current value; the snapshot stays valid after a swap.
+    pub fn load(&self) -> Arc<T> {
         match self.0.read() {
             Ok(g) => Arc::clone(&g),
             // A writer cannot panic mid-swap (it only moves an Arc), but if it
-            // did, the table it left is still a whole table.
+            // did, the value it left is still a whole value.
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
     }
 
-    /// Replaces the table whole and returns the previous one.
-    pub fn swap(&self, acl: Acl) -> Arc<Acl> {
-        let new = Arc::new(acl);
+    /// Replaces the value whole and returns the previous one.
+    pub fn swap(&self, value: T) -> Arc<T> {
+        let new = Arc::new(value);
         match self.0.write() {
             Ok(mut g) => core::mem::replace(&mut *g, new),
             Err(poisoned) => core::mem::replace(&mut *poisoned.into_inner(), new),

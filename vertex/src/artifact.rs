@@ -586,6 +586,108 @@ impl VertexConfig {
     pub fn route(&self, target: &SpiffeId) -> Option<&Route> {
         self.routes.iter().find(|r| &r.target == target)
     }
+
+    /// How a running vertex on `self` can move to `new` (spec 000, "Hot reload").
+    ///
+    /// Only the permission tables are hot: the ACL rows (who may reach the
+    /// services this node publishes) and the routes (which remote services
+    /// the held principals may dial). The vertex swaps both whole in place and
+    /// established flows keep running. Everything else is bound into sockets,
+    /// TLS configurations or certificates when the vertex starts, so a change
+    /// there needs a new process; the field that forces it is named.
+    pub fn change_to(&self, new: &VertexConfig) -> Change {
+        let restart = |field| Change::Restart(field);
+        if self.rete != new.rete || self.node != new.node || self.name != new.name {
+            return restart(RestartField::Identity);
+        }
+        if self.ca != new.ca {
+            return restart(RestartField::Ca);
+        }
+        if self.listen != new.listen {
+            return restart(RestartField::Listen);
+        }
+        if self.idle_timeout_s != new.idle_timeout_s {
+            return restart(RestartField::IdleTimeout);
+        }
+        if self.principals != new.principals {
+            return restart(RestartField::Principals);
+        }
+        if self.services != new.services {
+            return restart(RestartField::Services);
+        }
+        if self.socks != new.socks {
+            return restart(RestartField::Socks);
+        }
+        if self.acl == new.acl && self.routes == new.routes {
+            Change::None
+        } else {
+            Change::Hot
+        }
+    }
+}
+
+/// How a vertex moves from one artifact to the next ([`VertexConfig::change_to`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The payloads are equal: only the envelope's version moves.
+    None,
+    /// Only ACL rows or routes change: applied in place, flows kept.
+    Hot,
+    /// A field the running process is built from changes: a new process.
+    Restart(RestartField),
+}
+
+impl Change {
+    /// Whether a running vertex can take this change without restarting.
+    pub fn is_hot(self) -> bool {
+        !matches!(self, Change::Restart(_))
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::None => f.write_str("applied in place: the vertex configuration is unchanged"),
+            Change::Hot => f.write_str(
+                "applied in place: only ACL rows or routes change; established flows are kept",
+            ),
+            Change::Restart(field) => write!(f, "restarts the vertex: {field} change"),
+        }
+    }
+}
+
+/// The first field of a [`VertexConfig`] whose change needs a vertex restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RestartField {
+    /// rete, node or vertex name.
+    Identity,
+    /// The CA certificate path.
+    Ca,
+    /// The QUIC listen address.
+    Listen,
+    /// The idle timeout (built into every QUIC transport configuration).
+    IdleTimeout,
+    /// The held principals (certificates and keys).
+    Principals,
+    /// The published services (SNI registry, upstreams, ACL bit positions).
+    Services,
+    /// The SOCKS5 listeners.
+    Socks,
+}
+
+impl fmt::Display for RestartField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RestartField::Identity => "the rete, node or vertex name",
+            RestartField::Ca => "the CA path",
+            RestartField::Listen => "the listen address",
+            RestartField::IdleTimeout => "the idle timeout",
+            RestartField::Principals => "the held principals",
+            RestartField::Services => "the published services",
+            RestartField::Socks => "the SOCKS5 listeners",
+        })
+    }
 }
 
 #[cfg(test)]
@@ -645,6 +747,63 @@ pub(crate) mod tests {
             })
             .unwrap();
         v
+    }
+
+    #[test]
+    fn only_acl_rows_and_routes_are_hot() {
+        let old = sample_vertex();
+        assert_eq!(old.change_to(&old.clone()), Change::None);
+        let mut acl = old.clone();
+        acl.acl.0.retain(|r| r.caller.name().as_str() != "bob");
+        assert_eq!(old.change_to(&acl), Change::Hot);
+        let mut routes = old.clone();
+        routes
+            .routes
+            .push(Route {
+                target: SpiffeId::parse("spiffe://demo.flor/service/db").unwrap(),
+                addr: Addr("127.0.0.9:7443".parse().unwrap()),
+            })
+            .unwrap();
+        assert_eq!(old.change_to(&routes), Change::Hot);
+        assert!(Change::Hot.is_hot() && Change::None.is_hot());
+        let restart = |f: &dyn Fn(&mut VertexConfig), field| {
+            let mut new = old.clone();
+            f(&mut new);
+            assert_eq!(old.change_to(&new), Change::Restart(field));
+            assert!(!old.change_to(&new).is_hot());
+        };
+        restart(&|v| v.listen = None, RestartField::Listen);
+        restart(&|v| v.idle_timeout_s = 30, RestartField::IdleTimeout);
+        restart(
+            &|v| v.ca = ScopePath::new("other.crt").unwrap(),
+            RestartField::Ca,
+        );
+        restart(
+            &|v| v.node = Name::new("gamma").unwrap(),
+            RestartField::Identity,
+        );
+        restart(&|v| v.principals.0.clear(), RestartField::Principals);
+        restart(
+            &|v| {
+                v.services.0.pop();
+            },
+            RestartField::Services,
+        );
+        restart(
+            &|v| {
+                v.socks
+                    .push(SocksListener {
+                        principal: SpiffeId::parse("spiffe://demo.flor/service/wiki").unwrap(),
+                        port: 1080,
+                    })
+                    .unwrap();
+            },
+            RestartField::Socks,
+        );
+        // A hot change next to a structural one is a restart.
+        let mut both = acl.clone();
+        both.listen = None;
+        assert_eq!(old.change_to(&both), Change::Restart(RestartField::Listen));
     }
 
     #[test]

@@ -16,9 +16,13 @@ use smol::Timer;
 use super::dial::{DialError, Dialer};
 use super::forward::pump;
 use super::tls::Credentials;
+use crate::acl::Swap;
 use crate::identity::{resolve, SpiffeId, TrustDomain};
 use crate::limits::{HANDSHAKE_TIMEOUT_S, MAX_FLOWS};
 use crate::socks5::{self, Destination, Reply, MAX_MESSAGE};
+
+/// Service -> UDP address of the vertex hosting it.
+pub type RouteTable = HashMap<SpiffeId, SocketAddr>;
 
 /// What every SOCKS5 listener of a vertex shares.
 #[derive(Debug)]
@@ -27,8 +31,8 @@ pub struct SocksCtx {
     pub td: TrustDomain,
     /// Opens flows.
     pub dialer: Arc<Dialer>,
-    /// Service -> UDP address of the vertex hosting it.
-    pub routes: HashMap<SpiffeId, SocketAddr>,
+    /// Service -> UDP address of the vertex hosting it; swapped whole by a hot reload.
+    pub routes: Arc<Swap<RouteTable>>,
     /// Idle timeout of a flow.
     pub idle: Duration,
     /// Flows being forwarded from all listeners.
@@ -162,7 +166,7 @@ async fn session(mut tcp: TcpStream, caller: &Arc<Credentials>, ctx: &SocksCtx) 
             return refuse(tcp, Reply::HostUnreachable).await;
         }
     };
-    let Some(&addr) = ctx.routes.get(target.id()) else {
+    let Some(&addr) = ctx.routes.load().get(target.id()) else {
         log::warn!("SOCKS5 {} -> {target}: no route (unknown service, or not granted to any principal here)", caller.id);
         return refuse(tcp, Reply::HostUnreachable).await;
     };

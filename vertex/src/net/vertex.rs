@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use super::dial::{client_endpoint, Dialer};
 use super::serve::{serve, ServerCtx};
-use super::socks::{bind_preferred, serve_socks, SocksCtx};
+use super::socks::{bind_preferred, serve_socks, RouteTable, SocksCtx};
 use super::tls::{load_ca, registry, server_config, Credentials};
 use super::{transport, NetError};
-use crate::acl::{Acl, AclHandle};
-use crate::artifact::VertexConfig;
+use crate::acl::{Acl, AclHandle, Swap};
+use crate::artifact::{Change, VertexConfig};
 use crate::identity::{Dialable, SpiffeId};
 
 /// What a vertex starts from: a validated artifact and the files it names.
@@ -51,11 +51,38 @@ pub struct RunningVertex {
     pub socks: Vec<SocksBinding>,
     /// The RBAC table: `acl.swap(..)` replaces it without dropping flows.
     pub acl: Arc<AclHandle>,
+    /// The routes of the SOCKS5 side, swapped like the ACL.
+    routes: Arc<Swap<RouteTable>>,
+    /// The artifact the process was built from, with the hot tables applied since.
+    cfg: VertexConfig,
     endpoint: Option<quinn::Endpoint>,
     _tasks: Vec<smol::Task<()>>,
 }
 
+fn route_table(cfg: &VertexConfig) -> RouteTable {
+    cfg.routes
+        .iter()
+        .map(|r| (r.target.clone(), r.addr.0))
+        .collect()
+}
+
 impl RunningVertex {
+    /// Moves the running vertex to `new` in place if only its permission
+    /// tables change ([`VertexConfig::change_to`]): new flows see the new ACL
+    /// and routes at once, established flows keep running. Returns the change;
+    /// on [`Change::Restart`] nothing was applied and a new process is needed.
+    pub fn apply(&mut self, new: VertexConfig) -> Change {
+        let change = self.cfg.change_to(&new);
+        if change == Change::Hot {
+            self.acl.swap(Acl::from_config(&new));
+            self.routes.swap(route_table(&new));
+        }
+        if change.is_hot() {
+            self.cfg = new;
+        }
+        change
+    }
+
     /// Closes the serving endpoint, telling peers the vertex is going away.
     pub fn shutdown(&self) {
         if let Some(ep) = &self.endpoint {
@@ -77,6 +104,7 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
     let roots = load_ca(&setup.ca_pem)?;
     let creds_of = |id: &SpiffeId| setup.credentials.iter().find(|c| &c.id == id).cloned();
     let acl = Arc::new(AclHandle::new(Acl::from_config(cfg)));
+    let routes = Arc::new(Swap::new(route_table(cfg)));
     let mut tasks = Vec::new();
 
     let mut published = Vec::new();
@@ -135,11 +163,7 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
         let ctx = Arc::new(SocksCtx {
             td: cfg.rete.clone(),
             dialer,
-            routes: cfg
-                .routes
-                .iter()
-                .map(|r| (r.target.clone(), r.addr.0))
-                .collect(),
+            routes: Arc::clone(&routes),
             idle,
             flows: AtomicUsize::new(0),
         });
@@ -179,6 +203,8 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
         udp,
         socks,
         acl,
+        routes,
+        cfg: setup.cfg,
         endpoint,
         _tasks: tasks,
     })

@@ -1,5 +1,7 @@
 //! The agent's decisions, without I/O: when to poll, when to restart the
-//! vertex, when a staged version is committed or rolled back.
+//! vertex, when a staged version is committed or rolled back. The timers and
+//! state machines below are the parts; [`machine::Machine`] puts them
+//! together into the whole of `flor agent run`.
 //!
 //! Time comes in as milliseconds on a monotonic clock the shell owns, and
 //! randomness (for jitter) as a `u32` argument, so every decision is a pure
@@ -13,6 +15,8 @@
 //! Commit:     staged -> vertex healthy? -> (confirm on health | wait for --confirm until deadline)
 //!                    -> vertex failed / deadline passed -> roll back
 //! ```
+
+pub mod machine;
 
 /// Milliseconds on the shell's monotonic clock.
 pub type Millis = u64;

@@ -1,0 +1,62 @@
+//! Child processes and stop signals, for the agent (its vertex) and
+//! `flor service run` (its agents): the one place that knows which binary a
+//! child runs and how a child is asked to stop.
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// The binary children are started from: the one this process runs.
+///
+/// On Linux that is `/proc/self/exe`, which names the running executable even
+/// after a package upgrade renamed a new file over its path (the old path then
+/// reads "(deleted)" and cannot be started, but `/proc/self/exe` still can).
+/// So a replaced binary never stops a node from restarting its vertex; the
+/// new binary takes over when the service restarts the agent (docs/install.md).
+pub fn self_exe() -> std::io::Result<PathBuf> {
+    #[cfg(target_os = "linux")]
+    {
+        let p = PathBuf::from("/proc/self/exe");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    std::env::current_exe()
+}
+
+/// The signals that ask a flor process to stop cleanly: SIGTERM (service
+/// managers) and SIGINT (Ctrl-C); Windows delivers only the latter.
+pub fn stop_signals() -> Result<async_signal::Signals, String> {
+    #[cfg(unix)]
+    let wanted = [async_signal::Signal::Term, async_signal::Signal::Int];
+    #[cfg(not(unix))]
+    let wanted = [async_signal::Signal::Int];
+    async_signal::Signals::new(wanted).map_err(|e| format!("installing signal handlers: {e}"))
+}
+
+/// Asks a child to stop (SIGTERM on Unix), waits up to `grace` for it, then
+/// kills it. Windows has no such signal: the child is ended at once.
+/// Returns whether the child stopped by itself.
+pub fn terminate(c: &mut Child, grace: Duration) -> bool {
+    #[cfg(unix)]
+    {
+        if let Some(pid) = i32::try_from(c.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !matches!(c.try_wait(), Ok(None)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (grace, Instant::now());
+    let _ = c.kill();
+    let _ = c.wait();
+    false
+}
