@@ -10,8 +10,9 @@
 //!   agents. Each such process puts itself in a job object that kills every
 //!   member when its last handle closes, which the kernel does when the
 //!   process ends, however it ends.
-//! - The service entry point: `flor service run` started by the service
-//!   control manager reports to it through `windows-service`.
+//!
+//! The service entry point (`windows-service`) lives with the supervisor in
+//! `crate::service`; this module is a leaf that imports nothing of the crate.
 //!
 //! Only these few calls are hand-written FFI (no maintained crate wraps just
 //! them); windows-sys is linked anyway (async-io, quinn-udp). This is the one
@@ -130,78 +131,4 @@ pub fn program_data() -> Option<std::path::PathBuf> {
         CoTaskMemFree(p.cast());
         out
     }
-}
-
-/// The service's registered name (the MSI's ServiceInstall Name).
-pub const SERVICE_NAME: &str = "Florete";
-
-windows_service::define_windows_service!(ffi_service_main, service_main);
-
-/// Runs `flor service run` under the service control manager.
-///
-/// `Ok(false)`: this process was not started by the service manager (a person
-/// ran it in a console), so the caller runs in the foreground instead.
-pub fn run_as_service() -> Result<bool, String> {
-    match windows_service::service_dispatcher::start(SERVICE_NAME, ffi_service_main) {
-        Ok(()) => Ok(true),
-        // ERROR_FAILED_SERVICE_CONTROLLER_CONNECT: not started as a service.
-        Err(windows_service::Error::Winapi(e)) if e.raw_os_error() == Some(1063) => Ok(false),
-        Err(e) => Err(format!("starting the service dispatcher: {e}")),
-    }
-}
-
-fn service_main(_args: Vec<std::ffi::OsString>) {
-    use windows_service::service::{
-        ServiceControl, ServiceControlAccept, ServiceExitCode, ServiceState, ServiceStatus,
-        ServiceType,
-    };
-    use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
-
-    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
-    let handler = move |event| match event {
-        ServiceControl::Stop | ServiceControl::Shutdown => {
-            let _ = stop_tx.try_send(());
-            ServiceControlHandlerResult::NoError
-        }
-        ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
-        _ => ServiceControlHandlerResult::NotImplemented,
-    };
-    let status = match service_control_handler::register(SERVICE_NAME, handler) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("registering the service control handler: {e}");
-            return;
-        }
-    };
-    let report = |state, exit: u32| {
-        let _ = status.set_service_status(ServiceStatus {
-            service_type: ServiceType::OWN_PROCESS,
-            current_state: state,
-            controls_accepted: if state == ServiceState::Running {
-                ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN
-            } else {
-                ServiceControlAccept::empty()
-            },
-            exit_code: ServiceExitCode::Win32(exit),
-            checkpoint: 0,
-            wait_hint: std::time::Duration::from_secs(10),
-            process_id: None,
-        });
-    };
-    report(ServiceState::Running, 0);
-    let result = crate::service::supervise(|wait| {
-        smol::block_on(smol::future::or(
-            async {
-                // A stop, or the handler gone (then nothing can stop us later).
-                let _ = stop_rx.recv().await;
-                true
-            },
-            crate::service::timeout(wait),
-        ))
-    });
-    if let Err(e) = &result {
-        log::error!("{e}");
-    }
-    // ERROR_SERVICE_SPECIFIC_ERROR-style code 1 tells the manager it failed.
-    report(ServiceState::Stopped, u32::from(result.is_err()));
 }
