@@ -37,9 +37,10 @@ use crate::scope::{Scope, ScopeInfo};
 use crate::status::{
     Listener, PendingStatus, PollStatus, QuicListener, SocksListener, Status, VertexHealth, SCHEMA,
 };
-use crate::store::{self, Recovered, Verified, AGENT_REL};
+use crate::store::{self, Recovered, Verified};
 use crate::sync::{self, Fetched, SyncError};
 use crate::vertex_cmd::{VertexStatus, APPLIED, APPLY};
+use flor_vertex::contract::AGENT_REL;
 
 /// How often the loop looks at the child and the clocks when nothing else happens.
 const TICK: Duration = Duration::from_millis(100);
@@ -407,7 +408,8 @@ impl Shell {
             .vertices
             .iter()
             .filter_map(|nv| {
-                let b = store::read_live(&self.scope, &store::vertex_rel(&nv.name)).ok()?;
+                let b = store::read_live(&self.scope, &flor_vertex::contract::vertex_rel(&nv.name))
+                    .ok()?;
                 store::verify_vertex(&self.info, &nv.name, b, None)
                     .ok()
                     .map(|x| x.config)
@@ -647,7 +649,7 @@ impl Shell {
     /// The QUIC listen address the live artifact asks for.
     fn preferred_udp(&self) -> Option<String> {
         let name = flor_vertex::identity::Name::new(VERTEX_NAME).ok()?;
-        let b = store::read_live(&self.scope, &store::vertex_rel(&name)).ok()?;
+        let b = store::read_live(&self.scope, &flor_vertex::contract::vertex_rel(&name)).ok()?;
         let v = store::verify_vertex(&self.info, &name, b, None).ok()?;
         v.config.listen.map(|a| a.to_string())
     }

@@ -32,7 +32,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-use flor_vertex::envelope::{self, ArtifactKind, Expect};
+use flor_vertex::contract::{self, Trust};
+use flor_vertex::envelope::{self, ArtifactKind};
 use flor_vertex::http::{self, tree, Parsed};
 use flor_vertex::identity::Name;
 use flor_vertex::limits::MAX_ARTIFACT_BYTES;
@@ -42,7 +43,6 @@ use smol::net::{TcpListener, TcpStream};
 use crate::fsutil;
 use crate::live::Live;
 use crate::scope::Scope;
-use crate::store::vertex_name_of;
 
 /// The live-tree pointer in the store.
 const TREE_LINK: &str = "tree";
@@ -235,7 +235,7 @@ fn artifact_path(path: &str) -> Option<(Name, String)> {
     let rest = path.strip_prefix("/artifact/")?;
     let (node, rel) = rest.split_once('/')?;
     let node = Name::new(node).ok()?;
-    if rel == "mgmt/agent.json" || vertex_name_of(rel).is_some() {
+    if contract::kind_of(rel).is_some() {
         Some((node, rel.to_string()))
     } else {
         None
@@ -354,33 +354,21 @@ async fn receive<R: smol::io::AsyncBufRead + Unpin>(
         body.read_exact(&mut bytes)
             .await
             .map_err(|_| bad(tree::TreeError::Truncated))?;
-        let kind = if rel == "mgmt/agent.json" {
-            ArtifactKind::Agent
-        } else {
-            ArtifactKind::Vertex
-        };
-        let expect = Expect {
-            kind,
+        let kind = contract::kind_of(&rel).unwrap_or(ArtifactKind::Vertex);
+        let trust = Trust {
             rete: &info.rete,
             node: &node,
-            trusted: &info.mgmt_signers,
-            current_version: None,
+            signers: &info.mgmt_signers,
+            current: None,
         };
-        let opened = envelope::open::<serde::de::IgnoredAny>(&bytes, &expect)
-            .map_err(|e| Refusal(403, format!("{path} refused: {e}\n")))?;
-        let version = opened.header.version;
+        let version = contract::open_at(&rel, &bytes, &trust)
+            .map_err(|e| Refusal(403, format!("{path} refused: {e}\n")))?
+            .version;
         let stored = tree(&server.store).read_bounded(Path::new(&path), MAX_ARTIFACT_BYTES);
         if let Ok(old) = stored {
             if let Ok(h) = envelope::peek_header(&old) {
-                if version < h.version || (version == h.version && old != bytes) {
-                    return refuse(
-                        409,
-                        format!(
-                            "{path} refused: version {version} would replace stored version {} (rollback; publish a newer version)\n",
-                            h.version
-                        ),
-                    );
-                }
+                contract::may_replace(h.version, &old, version, &bytes)
+                    .map_err(|e| Refusal(409, format!("{path} refused: {e}\n")))?;
             }
         }
         fsutil::write_atomic(&incoming.join(&path), &bytes, 0o644)

@@ -27,8 +27,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use flor_vertex::artifact::{AgentConfig, ArtifactError, VertexConfig};
-use flor_vertex::envelope::{self, ArtifactKind, EnvelopeError, Expect, Header};
+use flor_vertex::artifact::{AgentConfig, VertexConfig};
+use flor_vertex::contract::{self, ContractError, Trust};
+use flor_vertex::envelope::{self, Header};
 use flor_vertex::identity::Name;
 use flor_vertex::limits::MAX_ARTIFACT_BYTES;
 use serde::{Deserialize, Serialize};
@@ -38,26 +39,19 @@ use crate::live::Live;
 use crate::scope::{Scope, ScopeInfo};
 
 /// The live-generation pointer in the install root ([`crate::live`]).
-pub const MGMT_LINK: &str = "mgmt";
+pub const MGMT_LINK: &str = contract::MGMT_DIR;
 /// Directory of generations in the install root.
 pub const GEN_DIR: &str = "gen";
 /// The pending-commit record.
 pub const COMMIT_FILE: &str = "commit.json";
-/// The agent artifact's path inside the `mgmt` tree and on the config-server.
-pub const AGENT_REL: &str = "mgmt/agent.json";
+use flor_vertex::contract::{vertex_rel, AGENT_REL};
 
 /// Why fetched artifacts were refused or could not be installed.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// An envelope was refused: which file and why.
-    Envelope(String, EnvelopeError),
-    /// A payload does not validate.
-    Artifact(String, ArtifactError),
-    /// agent.json names a vertex artifact path other than `mgmt/vertices/<name>.json`.
-    BadVertexPath(String),
-    /// A vertex artifact's payload names another vertex than agent.json says.
-    VertexNameMismatch(String),
+    /// An artifact was refused (envelope, payload, names): which file and why.
+    Refused(String, ContractError),
     /// The filesystem refused: what was being done and why.
     Io(&'static str, io::Error),
     /// Nothing is installed (the scope was never synced).
@@ -67,15 +61,7 @@ pub enum StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Envelope(file, e) => write!(f, "{file} refused: {e}"),
-            StoreError::Artifact(file, e) => write!(f, "{file} refused: {e}"),
-            StoreError::BadVertexPath(p) => write!(
-                f,
-                "agent.json names vertex artifact {p}; expected mgmt/vertices/<name>.json"
-            ),
-            StoreError::VertexNameMismatch(p) => {
-                write!(f, "{p} describes a different vertex than agent.json names")
-            }
+            StoreError::Refused(file, e) => write!(f, "{file} refused: {e}"),
             StoreError::Io(what, e) => write!(f, "{what}: {e}"),
             StoreError::NothingInstalled => {
                 f.write_str("no artifacts are installed in this scope (run flor enroll)")
@@ -115,10 +101,14 @@ impl Verified {
     }
 }
 
-/// The vertex name in a `mgmt/vertices/<name>.json` path.
-pub fn vertex_name_of(path: &str) -> Option<Name> {
-    let name = path.strip_prefix("mgmt/vertices/")?.strip_suffix(".json")?;
-    Name::new(name).ok()
+/// What this scope trusts, with `current` the version a replacement must beat.
+pub fn trust(info: &ScopeInfo, current: Option<u32>) -> Trust<'_> {
+    Trust {
+        rete: &info.rete,
+        node: &info.node,
+        signers: &info.mgmt_signers,
+        current,
+    }
 }
 
 /// Opens and validates agent.json against the scope's trust and current version.
@@ -127,25 +117,9 @@ pub fn verify_agent(
     bytes: Vec<u8>,
     current: Option<u32>,
 ) -> Result<(Header, AgentConfig, Vec<u8>), StoreError> {
-    let expect = Expect {
-        kind: ArtifactKind::Agent,
-        rete: &info.rete,
-        node: &info.node,
-        trusted: &info.mgmt_signers,
-        current_version: current,
-    };
-    let opened = envelope::open::<AgentConfig>(&bytes, &expect)
-        .map_err(|e| StoreError::Envelope(AGENT_REL.into(), e))?;
-    opened
-        .payload
-        .validate()
-        .map_err(|e| StoreError::Artifact(AGENT_REL.into(), e))?;
-    for v in opened.payload.vertices.iter() {
-        if vertex_name_of(v.artifact.as_str()).as_ref() != Some(&v.name) {
-            return Err(StoreError::BadVertexPath(v.artifact.as_str().into()));
-        }
-    }
-    Ok((opened.header, opened.payload, bytes))
+    let (header, cfg) = contract::open_agent(&bytes, &trust(info, current))
+        .map_err(|e| StoreError::Refused(AGENT_REL.into(), e))?;
+    Ok((header, cfg, bytes))
 }
 
 /// Opens and validates one vertex artifact.
@@ -155,36 +129,13 @@ pub fn verify_vertex(
     bytes: Vec<u8>,
     current: Option<u32>,
 ) -> Result<VerifiedVertex, StoreError> {
-    let file = vertex_rel(name);
-    let expect = Expect {
-        kind: ArtifactKind::Vertex,
-        rete: &info.rete,
-        node: &info.node,
-        trusted: &info.mgmt_signers,
-        current_version: current,
-    };
-    let opened = envelope::open::<VertexConfig>(&bytes, &expect)
-        .map_err(|e| StoreError::Envelope(file.clone(), e))?;
-    opened
-        .payload
-        .validate()
-        .map_err(|e| StoreError::Artifact(file.clone(), e))?;
-    if &opened.payload.name != name {
-        return Err(StoreError::VertexNameMismatch(file));
-    }
+    let (_, config) = contract::open_vertex(&bytes, &trust(info, current), name)
+        .map_err(|e| StoreError::Refused(vertex_rel(name), e))?;
     Ok(VerifiedVertex {
         name: name.clone(),
-        config: opened.payload,
+        config,
         bytes,
     })
-}
-
-/// `mgmt/vertices/<name>.json`.
-pub fn vertex_rel(name: &Name) -> String {
-    let mut s = String::from("mgmt/vertices/");
-    s.push_str(name.as_str());
-    s.push_str(".json");
-    s
 }
 
 fn gen_dir(scope: &Scope, version: u32) -> PathBuf {
@@ -571,7 +522,7 @@ pub fn diff(live: Option<(&Header, &[VertexConfig])>, new: &Verified) -> Vec<Str
 mod tests {
     use super::*;
     use flor_vertex::artifact::{MgmtSigners, ShortText};
-    use flor_vertex::envelope::Plane;
+    use flor_vertex::envelope::{ArtifactKind, Plane};
     use flor_vertex::identity::{SpiffeId, TrustDomain};
 
     fn scope(tag: &str) -> Scope {

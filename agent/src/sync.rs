@@ -9,7 +9,8 @@ use std::fmt;
 
 use crate::fetch::{FetchError, Source};
 use crate::scope::{Scope, ScopeInfo};
-use crate::store::{self, StoreError, Verified, AGENT_REL};
+use crate::store::{self, StoreError, Verified};
+use flor_vertex::contract::AGENT_REL;
 
 /// Why a sync did not produce a new version.
 #[derive(Debug)]
@@ -105,7 +106,7 @@ async fn verify_set(
     // agent.json names the vertices whose artifacts complete this version.
     let mut vertices = Vec::new();
     for v in agent.vertices.iter() {
-        let rel = store::vertex_rel(&v.name);
+        let rel = flor_vertex::contract::vertex_rel(&v.name);
         let bytes = source
             .fetch(&info.node, &rel)
             .await
@@ -142,7 +143,7 @@ pub async fn fetch_for(
         }
     }
     let vcur = |n: &flor_vertex::identity::Name| {
-        store::live_header(scope, &store::vertex_rel(n)).map(|h| h.version)
+        store::live_header(scope, &flor_vertex::contract::vertex_rel(n)).map(|h| h.version)
     };
     verify_set(source, info, bytes, current, vcur)
         .await

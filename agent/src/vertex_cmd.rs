@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use argh::FromArgs;
-use flor_vertex::artifact::{Addr, ArtifactError, VertexConfig};
-use flor_vertex::envelope::{self, ArtifactKind, EnvelopeError, Expect};
+use flor_vertex::artifact::{Addr, VertexConfig};
+use flor_vertex::contract::{self, ContractError};
 use flor_vertex::identity::SpiffeId;
 use flor_vertex::limits::{MAX_ARTIFACT_BYTES, MAX_SOCKS_LISTENERS};
 use flor_vertex::net::{self, Credentials, NetError, VertexSetup};
@@ -77,10 +77,8 @@ pub enum VertexCmdError {
     Scope(ScopeError),
     /// A file the artifact needs could not be read.
     Read(PathBuf, std::io::Error),
-    /// The artifact's envelope was refused.
-    Envelope(PathBuf, EnvelopeError),
-    /// The artifact's payload is inconsistent.
-    Artifact(PathBuf, ArtifactError),
+    /// The artifact was refused (envelope, payload or name).
+    Refused(PathBuf, ContractError),
     /// A certificate or key was refused.
     Credentials(Box<SpiffeId>, NetError),
     /// Binding or TLS setup failed.
@@ -96,8 +94,7 @@ impl fmt::Display for VertexCmdError {
         match self {
             VertexCmdError::Scope(e) => write!(f, "{e}"),
             VertexCmdError::Read(p, e) => write!(f, "{}: {e}", p.display()),
-            VertexCmdError::Envelope(p, e) => write!(f, "{}: refused: {e}", p.display()),
-            VertexCmdError::Artifact(p, e) => write!(f, "{}: {e}", p.display()),
+            VertexCmdError::Refused(p, e) => write!(f, "{}: refused: {e}", p.display()),
             VertexCmdError::Credentials(id, e) => write!(f, "credentials of {id}: {e}"),
             VertexCmdError::Net(e) => write!(f, "{e}"),
             VertexCmdError::Status(p, e) => write!(f, "cannot write {}: {e}", p.display()),
@@ -154,27 +151,17 @@ fn read(path: PathBuf, max: usize) -> Result<Vec<u8>, VertexCmdError> {
 
 /// Reads and verifies the live artifact of vertex `name`: its configuration and version.
 fn load_config(scope: &Scope, name: &str) -> Result<(VertexConfig, u32), VertexCmdError> {
-    flor_vertex::identity::Name::new(name)
-        .map_err(|_| VertexCmdError::BadName(name.to_string()))?;
     let info = scope.info().map_err(VertexCmdError::Scope)?;
-    let rel = format!("mgmt/vertices/{name}.json");
+    let vname = flor_vertex::identity::Name::new(name)
+        .map_err(|_| VertexCmdError::BadName(name.to_string()))?;
+    let rel = contract::vertex_rel(&vname);
     let path = crate::store::live_path(scope, &rel).unwrap_or_else(|| scope.install.join(&rel));
     let bytes = read(path.clone(), MAX_ARTIFACT_BYTES)?;
-    let expect = Expect {
-        kind: ArtifactKind::Vertex,
-        rete: &info.rete,
-        node: &info.node,
-        trusted: &info.mgmt_signers,
-        // The agent enforces monotonic versions when it installs; the vertex
-        // runs whatever verified artifact is installed (a rollback included).
-        current_version: None,
-    };
-    let opened = envelope::open::<VertexConfig>(&bytes, &expect)
-        .map_err(|e| VertexCmdError::Envelope(path.clone(), e))?;
-    let cfg = opened.payload;
-    cfg.validate()
-        .map_err(|e| VertexCmdError::Artifact(path, e))?;
-    Ok((cfg, opened.header.version))
+    // The agent enforces monotonic versions when it installs; the vertex
+    // runs whatever verified artifact is installed (a rollback included).
+    let (header, cfg) = contract::open_vertex(&bytes, &crate::store::trust(&info, None), &vname)
+        .map_err(|e| VertexCmdError::Refused(path, e))?;
+    Ok((cfg, header.version))
 }
 
 /// Loads and verifies everything a vertex needs from its scope.

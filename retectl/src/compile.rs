@@ -21,7 +21,8 @@ use flor_vertex::artifact::{
     PublishedService, Route, ScopePath, ServiceIndexes, ShortText, SocksListener, VertexConfig,
     VertexRef,
 };
-use flor_vertex::envelope::{self, ArtifactKind, Expect, Header, Plane};
+use flor_vertex::contract::{self, Trust};
+use flor_vertex::envelope::{self, ArtifactKind, Header, Plane};
 use flor_vertex::identity::{Kind, Name, SpiffeId};
 use flor_vertex::limits::{self, Limit};
 
@@ -31,7 +32,7 @@ use crate::validate::{Access, Node, Rete};
 /// The one vertex a C0 node runs.
 pub const VERTEX_NAME: &str = "flor";
 /// Where the agent artifact lives in a scope and in the compiled tree.
-pub const AGENT_PATH: &str = "mgmt/agent.json";
+pub const AGENT_PATH: &str = contract::AGENT_REL;
 /// Where the vertex artifact lives in a scope and in the compiled tree.
 pub const VERTEX_PATH: &str = "mgmt/vertices/flor.json";
 /// The first preferred SOCKS5 port (the conventional SOCKS port); later listeners count up.
@@ -461,35 +462,29 @@ pub fn seal(
             });
         }
     }
-    let expect = |kind| Expect {
-        kind,
+    // The device's own reader, under the trust the device will have.
+    let trust = Trust {
         rete: &rete.td,
         node,
-        trusted: signers,
-        current_version: None,
+        signers,
+        current: None,
     };
-    let a = envelope::open::<AgentConfig>(&agent, &expect(ArtifactKind::Agent))
-        .map_err(|e| refused("agent.json", e.to_string()))?;
-    if a.payload != arts.agent {
+    let (_, a) =
+        contract::open_agent(&agent, &trust).map_err(|e| refused("agent.json", e.to_string()))?;
+    if a != arts.agent {
         return Err(refused(
             "agent.json",
             "payload does not parse back to what was written".into(),
         ));
     }
-    a.payload
-        .validate()
-        .map_err(|e| refused("agent.json", e.to_string()))?;
-    let v = envelope::open::<VertexConfig>(&vertex, &expect(ArtifactKind::Vertex))
+    let (_, v) = contract::open_vertex(&vertex, &trust, &arts.vertex.name)
         .map_err(|e| refused("vertices/flor.json", e.to_string()))?;
-    if v.payload != arts.vertex {
+    if v != arts.vertex {
         return Err(refused(
             "vertices/flor.json",
             "payload does not parse back to what was written".into(),
         ));
     }
-    v.payload
-        .validate()
-        .map_err(|e| refused("vertices/flor.json", e.to_string()))?;
     Ok(Sealed { agent, vertex })
 }
 

@@ -15,6 +15,7 @@
 //! vertex address, and `config-publish` is published next to `config`.
 //! `--to` overrides it.
 
+use flor_vertex::contract::{AGENT_REL, VERTICES_REL};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,16 +108,16 @@ pub fn collect(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
     let mut nodes: Vec<String> = std::fs::read_dir(dir)
         .map_err(crate::fsutil::io_at(dir))?
         .flatten()
-        .filter(|e| e.path().join("mgmt/agent.json").is_file())
+        .filter(|e| e.path().join(AGENT_REL).is_file())
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| Name::new(n).is_ok())
         .collect();
     nodes.sort();
     let mut files = Vec::new();
     for node in nodes {
-        let rel = format!("{node}/mgmt/agent.json");
+        let rel = format!("{node}/{AGENT_REL}");
         files.push((rel.clone(), read(&dir.join(&rel))?));
-        let vdir = dir.join(&node).join("mgmt/vertices");
+        let vdir = dir.join(&node).join(VERTICES_REL);
         let mut vs: Vec<String> = std::fs::read_dir(&vdir)
             .into_iter()
             .flatten()
@@ -126,7 +127,7 @@ pub fn collect(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
             .collect();
         vs.sort();
         for v in vs {
-            let rel = format!("{node}/mgmt/vertices/{v}");
+            let rel = format!("{node}/{VERTICES_REL}{v}");
             files.push((rel.clone(), read(&dir.join(&rel))?));
         }
     }
@@ -150,7 +151,7 @@ pub fn body(files: &[(String, Vec<u8>)]) -> Vec<u8> {
 fn config_server_addr(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<SocketAddr, PublishError> {
     let (path, bytes) = files
         .iter()
-        .find(|(p, _)| p.ends_with("/mgmt/agent.json"))
+        .find(|(p, _)| p.strip_suffix(AGENT_REL).is_some_and(|n| n.ends_with('/')))
         .ok_or_else(|| PublishError::EmptyTree(dir.to_path_buf()))?;
     #[derive(serde::Deserialize)]
     struct Env {

@@ -22,6 +22,8 @@
 //! - [`artifact`]: the `agent.json` and `vertices/<name>.json` shapes.
 //! - [`bundle`]: enrollment bundles and CSR requests (operator <-> device).
 //! - [`envelope`]: the Ed25519-signed wrapper and its verifier.
+//! - [`contract`]: artifact paths, what a reader trusts ([`contract::Trust`]),
+//!   open-and-validate, and the version rule of stores.
 //! - [`acl`]: RBAC tables, swappable whole behind an `Arc`.
 //! - [`socks5`]: SOCKS5 ingress parsing (sans-IO).
 //! - [`wire`]: the stream preamble and close codes of the data plane.
@@ -34,6 +36,7 @@
 pub mod acl;
 pub mod artifact;
 pub mod bundle;
+pub mod contract;
 pub mod envelope;
 pub mod hex;
 pub mod http;

@@ -1,0 +1,230 @@
+//! The contract between retectl and the device, in one place: where each
+//! artifact lives, what a device trusts when it opens one, and which version
+//! may replace which.
+//!
+//! ```text
+//! <node>/mgmt/agent.json              kind agent   (AGENT_REL)
+//! <node>/mgmt/vertices/<name>.json    kind vertex  (vertex_rel, named by agent.json)
+//! ```
+//!
+//! Every reader — the agent's store, the vertex, the config-server, retectl's
+//! self-check after sealing — opens an artifact with [`open_agent`] or
+//! [`open_vertex`] under a [`Trust`]: the envelope (signature, authorised
+//! signer, plane, schema, kind, rete, node, version), then the payload's own
+//! consistency (`validate`), then the names the path promises. A store
+//! replaces a copy only under [`may_replace`].
+
+use core::fmt;
+
+use crate::artifact::{AgentConfig, ArtifactError, MgmtSigner, VertexConfig};
+use crate::envelope::{self, ArtifactKind, EnvelopeError, Expect, Header};
+use crate::identity::{Name, TrustDomain};
+
+/// The agent artifact's path inside a node's tree (and on the config-server).
+pub const AGENT_REL: &str = "mgmt/agent.json";
+/// The directory of vertex artifacts inside a node's tree.
+pub const VERTICES_REL: &str = "mgmt/vertices/";
+/// The directory both artifacts live under: the live-generation pointer on a device.
+pub const MGMT_DIR: &str = "mgmt";
+
+/// `mgmt/vertices/<name>.json`.
+pub fn vertex_rel(name: &Name) -> String {
+    let mut s = String::from(VERTICES_REL);
+    s.push_str(name.as_str());
+    s.push_str(".json");
+    s
+}
+
+/// The vertex name in a `mgmt/vertices/<name>.json` path.
+pub fn vertex_name_of(rel: &str) -> Option<Name> {
+    let name = rel.strip_prefix(VERTICES_REL)?.strip_suffix(".json")?;
+    Name::new(name).ok()
+}
+
+/// The kind of artifact at `rel`, or `None` for a path that is no artifact.
+pub fn kind_of(rel: &str) -> Option<ArtifactKind> {
+    if rel == AGENT_REL {
+        Some(ArtifactKind::Agent)
+    } else if vertex_name_of(rel).is_some() {
+        Some(ArtifactKind::Vertex)
+    } else {
+        None
+    }
+}
+
+/// What a reader trusts: whose node it is and which signers it accepts now.
+#[derive(Clone, Copy, Debug)]
+pub struct Trust<'a> {
+    /// The rete.
+    pub rete: &'a TrustDomain,
+    /// The node the artifact must be for.
+    pub node: &'a Name,
+    /// The management signers trusted now (a bundle's, or the last committed envelope's).
+    pub signers: &'a [MgmtSigner],
+    /// The version running now: a replacement must be newer. `None` accepts any
+    /// (first install, a vertex re-reading what its agent installed, a server storing a publish).
+    pub current: Option<u32>,
+}
+
+impl Trust<'_> {
+    /// What [`envelope::open`] checks for an artifact of `kind`.
+    pub fn expect(&self, kind: ArtifactKind) -> Expect<'_> {
+        Expect {
+            kind,
+            rete: self.rete,
+            node: self.node,
+            trusted: self.signers,
+            current_version: self.current,
+        }
+    }
+}
+
+/// Why an artifact was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ContractError {
+    /// The envelope was refused.
+    Envelope(EnvelopeError),
+    /// The payload is inconsistent.
+    Artifact(ArtifactError),
+    /// agent.json names a vertex artifact somewhere other than `mgmt/vertices/<name>.json`.
+    BadVertexPath,
+    /// A vertex artifact describes another vertex than its path names.
+    VertexNameMismatch,
+}
+
+impl fmt::Display for ContractError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContractError::Envelope(e) => write!(f, "{e}"),
+            ContractError::Artifact(e) => write!(f, "{e}"),
+            ContractError::BadVertexPath => {
+                f.write_str("it names a vertex artifact outside mgmt/vertices/<name>.json")
+            }
+            ContractError::VertexNameMismatch => {
+                f.write_str("it describes a different vertex than its path names")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ContractError {}
+
+/// Opens `mgmt/agent.json`: envelope, payload consistency, vertex paths.
+pub fn open_agent(bytes: &[u8], trust: &Trust<'_>) -> Result<(Header, AgentConfig), ContractError> {
+    let opened = envelope::open::<AgentConfig>(bytes, &trust.expect(ArtifactKind::Agent))
+        .map_err(ContractError::Envelope)?;
+    opened.payload.validate().map_err(ContractError::Artifact)?;
+    for v in opened.payload.vertices.iter() {
+        if vertex_name_of(v.artifact.as_str()).as_ref() != Some(&v.name) {
+            return Err(ContractError::BadVertexPath);
+        }
+    }
+    Ok((opened.header, opened.payload))
+}
+
+/// Opens `mgmt/vertices/<name>.json`: envelope, payload consistency, and that it describes `name`.
+pub fn open_vertex(
+    bytes: &[u8],
+    trust: &Trust<'_>,
+    name: &Name,
+) -> Result<(Header, VertexConfig), ContractError> {
+    let opened = envelope::open::<VertexConfig>(bytes, &trust.expect(ArtifactKind::Vertex))
+        .map_err(ContractError::Envelope)?;
+    opened.payload.validate().map_err(ContractError::Artifact)?;
+    if &opened.payload.name != name {
+        return Err(ContractError::VertexNameMismatch);
+    }
+    Ok((opened.header, opened.payload))
+}
+
+/// Opens the artifact at `rel` (agent or vertex), whichever it is.
+pub fn open_at(rel: &str, bytes: &[u8], trust: &Trust<'_>) -> Result<Header, ContractError> {
+    match vertex_name_of(rel) {
+        Some(name) => open_vertex(bytes, trust, &name).map(|(h, _)| h),
+        None => open_agent(bytes, trust).map(|(h, _)| h),
+    }
+}
+
+/// Why a stored copy may not be replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotReplaceable {
+    /// The version offered.
+    pub offered: u32,
+    /// The version stored.
+    pub stored: u32,
+}
+
+impl fmt::Display for NotReplaceable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "version {} would replace stored version {} (rollback; publish a newer version)",
+            self.offered, self.stored
+        )
+    }
+}
+
+/// The version rule of every store (config-server, compiled tree): a copy is
+/// replaced by a newer version, or by the very same bytes (publishing again is
+/// idempotent); never by an older version or other bytes under the same version.
+pub fn may_replace(
+    stored_version: u32,
+    stored: &[u8],
+    offered_version: u32,
+    offered: &[u8],
+) -> Result<(), NotReplaceable> {
+    if offered_version > stored_version || (offered_version == stored_version && stored == offered)
+    {
+        Ok(())
+    } else {
+        Err(NotReplaceable {
+            offered: offered_version,
+            stored: stored_version,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_their_kind() {
+        let flor = Name::new("flor").unwrap();
+        assert_eq!(vertex_rel(&flor), "mgmt/vertices/flor.json");
+        assert_eq!(vertex_name_of("mgmt/vertices/flor.json"), Some(flor));
+        assert_eq!(kind_of(AGENT_REL), Some(ArtifactKind::Agent));
+        assert_eq!(
+            kind_of("mgmt/vertices/flor.json"),
+            Some(ArtifactKind::Vertex)
+        );
+        for bad in [
+            "mgmt/vertices/../agent.json",
+            "mgmt/vertices/Flor.json",
+            "mgmt/vertices/flor.json.bak",
+            "mgmt/other.json",
+            "agent.json",
+        ] {
+            assert_eq!(kind_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn newer_or_byte_identical() {
+        assert_eq!(may_replace(3, b"a", 4, b"b"), Ok(()));
+        assert_eq!(may_replace(3, b"a", 3, b"a"), Ok(()), "idempotent");
+        assert_eq!(
+            may_replace(3, b"a", 3, b"b"),
+            Err(NotReplaceable {
+                offered: 3,
+                stored: 3
+            })
+        );
+        assert!(may_replace(3, b"a", 2, b"a").is_err());
+        assert_eq!(
+            may_replace(5, b"", 4, b"").unwrap_err().to_string(),
+            "version 4 would replace stored version 5 (rollback; publish a newer version)"
+        );
+    }
+}
