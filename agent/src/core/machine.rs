@@ -955,6 +955,12 @@ mod tests {
             )
         }
 
+        /// The restarted vertex is spawned (pid 101); returns what its first tick caused.
+        fn respawn(&mut self) -> Vec<Action> {
+            assert_eq!(self.tick(false), [Action::SpawnVertex]);
+            self.input(Input::Spawned { pid: 101 })
+        }
+
         fn new_version(&mut self, version: u32, change: Change) -> Vec<Action> {
             self.input(Input::Fetched(FetchOutcome::New {
                 version,
@@ -1148,8 +1154,7 @@ mod tests {
         );
         let a = t.input(Input::Staged(Ok(())));
         assert_eq!(lines(&a), "staged v2 (was v1); restarting the vertex");
-        t.tick(false);
-        t.input(Input::Spawned { pid: 101 });
+        t.respawn();
         t.advance(1_000);
         let a = t.tick(true);
         assert!(
@@ -1182,8 +1187,7 @@ mod tests {
         t.sync(9, false, Some(3));
         t.new_version(2, RESTART);
         t.input(Input::Staged(Ok(())));
-        t.tick(false);
-        t.input(Input::Spawned { pid: 101 });
+        t.respawn();
         t.tick(true);
         t.advance(2_999);
         assert_eq!(t.tick(true), []);
@@ -1238,8 +1242,7 @@ mod tests {
         t.sync(9, false, None);
         t.new_version(3, RESTART);
         t.input(Input::Staged(Ok(())));
-        t.tick(false);
-        t.input(Input::Spawned { pid: 101 });
+        t.respawn();
         t.advance(300);
         let a = t.input(Input::Exited);
         assert_eq!(
@@ -1299,8 +1302,7 @@ mod tests {
         t.tick(true);
         t.new_version(2, RESTART);
         t.input(Input::Staged(Ok(())));
-        t.tick(false);
-        t.input(Input::Spawned { pid: 101 });
+        t.respawn();
         t.input(Input::Exited);
         t.tick(false);
         t.input(Input::Spawned { pid: 102 });
@@ -1325,8 +1327,7 @@ mod tests {
             [stage(2, 1, t.now.unix + 15, true)]
         );
         t.input(Input::Staged(Ok(())));
-        t.tick(false);
-        t.input(Input::Spawned { pid: 101 });
+        t.respawn();
         t.advance(HEALTHY_AFTER_MS);
         let a = t.tick(false);
         assert_eq!(a[0], Action::Commit { version: 2 });
@@ -1340,8 +1341,7 @@ mod tests {
         t.sync(9, false, Some(300));
         t.new_version(2, RESTART);
         t.input(Input::Staged(Ok(())));
-        t.tick(false);
-        t.input(Input::Spawned { pid: 101 });
+        t.respawn();
         // The first client is still waiting; another confirms meanwhile.
         let a = t.sync(10, true, None);
         assert_eq!(
@@ -1356,8 +1356,7 @@ mod tests {
         t.tick(true);
         t.new_version(2, RESTART);
         t.input(Input::Staged(Ok(())));
-        t.tick(false);
-        t.input(Input::Spawned { pid: 101 });
+        t.respawn();
         let a = t.sync(10, true, None);
         assert_eq!(
             lines(&a),
@@ -1375,8 +1374,7 @@ mod tests {
         t.sync(9, false, Some(300));
         t.new_version(2, RESTART);
         t.input(Input::Staged(Ok(())));
-        t.tick(false);
-        t.input(Input::Spawned { pid: 101 });
+        t.respawn();
         t.tick(true);
         let a = t.sync(10, false, None);
         assert!(lines(&a).contains("v2 is pending confirmation"));
@@ -1576,8 +1574,7 @@ mod tests {
         t.sync(9, false, Some(300));
         t.new_version(2, RESTART);
         t.input(Input::Staged(Ok(())));
-        t.tick(false);
-        t.input(Input::Spawned { pid: 101 });
+        t.respawn();
         t.tick(true);
         assert_eq!(t.req(10, Request::Reload), [Action::Rescope { to: 10 }]);
         let a = t.input(Input::Rescoped {
