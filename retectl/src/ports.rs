@@ -20,6 +20,11 @@
 //! - [`check`] refuses two principals of one node on one port, saying which
 //!   declaration to change.
 //!
+//! Two users may declare the same port as long as no node holds both: the
+//! band has 100 ports and a rete may have thousands of users (each device
+//! holds a few). Putting both on one node later is refused, not resolved by
+//! moving one of them.
+//!
 //! Which principals get a SOCKS5 listener at all (every held user; a hosted
 //! service or the node only if it may reach some service) and in what order
 //! they appear in the artifact is [`assign`]'s too, so compile and validate
@@ -187,7 +192,13 @@ pub fn check(rete: &Rete, access: &Access) -> Vec<Problem> {
             .filter(|a| matches!(a.origin, Origin::SoleDefault { .. }))
             .collect();
         if undeclared.len() > 1 {
-            let list: Vec<String> = undeclared.iter().map(|a| describe(a)).collect();
+            let list: Vec<String> = undeclared
+                .iter()
+                .map(|a| match a.origin {
+                    Origin::SoleDefault { file, line } => format!("{} ({file}:{line})", a.who),
+                    _ => describe(a),
+                })
+                .collect();
             problems.push(at(format!(
                 "node {n:?} holds {} principals with a SOCKS5 listener and no socks_port: {}; only one may go without (it gets {SOLE_DEFAULT}), or adding one could take over another's port: declare socks_port ({FIRST}-{LAST}) for the others, and leave {SOLE_DEFAULT} to whoever uses it today",
                 undeclared.len(),
@@ -207,19 +218,6 @@ pub fn check(rete: &Rete, access: &Access) -> Vec<Problem> {
                 continue;
             };
             for other in rest {
-                // Two users declaring one port are refused in users.yaml already.
-                let both_users_declared = [first, other].iter().all(|a| {
-                    matches!(
-                        a.origin,
-                        Origin::Declared {
-                            file: model::USERS_FILE,
-                            ..
-                        }
-                    )
-                });
-                if both_users_declared {
-                    continue;
-                }
                 // Either change can be right: the principal that uses the
                 // port today should keep it, and only the operator knows which.
                 let fix = match (first.origin, other.origin) {

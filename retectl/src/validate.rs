@@ -13,9 +13,8 @@
 //!   group → service, config-server → node) resolves;
 //! - addresses are `ip:port` with a non-zero port; upstreams do not clash on a node;
 //!   UDP listen addresses do not clash between nodes; a node that hosts services listens;
-//! - a declared `socks_port` is inside the SOCKS5 band (1080-1179), two users do not
-//!   declare the same one, and no two SOCKS5 principals of a node end up on the same
-//!   port, declared or default ([`crate::ports`]);
+//! - a declared `socks_port` is inside the SOCKS5 band (1080-1179), and no two SOCKS5
+//!   principals of a node end up on the same port, declared or default ([`crate::ports`]);
 //! - crypto categories name algorithms retectl knows;
 //! - certificates in the repo chain to `certs/ca.crt` and are not expired ([`crate::pki`]);
 //! - every node's compiled artifact fits the device limits ([`crate::compile`]).
@@ -474,7 +473,6 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
     };
 
     let mut users = BTreeMap::new();
-    let mut user_ports: BTreeMap<u16, (String, u64)> = BTreeMap::new();
     for u in &src.users.users {
         let Some(name) = c.name(model::USERS_FILE, "user", &u.value.name) else {
             continue;
@@ -490,24 +488,6 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
         let whose = format!("user {:?}", u.value.name.value);
         let socks_port =
             c.socks_port(model::USERS_FILE, &whose, u.value.socks_port.as_ref());
-        // A user's port is the same on every node holding it, so two users on
-        // one port would clash as soon as one device holds both.
-        if let Some(p) = socks_port {
-            if let Some((other, l)) = user_ports.get(&p.port) {
-                c.push(
-                    model::USERS_FILE,
-                    p.line,
-                    format!(
-                        "socks_port {} of user {:?} is already user {other:?}'s ({}:{l}); a user keeps its port on every node, so each user needs a port of its own",
-                        p.port,
-                        u.value.name.value,
-                        model::USERS_FILE,
-                    ),
-                );
-            } else {
-                user_ports.insert(p.port, (u.value.name.value.clone(), p.line));
-            }
-        }
         users.insert(
             u.value.name.value.clone(),
             User {

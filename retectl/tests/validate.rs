@@ -570,19 +570,34 @@ fn socks_ports_stay_in_the_band() {
 }
 
 #[test]
-fn two_users_cannot_declare_one_port() {
+fn two_users_of_one_node_cannot_declare_one_port() {
     let d = Demo::new();
-    // carol takes bob's port; they share a laptop, but even apart it is refused.
+    // carol takes bob's port; they share the laptop.
     d.edit("users.yaml", "socks_port: 1081", "socks_port: 1080");
     let err = fails(&d);
     let bob = nth_line(&d, "users.yaml", "socks_port: 1080", 0);
     let carol = nth_line(&d, "users.yaml", "socks_port: 1080", 1);
     has(
         &err,
-        &format!("users.yaml:{carol}:"),
-        &format!("socks_port 1080 of user \"carol\" is already user \"bob\"'s (users.yaml:{bob})"),
+        &format!("nodes.yaml:{}:", d.line_of("nodes.yaml", "name: laptop")),
+        &format!(
+            "node \"laptop\": user \"bob\" (socks_port at users.yaml:{bob}) and user \"carol\" \
+             (socks_port at users.yaml:{carol}) would share SOCKS5 port 1080; change the \
+             socks_port at users.yaml:{bob} or the one at users.yaml:{carol}; whoever uses 1080 \
+             today should keep it"
+        ),
     );
     assert!(err.contains("1 problem(s)"), "reported once:\n{err}");
+
+    // Apart, they may share it: a rete has more users than the band has ports.
+    d.edit("nodes.yaml", "users: [olga, bob, carol]", "users: [olga, bob]");
+    d.edit(
+        "nodes.yaml",
+        "    listen: 127.0.0.3:7443\n",
+        "    listen: 127.0.0.3:7443\n    users: [carol]\n",
+    );
+    let o = d.run(&["validate", d.repo_s()]);
+    assert!(o.status.success(), "{:?}", text(&o));
 }
 
 #[test]
@@ -602,8 +617,7 @@ fn a_node_with_two_users_without_ports_must_declare_them() {
         &format!("nodes.yaml:{}:", d.line_of("nodes.yaml", "name: laptop")),
         &format!(
             "node \"laptop\" holds 2 principals with a SOCKS5 listener and no socks_port: \
-             user \"dave\" (users.yaml:{dave}, no socks_port: the default 1080), \
-             user \"erin\" (users.yaml:{erin}, no socks_port: the default 1080); \
+             user \"dave\" (users.yaml:{dave}), user \"erin\" (users.yaml:{erin}); \
              only one may go without (it gets 1080)"
         ),
     );
