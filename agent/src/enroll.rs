@@ -458,7 +458,8 @@ mod tests {
         for bad in [1, 50, 150, artifact::MAX_SCOPE_PORT_OFFSET + 100, u16::MAX] {
             let e = check_port_offset(bad).err().map(|e| e.to_string());
             assert!(
-                e.as_deref().is_some_and(|e| e.contains("multiple of 100 up to 31500")),
+                e.as_deref()
+                    .is_some_and(|e| e.contains("multiple of 100 up to 31500")),
                 "{bad}: {e:?}"
             );
         }

@@ -280,12 +280,7 @@ impl Checker {
     }
 
     /// A `socks_port:` inside the band, or a problem naming the band.
-    fn socks_port(
-        &mut self,
-        file: &str,
-        whose: &str,
-        s: Option<&S<i64>>,
-    ) -> Option<DeclaredPort> {
+    fn socks_port(&mut self, file: &str, whose: &str, s: Option<&S<i64>>) -> Option<DeclaredPort> {
         let s = s?;
         let band = crate::ports::FIRST..=crate::ports::LAST;
         match u16::try_from(s.value) {
@@ -486,8 +481,7 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
             continue;
         }
         let whose = format!("user {:?}", u.value.name.value);
-        let socks_port =
-            c.socks_port(model::USERS_FILE, &whose, u.value.socks_port.as_ref());
+        let socks_port = c.socks_port(model::USERS_FILE, &whose, u.value.socks_port.as_ref());
         users.insert(
             u.value.name.value.clone(),
             User {

@@ -522,7 +522,11 @@ fn removing_a_user_leaves_every_other_port_where_it_was() {
     let old: Vec<_> = NODES.iter().map(|n| socks_ports(&d, &before, n)).collect();
     assert_eq!(old[2]["spiffe://demo.flor/user/carol"], 1081);
 
-    d.edit("nodes.yaml", "users: [olga, bob, carol]", "users: [olga, carol]");
+    d.edit(
+        "nodes.yaml",
+        "users: [olga, bob, carol]",
+        "users: [olga, carol]",
+    );
     bump_version(&d);
     let after = d.tmp.path().join("after");
     compile_all(&d, &after);
@@ -574,7 +578,11 @@ fn adding_a_user_with_a_declared_port_leaves_every_other_port_where_it_was() {
             }
             _ => {}
         }
-        assert_eq!(socks_ports_at(&after, node, 2), expect, "{node}: ports moved");
+        assert_eq!(
+            socks_ports_at(&after, node, 2),
+            expect,
+            "{node}: ports moved"
+        );
     }
 }
 

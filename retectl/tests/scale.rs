@@ -85,7 +85,11 @@ fn generate(d: &Demo) {
             )
             .unwrap();
         } else {
-            writeln!(users, "  - {{name: u{i:05}, role: {role}, socks_port: {port}}}").unwrap();
+            writeln!(
+                users,
+                "  - {{name: u{i:05}, role: {role}, socks_port: {port}}}"
+            )
+            .unwrap();
         }
     }
     w("users.yaml", users);

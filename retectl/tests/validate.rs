@@ -553,8 +553,16 @@ fn socks_ports_stay_in_the_band() {
     );
     let err = fails(&d);
     for (file, needle, what) in [
-        ("users.yaml", "socks_port: 2000", "socks_port 2000 of user \"bob\""),
-        ("nodes.yaml", "socks_port: 80", "socks_port 80 of node \"laptop\""),
+        (
+            "users.yaml",
+            "socks_port: 2000",
+            "socks_port 2000 of user \"bob\"",
+        ),
+        (
+            "nodes.yaml",
+            "socks_port: 80",
+            "socks_port 80 of node \"laptop\"",
+        ),
         (
             "services.yaml",
             "socks_port: 1180",
@@ -590,7 +598,11 @@ fn two_users_of_one_node_cannot_declare_one_port() {
     assert!(err.contains("1 problem(s)"), "reported once:\n{err}");
 
     // Apart, they may share it: a rete has more users than the band has ports.
-    d.edit("nodes.yaml", "users: [olga, bob, carol]", "users: [olga, bob]");
+    d.edit(
+        "nodes.yaml",
+        "users: [olga, bob, carol]",
+        "users: [olga, bob]",
+    );
     d.edit(
         "nodes.yaml",
         "    listen: 127.0.0.3:7443\n",
@@ -622,7 +634,11 @@ fn a_node_with_two_users_without_ports_must_declare_them() {
         ),
     );
     // The one of them on their own on another node is fine: only the laptop is reported.
-    assert_eq!(err.lines().filter(|l| l.starts_with("nodes.yaml")).count(), 1, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("nodes.yaml")).count(),
+        1,
+        "{err}"
+    );
 }
 
 #[test]

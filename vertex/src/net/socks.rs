@@ -274,7 +274,10 @@ mod tests {
         let mut offset = 0;
         while offset <= MAX_SCOPE_PORT_OFFSET {
             let band = SOCKS_PORT_FIRST + offset..=SOCKS_PORT_LAST + offset;
-            assert!(!band.contains(&port), "{port} is in the band of offset {offset}");
+            assert!(
+                !band.contains(&port),
+                "{port} is in the band of offset {offset}"
+            );
             offset += SOCKS_PORT_BAND;
         }
     }
