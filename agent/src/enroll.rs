@@ -239,7 +239,8 @@ pub fn choose_port_offset(fp0: u8, used: &[u16]) -> u16 {
 /// (else two scopes' bands could overlap) that keeps the band below the
 /// fallback ports ([`artifact::MAX_SCOPE_PORT_OFFSET`]).
 pub fn check_port_offset(offset: u16) -> Result<u16, EnrollError> {
-    if offset % artifact::SOCKS_PORT_BAND == 0 && offset <= artifact::MAX_SCOPE_PORT_OFFSET {
+    if offset.is_multiple_of(artifact::SOCKS_PORT_BAND) && offset <= artifact::MAX_SCOPE_PORT_OFFSET
+    {
         Ok(offset)
     } else {
         Err(EnrollError::BadArg(format!(
