@@ -21,6 +21,11 @@
 # nothing on the running system (no systemctl, no launchctl), so it can be tested.
 # Running it twice gives the same files; --uninstall removes what it installed and
 # keeps /etc/flor (enrolled keys and certificates) unless --purge is given too.
+#
+# Upgrades: re-running it with a new binary writes the binary by rename, then restarts
+# every agent that is running (systemd try-restart, launchd kickstart -k) so the new
+# binary takes over; the restarted agent starts its vertex from the new binary too.
+# Agents that are stopped stay stopped; --no-start restarts nothing.
 set -eu
 
 LABEL_PREFIX=org.florete.flor-agent
@@ -327,7 +332,8 @@ systemctl_() {
 	if [ "$user_mode" = 1 ]; then systemctl --user "$@"; else systemctl "$@"; fi
 }
 sysctl_cmd() { if [ "$user_mode" = 1 ]; then echo "systemctl --user"; else echo systemctl; fi; }
-have_systemd() { command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; }
+# FLOR_SYSTEMD_RUNDIR stands in for /run/systemd/system in tests (with a fake systemctl).
+have_systemd() { command -v systemctl >/dev/null 2>&1 && [ -d "${FLOR_SYSTEMD_RUNDIR:-/run/systemd/system}" ]; }
 launchd_domain() {
 	if [ "$user_mode" = 1 ]; then echo "gui/$(id -u)"; else echo system; fi
 }
@@ -378,7 +384,10 @@ if [ "$got" != "$platform" ] && ! { [ "$got" = darwin-universal ] && [ "$os" = d
 fi
 
 # The binary: copy beside the old one, then rename over it, so a running agent keeps
-# its open file and the next start gets the new one.
+# its open file and the next start gets the new one. An upgrade is a different binary
+# where one was installed: running agents are restarted below so it takes over.
+upgraded=0
+if [ -f "$root$flor_bin" ] && ! cmp -s "$binary" "$root$flor_bin"; then upgraded=1; fi
 put_file "$root$flor_bin" 0755 <"$binary"
 say "installed $flor_bin ($got)"
 
@@ -398,10 +407,17 @@ if [ "$os" = linux ]; then
 	done
 	if [ "$live" = 1 ] && have_systemd; then
 		systemctl_ daemon-reload
+		if [ "$start" = 1 ] && [ "$upgraded" = 1 ]; then
+			# Every running instance, --scope or not; try-restart leaves stopped ones alone.
+			systemctl_ try-restart 'flor-agent@*.service'
+			say "restarted the running flor agents on the new binary"
+		fi
 		if [ "$start" = 1 ]; then
 			for s in $scopes; do
 				if [ -f "$flor_home/retes/$s/scope.json" ]; then
-					systemctl_ restart "flor-agent@$s.service"
+					# After an upgrade the running ones were just restarted: start the rest.
+					if [ "$upgraded" = 1 ]; then systemctl_ start "flor-agent@$s.service"
+					else systemctl_ restart "flor-agent@$s.service"; fi
 					say "started flor-agent@$s.service"
 				else
 					say "scope $s is not enrolled yet: after flor enroll, run: $(sysctl_cmd) start flor-agent@$s"
@@ -410,8 +426,22 @@ if [ "$os" = linux ]; then
 		fi
 	elif [ "$live" = 1 ]; then
 		say "systemd is not running here; start the agent yourself: FLOR_HOME=$flor_home $flor_bin agent run --rete <scope>"
+		[ "$upgraded" = 0 ] || say "flor was upgraded: restart any running 'flor agent run' so the new binary takes over"
 	fi
 else
+	if [ "$live" = 1 ] && [ "$start" = 1 ] && [ "$upgraded" = 1 ]; then
+		# Every loaded agent not reloaded below (--scope) restarts on the new binary;
+		# kickstart -k kills and restarts a running job, and one that is not loaded is skipped.
+		for plist in "$unit_dir/$LABEL_PREFIX".*.plist; do
+			[ -f "$plist" ] || continue
+			label=$(basename "$plist" .plist)
+			case " $scopes " in *" ${label#"$LABEL_PREFIX".} "*) continue ;; esac
+			if launchctl print "$(launchd_domain)/$label" >/dev/null 2>&1; then
+				launchctl kickstart -k "$(launchd_domain)/$label"
+				say "restarted $label on the new binary"
+			fi
+		done
+	fi
 	for s in $scopes; do
 		plist="$unit_dir/$(plist_label "$s").plist"
 		launchd_plist "$s" | put_file "$root$plist" 0644

@@ -212,24 +212,46 @@ pub fn ca_fingerprint(ca_pem: &str) -> Option<[u8; 32]> {
 }
 
 /// The port offset for a new scope: 0 if it is the first, else
-/// `100 * (1 + fp[0] % 9)`, stepping by 100 past offsets other scopes use.
+/// `STEP * (1 + fp[0] % 9)`, stepping by `STEP` past offsets other scopes use,
+/// where `STEP` is the width of the SOCKS5 port band ([`artifact::SOCKS_PORT_BAND`],
+/// 100), so two scopes' preferred ports never overlap.
 pub fn choose_port_offset(fp0: u8, used: &[u16]) -> u16 {
+    const STEP: u16 = artifact::SOCKS_PORT_BAND;
     if used.is_empty() {
         return 0;
     }
-    let mut off = 100 * (1 + u16::from(fp0) % 9);
+    let mut off = STEP * (1 + u16::from(fp0) % 9);
     for _ in 0..used.len() + 1 {
         if !used.contains(&off) && off != 0 {
             return off;
         }
-        off = if off >= 900 { 100 } else { off + 100 };
+        off = if off >= 9 * STEP { STEP } else { off + STEP };
     }
-    // More than nine scopes: go past 1000 in the same steps.
-    let mut off = 1000;
+    // More than nine scopes: go past 10 steps in the same steps.
+    let mut off = 10 * STEP;
     while used.contains(&off) {
-        off += 100;
+        off += STEP;
     }
     off
+}
+
+/// Checks an operator-given `--port-offset`: a multiple of the band's width
+/// (else two scopes' bands could overlap) that keeps the band below the
+/// fallback ports ([`artifact::MAX_SCOPE_PORT_OFFSET`]).
+pub fn check_port_offset(offset: u16) -> Result<u16, EnrollError> {
+    if offset.is_multiple_of(artifact::SOCKS_PORT_BAND) && offset <= artifact::MAX_SCOPE_PORT_OFFSET
+    {
+        Ok(offset)
+    } else {
+        Err(EnrollError::BadArg(format!(
+            "--port-offset {offset}: must be a multiple of {} up to {} (the SOCKS5 ports {}-{} plus the offset must stay apart from other retes' and below {})",
+            artifact::SOCKS_PORT_BAND,
+            artifact::MAX_SCOPE_PORT_OFFSET,
+            artifact::SOCKS_PORT_FIRST,
+            artifact::SOCKS_PORT_LAST,
+            artifact::SOCKS_FALLBACK_MIN_PORT,
+        )))
+    }
 }
 
 /// What `flor enroll` did.
@@ -285,7 +307,7 @@ pub fn enroll(
         return Err(EnrollError::AgentPending(scope.name.clone()));
     }
     let offset = match (port_offset, &existing) {
-        (Some(o), _) => o,
+        (Some(o), _) => check_port_offset(o)?,
         (None, Some(info)) => info.port_offset,
         (None, None) => {
             let used: Vec<u16> = Scope::enrolled()
@@ -427,6 +449,21 @@ mod tests {
         );
         let all: Vec<u16> = (0..=9).map(|i| i * 100).collect();
         assert_eq!(choose_port_offset(3, &all), 1000);
+    }
+
+    #[test]
+    fn a_given_port_offset_keeps_bands_apart_and_below_the_fallback_ports() {
+        for ok in [0, 100, 900, 2000, artifact::MAX_SCOPE_PORT_OFFSET] {
+            assert_eq!(check_port_offset(ok).ok(), Some(ok));
+        }
+        for bad in [1, 50, 150, artifact::MAX_SCOPE_PORT_OFFSET + 100, u16::MAX] {
+            let e = check_port_offset(bad).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref()
+                    .is_some_and(|e| e.contains("multiple of 100 up to 31500")),
+                "{bad}: {e:?}"
+            );
+        }
     }
 
     #[test]

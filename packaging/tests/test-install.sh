@@ -182,6 +182,59 @@ check "an ELF binary is refused for macOS" bash -c "! '$install_sh' --root '$T/m
 "$MAC/install.sh" --root "$R5" --os darwin --arch x86_64 --uninstall >/dev/null
 check "macOS uninstall removes flor and the plist" test ! -e "$plist" -a ! -e "$R5/usr/local/bin/flor"
 
+echo "== install.sh: an upgrade restarts the running agents, after the new binary is in place"
+# A live --user install (no root, no scratch root) with fake systemctl/launchctl first on
+# PATH: each logs its arguments and whether the installed flor is already the new binary.
+# launchctl print answers "loaded" for every job, as if every agent were running.
+FAKE=$T/fake-bin
+mkdir -p "$FAKE" "$T/systemd-run"
+for tool in systemctl launchctl; do
+	cat >"$FAKE/$tool" <<FAKE_EOF
+#!/bin/sh
+if cmp -s "\$NEW_FLOR" "\$INSTALLED_FLOR"; then state=new; else state=old; fi
+echo "$tool \$* [\$state]" >>"$T/calls"
+exit 0
+FAKE_EOF
+	chmod +x "$FAKE/$tool"
+done
+live_install() { # live_install HOME BINARY [args...]: a live --user install with the fakes
+	local h=$1 b=$2
+	shift 2
+	: >"$T/calls"
+	env HOME="$h" PATH="$FAKE:$PATH" FLOR_SYSTEMD_RUNDIR="$T/systemd-run" NEW_FLOR="$b" \
+		INSTALLED_FLOR="$h/.local/bin/flor" "$install_sh" --user --binary "$b" "$@" >/dev/null
+}
+# A different build of the same platform: the same ELF with one byte more at the end.
+NEWBIN=$T/flor-new
+cp "$bin" "$NEWBIN"
+printf '\0' >>"$NEWBIN"
+H=$T/live-home
+live_install "$H" "$bin" --scope demo.flor
+check "first install restarts nothing it did not start" bash -c "! grep -q try-restart '$T/calls'"
+live_install "$H" "$NEWBIN"
+check "upgrade: systemctl --user try-restart 'flor-agent@*.service', after the new binary is in place" \
+	grep -qxF 'systemctl --user try-restart flor-agent@*.service [new]' "$T/calls"
+check "upgrade: the units are reloaded before the restart" \
+	[ "$(head -1 "$T/calls")" = 'systemctl --user daemon-reload [new]' ]
+check "upgrade: the installed flor is the new binary" cmp -s "$NEWBIN" "$H/.local/bin/flor"
+live_install "$H" "$NEWBIN"
+check "the same binary again restarts nothing" bash -c "! grep -q try-restart '$T/calls'"
+live_install "$H" "$bin" --no-start
+check "--no-start: an upgrade restarts nothing" bash -c "! grep -q restart '$T/calls'"
+MH=$T/mac-live-home
+mkdir -p "$MH"
+cp "$MAC/flor-darwin-x86_64" "$T/mac-old"
+cp "$MAC/flor-darwin-x86_64" "$T/mac-new"
+printf '\0' >>"$T/mac-new"
+mac_live() { FLOR_UNAME_S=Darwin FLOR_UNAME_M=x86_64 live_install "$@"; }
+mac_live "$MH" "$T/mac-old" --scope demo.flor --scope home
+mac_live "$MH" "$T/mac-new" --scope home
+uid=$(id -u)
+check "macOS upgrade: launchctl kickstart -k the loaded agent of another scope, after the new binary is in place" \
+	grep -qxF "launchctl kickstart -k gui/$uid/org.florete.flor-agent.demo.flor [new]" "$T/calls"
+check "macOS upgrade: the --scope agent is reloaded (bootstrap), not kickstarted too" \
+	bash -c "! grep -q 'kickstart.*flor-agent.home' '$T/calls' && grep -q 'bootstrap gui/$uid .*org.florete.flor-agent.home.plist' '$T/calls'"
+
 echo "== install.sh: bad input"
 check "a scope name with '/' is refused" bash -c "! '$install_sh' --root '$T/bad' --binary '$bin' --scope '../x' >/dev/null 2>&1"
 check "nothing written for a refused scope" [ ! -e "$T/bad/usr/local/bin/flor" ]

@@ -5,8 +5,9 @@
 //! - the principals it holds (its `node/<name>`, the services it hosts, the users listed on it),
 //! - the services it hosts and the ACL rows for them (one per caller, sorted by caller),
 //! - routes to the services its principals may reach, and nothing else,
-//! - SOCKS5 listeners: one per held user (preferred ports 1080, 1081, … by user name),
-//!   then one per held service principal that may call out, then the node principal.
+//! - SOCKS5 listeners: one per held user (by name), then one per held service principal
+//!   that may call out, then the node principal; each on the port [`crate::ports`]
+//!   gives it (declared `socks_port`, else a documented default — never by position).
 //!
 //! Deterministic: every list is built from sorted maps, no timestamps, the
 //! JSON is serde_json's compact form of flor-vertex's own types in struct
@@ -35,8 +36,6 @@ pub const VERTEX_NAME: &str = "flor";
 pub const AGENT_PATH: &str = contract::AGENT_REL;
 /// Where the vertex artifact lives in a scope and in the compiled tree.
 pub const VERTEX_PATH: &str = "mgmt/vertices/flor.json";
-/// The first preferred SOCKS5 port (the conventional SOCKS port); later listeners count up.
-pub const SOCKS_BASE_PORT: u16 = 1080;
 
 /// Why compiling a node failed.
 #[derive(Debug, thiserror::Error)]
@@ -202,16 +201,7 @@ pub fn build(
     }
 
     // SOCKS5: users by name, then service principals that call out, then the node.
-    let mut socks_principals: Vec<&SpiffeId> = users.clone();
-    socks_principals.extend(
-        hosted
-            .keys()
-            .copied()
-            .filter(|id| access.reach.contains_key(*id)),
-    );
-    if access.reach.contains_key(&node.id) {
-        socks_principals.push(&node.id);
-    }
+    let socks_principals = crate::ports::assign(rete, access, node);
 
     check_count(
         n,
@@ -332,11 +322,10 @@ pub fn build(
             push_err("routes", l);
         }
     }
-    for (i, p) in socks_principals.iter().enumerate() {
-        let port = SOCKS_BASE_PORT.saturating_add(u16::try_from(i).unwrap_or(u16::MAX));
+    for p in &socks_principals {
         if let Err(l) = vertex.socks.push(SocksListener {
-            principal: (*p).clone(),
-            port,
+            principal: p.id.clone(),
+            port: p.port,
         }) {
             push_err("SOCKS5 listeners", l);
         }

@@ -41,9 +41,13 @@ use crate::validate::{self, Rete, ValidateError, SERVICE_CONFIG, SERVICE_CONFIG_
 pub const INDEX_FILE: &str = "index.html";
 /// The stylesheet's file name, next to [`INDEX_FILE`].
 pub const CSS_FILE: &str = "landing.css";
-/// The SOCKS5 address a single-rete device's first user gets (compile's first
-/// preferred SOCKS5 port, port offset 0).
+/// The SOCKS5 address of a single-rete device's one user when the rete
+/// declares no `socks_port` for it ([`crate::ports::SOLE_DEFAULT`], port offset 0).
 pub const EXAMPLE_SOCKS: &str = "127.0.0.1:1080";
+const _: () = assert!(
+    crate::ports::SOLE_DEFAULT == 1080,
+    "EXAMPLE_SOCKS names the sole user's default port"
+);
 
 /// The stylesheet: system fonts only, so the page loads nothing from elsewhere.
 pub const CSS: &str = include_str!("landing.css");
@@ -342,7 +346,7 @@ flor agent run --rete {td}</code></pre>
 <li>
 <h3>Find your SOCKS5 port</h3>
 <pre><code>flor agent status --rete {td}</code></pre>
-<p>Each identity on your device has a <code>socks5</code> line; use the <code>actual</code> address on the line ending in <code>spiffe://{td}/user/&lt;you&gt;</code>. With one rete and one person on the device it is <code>{EXAMPLE_SOCKS}</code>. The address is yours: what you reach through it, you reach as yourself.</p>
+<p>Each identity on your device has a <code>socks5</code> line; use the <code>actual</code> address on the line ending in <code>spiffe://{td}/user/&lt;you&gt;</code>. With one rete and one person on the device it is usually <code>{EXAMPLE_SOCKS}</code>; your operator may have given you another port, the same on each of your devices. The port is yours and stays yours when others are added or removed: what you reach through it, you reach as yourself.</p>
 </li>
 "
     );

@@ -35,5 +35,6 @@ pub mod landing;
 pub mod model;
 pub mod new;
 pub mod pki;
+pub mod ports;
 pub mod publish;
 pub mod validate;

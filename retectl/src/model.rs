@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! rete.yaml      name (trust domain), version, crypto, mgmt_signers, config_server
-//! nodes.yaml     nodes: name, listen (UDP, server nodes), users held, extra roles
-//! users.yaml     users: name, role | roles
-//! services.yaml  services: name, node, scope, upstream, roles, groups
+//! nodes.yaml     nodes: name, listen (UDP, server nodes), users held, extra roles, socks_port
+//! users.yaml     users: name, role | roles, socks_port
+//! services.yaml  services: name, node, scope, upstream, roles, groups, socks_port
 //! roles.yaml     roles: name, services, groups
 //! groups.yaml    groups: name, services
 //! ```
@@ -164,6 +164,9 @@ pub struct NodeEntry {
     /// Roles for the node principal on top of the automatic `node`.
     #[serde(default)]
     pub roles: Vec<S<String>>,
+    /// Preferred SOCKS5 port of the node principal (default: the top of the band).
+    #[serde(default)]
+    pub socks_port: Option<S<i64>>,
 }
 
 /// `users.yaml`.
@@ -187,6 +190,9 @@ pub struct UserEntry {
     /// Roles.
     #[serde(default)]
     pub roles: Vec<S<String>>,
+    /// Preferred SOCKS5 port of this user on every node that holds it.
+    #[serde(default)]
+    pub socks_port: Option<S<i64>>,
 }
 
 /// `services.yaml`.
@@ -217,6 +223,9 @@ pub struct ServiceEntry {
     /// Groups this service joins.
     #[serde(default)]
     pub groups: Vec<S<String>>,
+    /// Preferred SOCKS5 port of the service principal (when it calls other services).
+    #[serde(default)]
+    pub socks_port: Option<S<i64>>,
 }
 
 /// `roles.yaml`.

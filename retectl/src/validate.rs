@@ -13,6 +13,8 @@
 //!   group → service, config-server → node) resolves;
 //! - addresses are `ip:port` with a non-zero port; upstreams do not clash on a node;
 //!   UDP listen addresses do not clash between nodes; a node that hosts services listens;
+//! - a declared `socks_port` is inside the SOCKS5 band (1080-1179), and no two SOCKS5
+//!   principals of a node end up on the same port, declared or default ([`crate::ports`]);
 //! - crypto categories name algorithms retectl knows;
 //! - certificates in the repo chain to `certs/ca.crt` and are not expired ([`crate::pki`]);
 //! - every node's compiled artifact fits the device limits ([`crate::compile`]).
@@ -68,7 +70,19 @@ pub struct Node {
     pub users: Vec<String>,
     /// Roles of the node principal: `node` first, then extra ones.
     pub roles: Vec<String>,
+    /// The node principal's declared SOCKS5 port.
+    pub socks_port: Option<DeclaredPort>,
     /// Line in nodes.yaml.
+    pub line: u64,
+}
+
+/// A `socks_port:` as written: the port (inside the band) and its line in
+/// the principal's file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeclaredPort {
+    /// The preferred port, before the device's scope offset.
+    pub port: u16,
+    /// Line of `socks_port:`.
     pub line: u64,
 }
 
@@ -79,6 +93,8 @@ pub struct User {
     pub id: SpiffeId,
     /// Roles.
     pub roles: Vec<String>,
+    /// Declared SOCKS5 port (the same on every node holding the user).
+    pub socks_port: Option<DeclaredPort>,
     /// Line in users.yaml.
     pub line: u64,
 }
@@ -94,6 +110,8 @@ pub struct Service {
     pub upstream: SocketAddr,
     /// Roles of the service principal.
     pub roles: Vec<String>,
+    /// Declared SOCKS5 port (used when the service calls others).
+    pub socks_port: Option<DeclaredPort>,
     /// Line in services.yaml.
     pub line: u64,
 }
@@ -254,6 +272,32 @@ impl Checker {
                     format!(
                         "{what} {:?}: not an ip:port address (e.g. 127.0.0.1:8080, [::1]:8080)",
                         s.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A `socks_port:` inside the band, or a problem naming the band.
+    fn socks_port(&mut self, file: &str, whose: &str, s: Option<&S<i64>>) -> Option<DeclaredPort> {
+        let s = s?;
+        let band = crate::ports::FIRST..=crate::ports::LAST;
+        match u16::try_from(s.value) {
+            Ok(port) if band.contains(&port) => Some(DeclaredPort {
+                port,
+                line: line(s),
+            }),
+            _ => {
+                self.push(
+                    file,
+                    line(s),
+                    format!(
+                        "socks_port {} of {whose} is outside the SOCKS5 port band {}-{} (every rete's principals get their ports from this band; a device running several retes moves each rete's band by a multiple of {})",
+                        s.value,
+                        crate::ports::FIRST,
+                        crate::ports::LAST,
+                        flor_vertex::artifact::SOCKS_PORT_BAND,
                     ),
                 );
                 None
@@ -436,11 +480,14 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
             );
             continue;
         }
+        let whose = format!("user {:?}", u.value.name.value);
+        let socks_port = c.socks_port(model::USERS_FILE, &whose, u.value.socks_port.as_ref());
         users.insert(
             u.value.name.value.clone(),
             User {
                 id: SpiffeId::new(tdp.clone(), Kind::User, name),
                 roles: Vec::new(),
+                socks_port,
                 line: line(&u.value.name),
             },
         );
@@ -463,6 +510,11 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
             .listen
             .as_ref()
             .and_then(|l| c.addr(model::NODES_FILE, "listen", l));
+        let socks_port = c.socks_port(
+            model::NODES_FILE,
+            &format!("node {:?}", n.value.name.value),
+            n.value.socks_port.as_ref(),
+        );
         nodes.insert(
             n.value.name.value.clone(),
             Node {
@@ -471,6 +523,7 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
                 listen,
                 users: Vec::new(),
                 roles: vec![ROLE_NODE.to_owned()],
+                socks_port,
                 line: line(&n.value.name),
             },
         );
@@ -534,6 +587,11 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
             }
         };
         let upstream = c.addr(model::SERVICES_FILE, "upstream", &e.upstream);
+        let socks_port = c.socks_port(
+            model::SERVICES_FILE,
+            &format!("service {:?}", e.name.value),
+            e.socks_port.as_ref(),
+        );
         let (Some(name), true, Some(upstream)) = (name, node_known, upstream) else {
             // Declared but unusable: references to it are not reported again.
             let key = if node_scoped {
@@ -571,6 +629,7 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
                 node: e.node.value.clone(),
                 upstream,
                 roles: Vec::new(),
+                socks_port,
                 line: line(&e.name),
             },
         );
@@ -932,6 +991,7 @@ pub fn validate_repo(dir: &std::path::Path) -> Result<Checked, Vec<Problem>> {
     let certs = crate::pki::check_repo(dir, rete.td.as_str(), &names, &mut problems);
     let access = rete.access();
     if yaml_ok {
+        problems.extend(crate::ports::check(&rete, &access));
         problems.extend(crate::compile::check_limits(&rete, &access, &certs.signers));
     }
     if problems.is_empty() {

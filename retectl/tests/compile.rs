@@ -252,7 +252,8 @@ fn artifacts_carry_only_what_the_node_needs() {
         ]
     );
 
-    // The laptop holds three users and publishes nothing; one SOCKS5 port per user, then the node.
+    // The laptop holds three users and publishes nothing; one SOCKS5 port per user (as
+    // declared in users.yaml), then the node on the node default (the top of the band).
     let v = open_vertex(&d, &out, "laptop");
     assert!(v.listen.is_none() && v.services.is_empty() && v.acl.is_empty());
     let socks: Vec<(String, u16)> = v
@@ -266,7 +267,7 @@ fn artifacts_carry_only_what_the_node_needs() {
             ("spiffe://demo.flor/user/bob".to_owned(), 1080),
             ("spiffe://demo.flor/user/carol".to_owned(), 1081),
             ("spiffe://demo.flor/user/olga".to_owned(), 1082),
-            ("spiffe://demo.flor/node/laptop".to_owned(), 1083),
+            ("spiffe://demo.flor/node/laptop".to_owned(), 1179),
         ]
     );
     assert_eq!(
@@ -494,4 +495,112 @@ fn example_payloads_match_the_snapshots() {
             snap_path.display()
         );
     }
+}
+
+/// Every principal's preferred SOCKS5 port in a node's compiled vertex artifact.
+fn socks_ports(d: &Demo, out: &Path, node: &str) -> std::collections::BTreeMap<String, u16> {
+    open_vertex(d, out, node)
+        .socks
+        .iter()
+        .map(|s| (s.principal.to_string(), s.port))
+        .collect()
+}
+
+/// Bumps rete.yaml's version from 1 to 2 (so the output directory takes the new compile).
+fn bump_version(d: &Demo) {
+    d.edit("rete.yaml", "version: 1", "version: 2");
+}
+
+/// Issue 11: removing a user from a node used to shift every later user down a
+/// port (carol 1081 -> 1080, olga 1082 -> 1081), so an application set up for
+/// carol's port spoke as olga. Now nobody else's port moves.
+#[test]
+fn removing_a_user_leaves_every_other_port_where_it_was() {
+    let d = Demo::with_ca();
+    let before = d.tmp.path().join("before");
+    compile_all(&d, &before);
+    let old: Vec<_> = NODES.iter().map(|n| socks_ports(&d, &before, n)).collect();
+    assert_eq!(old[2]["spiffe://demo.flor/user/carol"], 1081);
+
+    d.edit(
+        "nodes.yaml",
+        "users: [olga, bob, carol]",
+        "users: [olga, carol]",
+    );
+    bump_version(&d);
+    let after = d.tmp.path().join("after");
+    compile_all(&d, &after);
+    for (i, node) in NODES.iter().enumerate() {
+        let mut expect = old[i].clone();
+        if *node == "laptop" {
+            assert_eq!(expect.remove("spiffe://demo.flor/user/bob"), Some(1080));
+        }
+        let got = socks_ports_at(&after, node, 2);
+        assert_eq!(got, expect, "{node}: ports moved");
+    }
+}
+
+/// Adding a user with a declared port (and a calling service on a server)
+/// leaves every other principal's port unchanged too.
+#[test]
+fn adding_a_user_with_a_declared_port_leaves_every_other_port_where_it_was() {
+    let d = Demo::with_ca();
+    let before = d.tmp.path().join("before");
+    compile_all(&d, &before);
+    let old: Vec<_> = NODES.iter().map(|n| socks_ports(&d, &before, n)).collect();
+
+    let mut users = d.read("users.yaml");
+    // Sorted before everyone by name, which used to push all the others up a port.
+    users.push_str("  - name: aaron\n    role: wiki-reader\n    socks_port: 1099\n");
+    fs::write(d.repo.join("users.yaml"), users).unwrap();
+    d.edit(
+        "nodes.yaml",
+        "users: [olga, bob, carol]",
+        "users: [olga, bob, carol, aaron]",
+    );
+    // wiki on alpha starts calling the echo service: alpha gains a listener for it.
+    d.edit(
+        "services.yaml",
+        "    groups: [web]\n",
+        "    groups: [web]\n    roles: [echo-user]\n    socks_port: 1085\n",
+    );
+    bump_version(&d);
+    let after = d.tmp.path().join("after");
+    compile_all(&d, &after);
+    for (i, node) in NODES.iter().enumerate() {
+        let mut expect = old[i].clone();
+        match *node {
+            "laptop" => {
+                expect.insert("spiffe://demo.flor/user/aaron".into(), 1099);
+            }
+            "alpha" => {
+                expect.insert("spiffe://demo.flor/service/wiki".into(), 1085);
+            }
+            _ => {}
+        }
+        assert_eq!(
+            socks_ports_at(&after, node, 2),
+            expect,
+            "{node}: ports moved"
+        );
+    }
+}
+
+/// [`socks_ports`] for an artifact of `version`.
+fn socks_ports_at(out: &Path, node: &str, version: u32) -> std::collections::BTreeMap<String, u16> {
+    let bytes = fs::read(out.join(node).join("mgmt/vertices/flor.json")).unwrap();
+    let h = envelope::peek_header(&bytes).unwrap();
+    assert_eq!(h.version, version);
+    let env: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    env["payload"]["socks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["principal"].as_str().unwrap().to_owned(),
+                s["port"].as_u64().unwrap() as u16,
+            )
+        })
+        .collect()
 }

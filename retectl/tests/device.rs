@@ -5,9 +5,12 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use common::{text, Demo};
 
@@ -41,6 +44,7 @@ fn run_flor(home: &Path, args: &[&str]) -> (bool, String, String) {
     let o = Command::new(flor())
         .args(args)
         .env("FLOR_HOME", home)
+        .env("FLOR_RUNTIME_DIR", home.join("run"))
         .output()
         .unwrap();
     let (out, err) = text(&o);
@@ -173,4 +177,144 @@ fn flow_b_with_real_flor_id_create() {
         !ok,
         "enroll accepted artifacts from another rete's signer:\n{o}\n{e}"
     );
+}
+
+/// A process group (flor agent + its vertex), killed when dropped.
+struct Group(Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let pgid = rustix::process::Pid::from_child(&self.0);
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        let _ = self.0.wait();
+    }
+}
+
+/// The running vertex's SOCKS5 listeners from `flor agent status --json`:
+/// principal -> preferred port, once the vertex reports them and `done` likes them.
+fn socks_listeners(
+    home: &Path,
+    log: &Path,
+    done: impl Fn(&BTreeMap<String, u64>) -> bool,
+) -> BTreeMap<String, u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let (ok, out, err) = run_flor(home, &["agent", "status", "--rete", "demo.flor", "--json"]);
+        last = format!("{out}{err}");
+        if ok {
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            if let Some(list) = v["listeners"].as_array() {
+                let socks: BTreeMap<String, u64> = list
+                    .iter()
+                    .filter(|l| l["kind"] == "socks5")
+                    .map(|l| {
+                        (
+                            l["principal"].as_str().unwrap().to_owned(),
+                            l["preferred"].as_u64().unwrap(),
+                        )
+                    })
+                    .collect();
+                if v["vertex"]["health"] == "healthy" && done(&socks) {
+                    return socks;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "no matching SOCKS5 listeners in 60 s; last status:\n{last}\nagent log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// Issue 11, on a running device: the laptop's vertex (real `flor agent run`)
+/// serves olga, bob, carol and node/laptop; bob is removed from the laptop in
+/// nodes.yaml, retectl recompiles, and the laptop re-enrolls under its running
+/// agent, which restarts the vertex on the new artifact. Every principal left
+/// keeps its preferred port (before, carol 1081 moved to 1080, bob's).
+#[test]
+fn a_running_vertex_keeps_every_port_when_a_user_is_removed() {
+    // Far from the ports other vertices on this machine may hold; a multiple of
+    // the band's width, as flor enroll requires.
+    const OFFSET: u64 = 4000;
+    let d = Demo::with_ca();
+    let tmp = d.tmp.path();
+    let compile = |out: &Path| {
+        d.ok(&[
+            "compile",
+            d.repo_s(),
+            "--all",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+    };
+    let v1 = tmp.join("out-v1");
+    compile(&v1);
+    let bundle = tmp.join("laptop-v1.bundle.json");
+    d.issue_bundle("laptop", None, &bundle);
+    let home = tmp.join("flor-home");
+    let (ok, o, e) = run_flor(
+        &home,
+        &[
+            "enroll",
+            bundle.to_str().unwrap(),
+            "--from",
+            v1.to_str().unwrap(),
+            "--port-offset",
+            &OFFSET.to_string(),
+        ],
+    );
+    assert!(ok, "flor enroll:\n{o}\n{e}");
+    let log = tmp.join("agent.log");
+    let _agent = Group(
+        Command::new(flor())
+            .args(["agent", "run", "--rete", "demo.flor"])
+            .env("FLOR_HOME", &home)
+            .env("FLOR_RUNTIME_DIR", home.join("run"))
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(tmp.join("agent.out")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    let user = |n: &str| format!("spiffe://demo.flor/user/{n}");
+    let before = socks_listeners(&home, &log, |s| s.len() == 4);
+    let expect: BTreeMap<String, u64> = [
+        (user("bob"), 1080),
+        (user("carol"), 1081),
+        (user("olga"), 1082),
+        ("spiffe://demo.flor/node/laptop".to_owned(), 1179),
+    ]
+    .into_iter()
+    .map(|(p, port)| (p, port + OFFSET))
+    .collect();
+    assert_eq!(before, expect);
+
+    // bob leaves the laptop: version 2, recompiled, re-enrolled under the running agent.
+    d.edit(
+        "nodes.yaml",
+        "users: [olga, bob, carol]",
+        "users: [olga, carol]",
+    );
+    d.edit("rete.yaml", "version: 1", "version: 2");
+    let v2 = tmp.join("out-v2");
+    compile(&v2);
+    let bundle = tmp.join("laptop-v2.bundle.json");
+    d.issue_bundle("laptop", None, &bundle);
+    let (ok, o, e) = run_flor(
+        &home,
+        &[
+            "enroll",
+            bundle.to_str().unwrap(),
+            "--from",
+            v2.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "flor enroll under the running agent:\n{o}\n{e}");
+    let after = socks_listeners(&home, &log, |s| !s.contains_key(&user("bob")));
+    let mut kept = before;
+    kept.remove(&user("bob"));
+    assert_eq!(after, kept, "a principal's port moved when bob was removed");
 }

@@ -7,7 +7,8 @@
 //! s01..s49 host ~20 services each and hold 8 users each whose role
 //! grants that node's services (a shared workstation). Role rNN grants node sNN's group; user i has role r(i mod 49),
 //! so ~204 users may call each server node (under MAX_ACL_ROWS = 512); 5 users
-//! are operators.
+//! are operators. Users declare SOCKS5 ports from the 100-port band, many
+//! users sharing a port, but never two held by one node.
 
 mod common;
 
@@ -74,10 +75,21 @@ fn generate(d: &Demo) {
     let mut users = String::from("users:\n");
     for i in 0..USERS {
         let role = format!("r{:02}", i % SERVERS + 1);
+        // The k-th user held on a node gets 1080 + k: unique per node, and
+        // shared by ~100 users across the rete (no node holds two of them).
+        let port = 1080 + (i / SERVERS) % 100;
         if i < 5 {
-            writeln!(users, "  - {{name: u{i:05}, roles: [operator, {role}]}}").unwrap();
+            writeln!(
+                users,
+                "  - {{name: u{i:05}, roles: [operator, {role}], socks_port: {port}}}"
+            )
+            .unwrap();
         } else {
-            writeln!(users, "  - {{name: u{i:05}, role: {role}}}").unwrap();
+            writeln!(
+                users,
+                "  - {{name: u{i:05}, role: {role}, socks_port: {port}}}"
+            )
+            .unwrap();
         }
     }
     w("users.yaml", users);

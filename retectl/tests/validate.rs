@@ -512,3 +512,204 @@ fn new_writes_a_valid_template_and_refuses_to_overwrite() {
     );
     assert_eq!(std::fs::read(dir.join("rete.yaml")).unwrap(), before);
 }
+
+/// The 1-based line of the `nth` (0-based) line of `file` containing `needle`.
+fn nth_line(d: &Demo, file: &str, needle: &str, nth: usize) -> usize {
+    d.read(file)
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .nth(nth)
+        .unwrap_or_else(|| panic!("{needle:?} #{nth} not in {file}"))
+        .0
+        + 1
+}
+
+/// Appends users to users.yaml (`name`, optional `socks_port`), each with role echo-user.
+fn add_users(d: &Demo, users: &[(&str, Option<u16>)]) {
+    let mut text = d.read("users.yaml");
+    for (name, port) in users {
+        text.push_str(&format!("  - name: {name}\n    role: echo-user\n"));
+        if let Some(p) = port {
+            text.push_str(&format!("    socks_port: {p}\n"));
+        }
+    }
+    std::fs::write(d.repo.join("users.yaml"), text).unwrap();
+}
+
+#[test]
+fn socks_ports_stay_in_the_band() {
+    let d = Demo::new();
+    d.edit("users.yaml", "socks_port: 1080", "socks_port: 2000");
+    d.edit(
+        "nodes.yaml",
+        "    users: [olga, bob, carol]\n",
+        "    users: [olga, bob, carol]\n    socks_port: 80\n",
+    );
+    d.edit(
+        "services.yaml",
+        "    groups: [web]\n",
+        "    groups: [web]\n    socks_port: 1180\n",
+    );
+    let err = fails(&d);
+    for (file, needle, what) in [
+        (
+            "users.yaml",
+            "socks_port: 2000",
+            "socks_port 2000 of user \"bob\"",
+        ),
+        (
+            "nodes.yaml",
+            "socks_port: 80",
+            "socks_port 80 of node \"laptop\"",
+        ),
+        (
+            "services.yaml",
+            "socks_port: 1180",
+            "socks_port 1180 of service \"wiki\"",
+        ),
+    ] {
+        has(
+            &err,
+            &format!("{file}:{}:", d.line_of(file, needle)),
+            &format!("{what} is outside the SOCKS5 port band 1080-1179"),
+        );
+    }
+}
+
+#[test]
+fn two_users_of_one_node_cannot_declare_one_port() {
+    let d = Demo::new();
+    // carol takes bob's port; they share the laptop.
+    d.edit("users.yaml", "socks_port: 1081", "socks_port: 1080");
+    let err = fails(&d);
+    let bob = nth_line(&d, "users.yaml", "socks_port: 1080", 0);
+    let carol = nth_line(&d, "users.yaml", "socks_port: 1080", 1);
+    has(
+        &err,
+        &format!("nodes.yaml:{}:", d.line_of("nodes.yaml", "name: laptop")),
+        &format!(
+            "node \"laptop\": user \"bob\" (socks_port at users.yaml:{bob}) and user \"carol\" \
+             (socks_port at users.yaml:{carol}) would share SOCKS5 port 1080; change the \
+             socks_port at users.yaml:{bob} or the one at users.yaml:{carol}; whoever uses 1080 \
+             today should keep it"
+        ),
+    );
+    assert!(err.contains("1 problem(s)"), "reported once:\n{err}");
+
+    // Apart, they may share it: a rete has more users than the band has ports.
+    d.edit(
+        "nodes.yaml",
+        "users: [olga, bob, carol]",
+        "users: [olga, bob]",
+    );
+    d.edit(
+        "nodes.yaml",
+        "    listen: 127.0.0.3:7443\n",
+        "    listen: 127.0.0.3:7443\n    users: [carol]\n",
+    );
+    let o = d.run(&["validate", d.repo_s()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+}
+
+#[test]
+fn a_node_with_two_users_without_ports_must_declare_them() {
+    let d = Demo::new();
+    add_users(&d, &[("dave", None), ("erin", None)]);
+    d.edit(
+        "nodes.yaml",
+        "users: [olga, bob, carol]",
+        "users: [olga, bob, carol, erin, dave]",
+    );
+    let err = fails(&d);
+    let dave = d.line_of("users.yaml", "name: dave");
+    let erin = d.line_of("users.yaml", "name: erin");
+    has(
+        &err,
+        &format!("nodes.yaml:{}:", d.line_of("nodes.yaml", "name: laptop")),
+        &format!(
+            "node \"laptop\" holds 2 principals with a SOCKS5 listener and no socks_port: \
+             user \"dave\" (users.yaml:{dave}), user \"erin\" (users.yaml:{erin}); \
+             only one may go without (it gets 1080)"
+        ),
+    );
+    // The one of them on their own on another node is fine: only the laptop is reported.
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("nodes.yaml")).count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn a_default_port_never_goes_to_a_second_principal() {
+    let d = Demo::new();
+    // dave is the laptop's one user without a port, so his default is 1080: bob's.
+    add_users(&d, &[("dave", None)]);
+    d.edit(
+        "nodes.yaml",
+        "users: [olga, bob, carol]",
+        "users: [olga, bob, carol, dave]",
+    );
+    // carol declares the top of the band, which is node/laptop's default.
+    d.edit("users.yaml", "socks_port: 1081", "socks_port: 1179");
+    let err = fails(&d);
+    let laptop = format!("nodes.yaml:{}:", d.line_of("nodes.yaml", "name: laptop"));
+    let bob = d.line_of("users.yaml", "socks_port: 1080");
+    let dave = d.line_of("users.yaml", "name: dave");
+    has(
+        &err,
+        &laptop,
+        &format!(
+            "node \"laptop\": user \"bob\" (socks_port at users.yaml:{bob}) and \
+             user \"dave\" (users.yaml:{dave}, no socks_port: the default 1080) would share \
+             SOCKS5 port 1080; declare a socks_port for user \"dave\", or change the one at \
+             users.yaml:{bob}; whoever uses 1080 today should keep it"
+        ),
+    );
+    let carol = d.line_of("users.yaml", "socks_port: 1179");
+    has(
+        &err,
+        &laptop,
+        &format!(
+            "node \"laptop\": user \"carol\" (socks_port at users.yaml:{carol}) and \
+             node \"laptop\" (no socks_port in nodes.yaml: the node default 1179) would share \
+             SOCKS5 port 1179; declare a socks_port for node \"laptop\", or change the one at \
+             users.yaml:{carol}"
+        ),
+    );
+}
+
+#[test]
+fn a_node_port_may_not_meet_a_user_port() {
+    let d = Demo::new();
+    d.edit(
+        "nodes.yaml",
+        "    users: [olga, bob, carol]\n",
+        "    users: [olga, bob, carol]\n    socks_port: 1082\n",
+    );
+    let err = fails(&d);
+    let olga = d.line_of("users.yaml", "socks_port: 1082");
+    let node = d.line_of("nodes.yaml", "socks_port: 1082");
+    has(
+        &err,
+        &format!("nodes.yaml:{}:", d.line_of("nodes.yaml", "name: laptop")),
+        &format!(
+            "user \"olga\" (socks_port at users.yaml:{olga}) and node \"laptop\" (socks_port at \
+             nodes.yaml:{node}) would share SOCKS5 port 1082; change the socks_port at \
+             users.yaml:{olga} or the one at nodes.yaml:{node}"
+        ),
+    );
+}
+
+#[test]
+fn a_single_user_node_needs_no_ports() {
+    let d = Demo::new();
+    // Without ports, the laptop's three users would be refused; with one user it is fine.
+    for port in ["1080", "1081", "1082"] {
+        d.edit("users.yaml", &format!("    socks_port: {port}\n"), "");
+    }
+    d.edit("nodes.yaml", "users: [olga, bob, carol]", "users: [carol]");
+    let o = d.run(&["validate", d.repo_s()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+}

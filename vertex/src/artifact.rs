@@ -322,8 +322,55 @@ pub struct Route {
 pub struct SocksListener {
     /// The identity every flow through this listener uses.
     pub principal: SpiffeId,
-    /// Preferred loopback TCP port (before the scope's port offset); any free port if taken.
+    /// Preferred loopback TCP port (before the scope's port offset), in
+    /// [`SOCKS_PORT_FIRST`]`..=`[`SOCKS_PORT_LAST`] when retectl compiled it; if
+    /// it is taken, a port at or above [`SOCKS_FALLBACK_MIN_PORT`].
     pub port: u16,
+}
+
+// The SOCKS5 port band. A listener's port is how an application on the device
+// chooses an identity, so a port must never pass from one principal to another
+// by accident: retectl gives each principal a port of its own inside one band
+// (never by position), and a listener whose port is taken falls back above
+// every scope's band instead of onto a neighbour's port.
+
+/// First preferred SOCKS5 port of the band: the conventional SOCKS port, which
+/// the one user of a single-rete device gets unless the rete gives it another.
+pub const SOCKS_PORT_FIRST: u16 = 1080;
+
+/// Width of the band, and the step between two scopes' port offsets
+/// (`flor enroll` picks offsets in multiples of it), so the bands of two retes
+/// on one device never overlap. 100 principals with a SOCKS5 listener per node
+/// is far above [`limits::MAX_SOCKS_LISTENERS`].
+pub const SOCKS_PORT_BAND: u16 = 100;
+
+/// Last preferred SOCKS5 port of the band (1179): the node identity's default,
+/// since a node holds exactly one node identity.
+pub const SOCKS_PORT_LAST: u16 = SOCKS_PORT_FIRST + SOCKS_PORT_BAND - 1;
+
+/// Lowest port a SOCKS5 listener falls back to when its preferred port is
+/// taken: the start of Linux's default ephemeral range (macOS, the BSDs and
+/// Windows start at 49152). Every scope's band lies below it as long as the
+/// scope's offset is below [`MAX_SCOPE_PORT_OFFSET`], so a fallback port is
+/// never another principal's preferred port.
+pub const SOCKS_FALLBACK_MIN_PORT: u16 = 32768;
+
+/// Largest port offset a scope may have: its band still ends below
+/// [`SOCKS_FALLBACK_MIN_PORT`] (31,500: room for 316 retes on one device).
+pub const MAX_SCOPE_PORT_OFFSET: u16 =
+    (SOCKS_FALLBACK_MIN_PORT - SOCKS_PORT_FIRST - SOCKS_PORT_BAND) / SOCKS_PORT_BAND
+        * SOCKS_PORT_BAND;
+const _: () = assert!(
+    SOCKS_PORT_LAST as u32 + MAX_SCOPE_PORT_OFFSET as u32 <= SOCKS_FALLBACK_MIN_PORT as u32,
+    "the highest scope's band must stay below the fallback ports"
+);
+
+/// Whether `port` is a preferred SOCKS5 port of some scope: inside the band
+/// moved by any allowed offset (a multiple of [`SOCKS_PORT_BAND`] up to
+/// [`MAX_SCOPE_PORT_OFFSET`]). Offsets are multiples of the band's width, so
+/// the union of every scope's band is one range.
+pub const fn in_some_scope_band(port: u16) -> bool {
+    port >= SOCKS_PORT_FIRST && port <= SOCKS_PORT_LAST + MAX_SCOPE_PORT_OFFSET
 }
 
 /// An authorised management-plane signer: its identity and Ed25519 public key.

@@ -17,6 +17,7 @@ use super::dial::{DialError, Dialer};
 use super::forward::pump;
 use super::tls::Credentials;
 use crate::acl::Swap;
+use crate::artifact::SOCKS_FALLBACK_MIN_PORT;
 use crate::identity::{resolve, SpiffeId, TrustDomain};
 use crate::limits::{HANDSHAKE_TIMEOUT_S, MAX_FLOWS};
 use crate::socks5::{self, Destination, Reply, MAX_MESSAGE};
@@ -39,20 +40,62 @@ pub struct SocksCtx {
     pub flows: AtomicUsize,
 }
 
-/// Binds `ip:preferred` if it is free, else any free port on `ip`. Returns
-/// the listener and whether the preferred port was taken.
+/// Binds `ip:preferred` if it is free, else a free port at or above
+/// [`SOCKS_FALLBACK_MIN_PORT`], outside every scope's preferred band, so a
+/// listener never takes another principal's preferred port (an application
+/// configured for that port would otherwise speak as the wrong identity).
+/// `preferred` 0 means no usable preference (it overflowed with the offset).
+/// Returns the listener and whether the preferred port was not used.
+///
+/// # Errors
+/// The bind error of the preferred port unless it is taken or not permitted;
+/// `AddrInUse` when no fallback port could be bound either.
 pub fn bind_preferred(ip: IpAddr, preferred: u16) -> io::Result<(TcpListener, bool)> {
-    match std::net::TcpListener::bind((ip, preferred)) {
-        Ok(l) => Ok((TcpListener::try_from(l)?, false)),
-        Err(e)
-            if e.kind() == io::ErrorKind::AddrInUse
-                || e.kind() == io::ErrorKind::PermissionDenied =>
-        {
-            let l = std::net::TcpListener::bind((ip, 0))?;
-            Ok((TcpListener::try_from(l)?, true))
+    if preferred != 0 {
+        match std::net::TcpListener::bind((ip, preferred)) {
+            Ok(l) => return Ok((TcpListener::try_from(l)?, false)),
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    || e.kind() == io::ErrorKind::PermissionDenied => {}
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
     }
+    let l = bind_fallback(ip)?;
+    Ok((TcpListener::try_from(l)?, true))
+}
+
+/// A listener on a free port at or above [`SOCKS_FALLBACK_MIN_PORT`].
+fn bind_fallback(ip: IpAddr) -> io::Result<std::net::TcpListener> {
+    // The kernel's pick first: random, free, and normally in the ephemeral
+    // range (Linux 32768-60999, elsewhere 49152-65535), above every band.
+    let l = std::net::TcpListener::bind((ip, 0))?;
+    if l.local_addr()?.port() >= SOCKS_FALLBACK_MIN_PORT {
+        return Ok(l);
+    }
+    // The ephemeral range was lowered (net.ipv4.ip_local_port_range) into the
+    // bands: look for a free port above them ourselves.
+    drop(l);
+    scan_from(ip, SOCKS_FALLBACK_MIN_PORT, FALLBACK_PROBES)
+}
+
+/// How many ports [`bind_fallback`] tries when the kernel's pick is too low.
+/// One bind attempt each (microseconds); 1,024 finds a free port unless the
+/// machine has nearly exhausted its ports, and then failing is right.
+const FALLBACK_PROBES: u16 = 1024;
+
+/// Binds the first free port of `first..first + probes` (not past 65535).
+fn scan_from(ip: IpAddr, first: u16, probes: u16) -> io::Result<std::net::TcpListener> {
+    for port in (first..=u16::MAX).take(usize::from(probes)) {
+        match std::net::TcpListener::bind((ip, port)) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no free port above the preferred SOCKS5 ports",
+    ))
 }
 
 /// Serves SOCKS5 on `listener`, every flow as `caller`.
@@ -204,5 +247,95 @@ async fn session(mut tcp: TcpStream, caller: &Arc<Credentials>, ctx: &SocksCtx) 
             m.from_peer
         ),
         Err(e) => log::info!("flow {} -> {target} ended: {e}", caller.id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test fixtures: a failed setup step should abort the test loudly
+    use super::*;
+    use crate::artifact::{
+        in_some_scope_band, MAX_SCOPE_PORT_OFFSET, SOCKS_PORT_BAND, SOCKS_PORT_FIRST,
+        SOCKS_PORT_LAST,
+    };
+    use std::net::Ipv4Addr;
+
+    const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    /// Makes sure `port` on loopback is taken: binds it, or finds it bound by
+    /// someone else (another vertex on this machine). The guard keeps it taken.
+    fn occupy(port: u16) -> Option<std::net::TcpListener> {
+        match std::net::TcpListener::bind((LO, port)) {
+            Ok(l) => Some(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => None,
+            Err(e) => panic!("cannot occupy {port}: {e}"),
+        }
+    }
+
+    fn assert_outside_every_band(port: u16) {
+        assert!(port >= SOCKS_FALLBACK_MIN_PORT, "fallback {port}");
+        assert!(!in_some_scope_band(port), "fallback {port} is in a band");
+        let mut offset = 0;
+        while offset <= MAX_SCOPE_PORT_OFFSET {
+            let band = SOCKS_PORT_FIRST + offset..=SOCKS_PORT_LAST + offset;
+            assert!(
+                !band.contains(&port),
+                "{port} is in the band of offset {offset}"
+            );
+            offset += SOCKS_PORT_BAND;
+        }
+    }
+
+    #[test]
+    fn a_taken_preferred_port_falls_back_outside_every_scope_band() {
+        // The first and last port of the band at the first, an automatic, and the highest offset.
+        for offset in [0, 100, 900, MAX_SCOPE_PORT_OFFSET] {
+            for preferred in [SOCKS_PORT_FIRST + offset, SOCKS_PORT_LAST + offset] {
+                let _guard = occupy(preferred);
+                let (l, taken) = smol::block_on(async { bind_preferred(LO, preferred) }).unwrap();
+                assert!(taken, "{preferred} was occupied");
+                assert_outside_every_band(l.local_addr().unwrap().port());
+            }
+        }
+    }
+
+    #[test]
+    fn a_free_preferred_port_is_bound_as_is() {
+        let port = {
+            let l = std::net::TcpListener::bind((LO, 0)).unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (l, taken) = smol::block_on(async { bind_preferred(LO, port) }).unwrap();
+        // Another test may have raced us to the port; then it must have fallen back.
+        let actual = l.local_addr().unwrap().port();
+        assert!(!taken && actual == port || taken && actual != port);
+    }
+
+    #[test]
+    fn no_preference_falls_back_too() {
+        let (l, taken) = smol::block_on(async { bind_preferred(LO, 0) }).unwrap();
+        assert!(taken);
+        assert_outside_every_band(l.local_addr().unwrap().port());
+    }
+
+    #[test]
+    fn the_scan_skips_taken_ports_and_gives_up_when_all_are() {
+        let first = loop {
+            // A free port with a free successor, held so the scan must skip it.
+            let l = std::net::TcpListener::bind((LO, 0)).unwrap();
+            let p = l.local_addr().unwrap().port();
+            if p < u16::MAX {
+                break (l, p);
+            }
+        };
+        let (held, port) = first;
+        match scan_from(LO, port, 2) {
+            Ok(l) => assert_eq!(l.local_addr().unwrap().port(), port + 1),
+            // Someone else holds port + 1: then nothing in the window was free.
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::AddrInUse),
+        }
+        let e = scan_from(LO, port, 1).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        drop(held);
     }
 }
