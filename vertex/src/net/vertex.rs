@@ -67,7 +67,15 @@ impl RunningVertex {
     /// redial (they drop the connection at once instead of finding it dead)
     /// and the nodes this vertex dials to forget its connections. Follow with
     /// [`RunningVertex::wait_idle`] so the close frames leave before exit.
+    ///
+    /// The serving endpoint first stops answering handshakes: a closed quinn
+    /// endpoint would refuse them (CONNECTION_REFUSED, which a caller must take
+    /// for an answer), while silence makes the caller re-attempt until the
+    /// next process of this vertex answers.
     pub fn shutdown(&self) {
+        if let Some(ep) = &self.endpoint {
+            ep.set_server_config(None);
+        }
         for ep in self.endpoint.iter().chain(self.client.iter()) {
             ep.close(
                 quinn::VarInt::from_u32(crate::wire::close::SHUTDOWN),
