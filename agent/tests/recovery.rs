@@ -367,6 +367,39 @@ fn flows_recover_within_2s_after_the_serving_vertex_is_killed() {
     );
 }
 
+/// No flow in flight while the serving vertex restarts: the first flow after
+/// it goes to the stale pooled connection, and the new process answers with a
+/// stateless reset (its reset key is derived from the node's key, like its
+/// predecessor's), so the caller redials at once. Without the derived key
+/// the caller would wait out the silence window (`PEER_SILENCE_FLOOR_MS`,
+/// 500 ms) first; this test tells the two apart.
+#[test]
+fn the_restarted_vertex_resets_an_idle_stale_connection_at_once() {
+    let _serial = serial();
+    let net = Serving::start();
+    let old = net.vertex_pid();
+    let sent = Instant::now();
+    signal(old, rustix::process::Signal::KILL);
+    let up = wait_new_vertex(&net.status_path(), old);
+    // The new process has bound its socket; give it a moment to serve.
+    thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let r = one_request(net.socks, &net.host);
+    let took = start.elapsed();
+    eprintln!(
+        "idle stale connection: vertex up {} ms after kill -9; the first request after it took {} ms ({})",
+        ms(up - sent),
+        ms(took),
+        r.as_ref().err().map(Fail::to_string).unwrap_or("ok".into())
+    );
+    assert!(r.is_ok(), "{:?}", r.err().map(|f| f.to_string()));
+    assert!(
+        took < Duration::from_millis(400),
+        "{} ms: the stale connection was not reset (the silence window or worse decided)",
+        ms(took)
+    );
+}
+
 /// A crash loop: the agent's restart backoff doubles (0.25-0.5 s, then
 /// 0.5-1 s, then 1-2 s), so the last restart leaves the node silent for
 /// over a second, past quinn's first Initial retransmission: the dialer's

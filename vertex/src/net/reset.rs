@@ -18,28 +18,44 @@ use ring::hmac;
 /// Domain separation: the key's bytes are used for nothing but this.
 const RESET_KEY_LABEL: &[u8] = b"florete/1 QUIC stateless reset key";
 
-/// The 32 bytes a vertex's stateless-reset key is made of.
+/// What a vertex's stateless resets are made of: the HMAC key of its reset
+/// tokens, and the key its connection IDs are tagged with. quinn drops a
+/// short-header packet whose connection ID does not carry its endpoint's tag
+/// (a cheap filter against answering junk), so a restarted process must also
+/// recognise its predecessor's connection IDs before it will reset them.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ResetSecret([u8; 32]);
+pub struct ResetSecret {
+    reset: [u8; 32],
+    cid: [u8; 32],
+}
+
+/// HKDF-Expand, first block: `T(1) = HMAC(PRK, vertex || 0x00 || purpose || 0x01)`.
+fn expand(prk: &hmac::Key, vertex: &str, purpose: &[u8]) -> [u8; 32] {
+    let mut ctx = hmac::Context::with_key(prk);
+    ctx.update(vertex.as_bytes());
+    ctx.update(&[0x00]);
+    ctx.update(purpose);
+    ctx.update(&[0x01]);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
 
 impl ResetSecret {
     /// Derives the secret of vertex `vertex` from `node_secret` (the DER of
-    /// the node principal's private key): HKDF-SHA256 with the fixed label as
-    /// salt and the vertex name as info, so two vertices of one node differ
-    /// and the key bytes are never used twice.
+    /// the node principal's private key): HKDF-SHA256 (RFC 5869) with the
+    /// fixed label as salt, and the vertex name and the key's purpose as
+    /// info, so two vertices of one node differ and no key is used twice.
     pub fn derive(node_secret: &[u8], vertex: &str) -> ResetSecret {
-        // HKDF-Extract(salt = label, IKM = secret), then the first block of
-        // HKDF-Expand(PRK, info = vertex name): T(1) = HMAC(PRK, info || 0x01).
         let prk = hmac::sign(
             &hmac::Key::new(hmac::HMAC_SHA256, RESET_KEY_LABEL),
             node_secret,
         );
-        let mut ctx = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, prk.as_ref()));
-        ctx.update(vertex.as_bytes());
-        ctx.update(&[0x01]);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.sign().as_ref());
-        ResetSecret(out)
+        let prk = hmac::Key::new(hmac::HMAC_SHA256, prk.as_ref());
+        ResetSecret {
+            reset: expand(&prk, vertex, b"reset token"),
+            cid: expand(&prk, vertex, b"connection id"),
+        }
     }
 
     /// Derives the secret of vertex `vertex` from private keys in PEM
@@ -66,16 +82,28 @@ impl ResetSecret {
     /// process (tests, and a node whose key cannot be read).
     pub fn random() -> ResetSecret {
         use ring::rand::SecureRandom;
-        let mut out = [0u8; 32];
+        let mut seed = [0u8; 32];
         // SystemRandom fails only without an OS entropy source, where TLS
-        // could not run either; a zero key then only weakens resets.
-        let _ = ring::rand::SystemRandom::new().fill(&mut out);
-        ResetSecret(out)
+        // could not run either; a zero seed then only weakens resets.
+        let _ = ring::rand::SystemRandom::new().fill(&mut seed);
+        ResetSecret::derive(&seed, "random")
     }
 
-    /// A quinn endpoint configuration whose reset tokens come from this secret.
+    /// A quinn endpoint configuration whose reset tokens and connection IDs
+    /// come from this secret.
     pub(crate) fn endpoint_config(&self) -> quinn::EndpointConfig {
-        quinn::EndpointConfig::new(Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &self.0)))
+        let mut cfg =
+            quinn::EndpointConfig::new(Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &self.reset)));
+        let secret = self.clone();
+        cfg.cid_generator(move || Box::new(secret.cid_generator()));
+        cfg
+    }
+
+    /// Connection IDs tagged with a key every process of this vertex shares.
+    fn cid_generator(&self) -> quinn_proto::HashedConnectionIdGenerator {
+        let mut key = [0u8; 8];
+        key.copy_from_slice(&self.cid[..8]);
+        quinn_proto::HashedConnectionIdGenerator::from_key(u64::from_le_bytes(key))
     }
 }
 
@@ -91,7 +119,7 @@ mod tests {
     use quinn::crypto::HmacKey;
 
     fn token(s: &ResetSecret, cid: &[u8]) -> Vec<u8> {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &s.0);
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &s.reset);
         let mut out = vec![0u8; HmacKey::signature_len(&key)];
         HmacKey::sign(&key, cid, &mut out);
         out
@@ -103,9 +131,10 @@ mod tests {
         assert_eq!(a, ResetSecret::derive(b"node key one", "flor"));
         assert_ne!(a, ResetSecret::derive(b"node key two", "flor"));
         assert_ne!(a, ResetSecret::derive(b"node key one", "mesh"));
-        // Not the plain HMAC of the label or of the secret: the label separates.
+        // The two keys differ, and neither is a plain HMAC of the secret.
+        assert_ne!(a.reset, a.cid);
         assert_ne!(
-            a.0.as_slice(),
+            a.reset.as_slice(),
             hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, b"node key one"), b"flor").as_ref()
         );
         // Two processes with the same secret give the same token for a connection ID.
@@ -113,6 +142,19 @@ mod tests {
         assert_eq!(token(&a, &[7; 8]), token(&b, &[7; 8]));
         assert_ne!(token(&a, &[7; 8]), token(&a, &[8; 8]));
         assert_ne!(ResetSecret::random(), ResetSecret::random());
+    }
+
+    #[test]
+    fn a_successor_recognises_its_predecessors_connection_ids() {
+        use quinn::ConnectionIdGenerator;
+        let old = ResetSecret::derive(b"node key", "flor");
+        let new = ResetSecret::derive(b"node key", "flor");
+        let stranger = ResetSecret::derive(b"other node key", "flor");
+        let cid = old.cid_generator().generate_cid();
+        assert!(new.cid_generator().validate(&cid).is_ok());
+        // A CID not tagged by this vertex (with overwhelming likelihood) is dropped unanswered.
+        let foreign = stranger.cid_generator().generate_cid();
+        assert!(new.cid_generator().validate(&foreign).is_err());
     }
 
     #[test]
@@ -155,13 +197,18 @@ mod tests {
             }
         }
         let secret = b"some node key der";
-        let mut expect = [0u8; 32];
-        ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, RESET_KEY_LABEL)
-            .extract(secret)
-            .expand(&[b"flor"], Len32)
-            .expect("32 bytes is within HKDF's output limit")
-            .fill(&mut expect)
-            .expect("the buffer is 32 bytes");
-        assert_eq!(ResetSecret::derive(secret, "flor").0, expect);
+        let hkdf = |purpose: &[u8]| {
+            let mut out = [0u8; 32];
+            ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, RESET_KEY_LABEL)
+                .extract(secret)
+                .expand(&[b"flor", &[0], purpose], Len32)
+                .expect("32 bytes is within HKDF's output limit")
+                .fill(&mut out)
+                .expect("the buffer is 32 bytes");
+            out
+        };
+        let s = ResetSecret::derive(secret, "flor");
+        assert_eq!(s.reset, hkdf(b"reset token"));
+        assert_eq!(s.cid, hkdf(b"connection id"));
     }
 }
