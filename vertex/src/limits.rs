@@ -127,8 +127,9 @@ pub const KEEP_ALIVE_S: u64 = 15;
 /// within its ACK delay (25 ms in quinn) whatever the verdict takes, so only a
 /// peer that is gone (killed, restarted without resetting us, unplugged)
 /// stays silent this long. Lower means faster recovery and more false alarms
-/// on a congested link; a false alarm costs one handshake, never a request
-/// (nothing of the application's is sent before the verdict, docs/wire.md).
+/// on a congested link; a false alarm costs one handshake and cuts flows that
+/// were idle on the connection, never repeats a request (nothing of the
+/// application's is sent before the verdict, docs/wire.md).
 pub const PEER_SILENCE_FLOOR_MS: u64 = 500;
 
 /// The silence window in round trips: the caller waits

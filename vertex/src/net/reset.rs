@@ -72,10 +72,7 @@ impl ResetSecret {
                 secret.extend_from_slice(der.secret_der());
             }
         }
-        let derived = (!secret.is_empty()).then(|| ResetSecret::derive(&secret, vertex));
-        // Do not leave a copy of the key material in freed heap memory.
-        secret.iter_mut().for_each(|b| *b = 0);
-        derived
+        (!secret.is_empty()).then(|| ResetSecret::derive(&secret, vertex))
     }
 
     /// A random secret: the vertex cannot reset connections of an earlier
