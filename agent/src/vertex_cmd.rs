@@ -4,7 +4,9 @@
 //! against the scope's trusted management signers, loads the certificates
 //! the artifact names, binds, and then writes its actual bindings to
 //! `<runtime root>/vertices/<name>.status.json`. That file appearing is the
-//! vertex's "ready" signal to the agent; the process then serves until killed.
+//! vertex's "ready" signal to the agent; the process then serves until
+//! SIGTERM/SIGINT, when it closes its connections with SHUTDOWN so callers
+//! redial its successor at once, and removes the status file.
 //!
 //! Started by the agent (`--agent-pipe`), the vertex also reads requests on
 //! its standard input, one line each, and answers one line on its standard
@@ -18,13 +20,14 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use argh::FromArgs;
-use flor_vertex::artifact::{Addr, VertexConfig};
+use flor_vertex::artifact::{key_path, Addr, VertexConfig};
 use flor_vertex::contract::{self, ContractError};
-use flor_vertex::identity::SpiffeId;
-use flor_vertex::limits::{MAX_ARTIFACT_BYTES, MAX_SOCKS_LISTENERS};
-use flor_vertex::net::{self, Credentials, NetError, VertexSetup};
+use flor_vertex::identity::{Kind, SpiffeId};
+use flor_vertex::limits::{MAX_ARTIFACT_BYTES, MAX_SOCKS_LISTENERS, SHUTDOWN_GRACE_MS};
+use flor_vertex::net::{self, Credentials, NetError, ResetSecret, VertexSetup};
 use serde::{Deserialize, Serialize};
 use smol::io::{AsyncBufReadExt, AsyncWriteExt};
 use smol::stream::StreamExt;
@@ -87,6 +90,8 @@ pub enum VertexCmdError {
     Status(PathBuf, std::io::Error),
     /// The vertex name is not a valid name.
     BadName(String),
+    /// The stop-signal handlers could not be installed.
+    Signals(String),
 }
 
 impl fmt::Display for VertexCmdError {
@@ -99,6 +104,7 @@ impl fmt::Display for VertexCmdError {
             VertexCmdError::Net(e) => write!(f, "{e}"),
             VertexCmdError::Status(p, e) => write!(f, "cannot write {}: {e}", p.display()),
             VertexCmdError::BadName(n) => write!(f, "vertex name {n:?} is not a valid name"),
+            VertexCmdError::Signals(e) => write!(f, "{e}"),
         }
     }
 }
@@ -170,19 +176,24 @@ pub fn load(scope: &Scope, name: &str) -> Result<(VertexSetup, u32), VertexCmdEr
     let (cfg, version) = load_config(scope, name)?;
     let ca_pem = read(scope.path(&cfg.ca), MAX_PEM_FILE)?;
     let mut credentials = Vec::with_capacity(cfg.principals.len());
+    let mut keys = Vec::with_capacity(cfg.principals.len());
     for p in cfg.principals.iter() {
         let cert = read(scope.path(&p.cert), MAX_PEM_FILE)?;
         let key = read(scope.path(&p.key), MAX_PEM_FILE)?;
         let c = Credentials::from_pem(p.id.clone(), &cert, &key)
             .map_err(|e| VertexCmdError::Credentials(Box::new(p.id.clone()), e))?;
         credentials.push(Arc::new(c));
+        keys.push(key);
     }
+    let node = SpiffeId::new(info.rete.clone(), Kind::Node, info.node.clone());
+    let node_key = fsutil::read_bounded(&scope.path(&key_path(&node)), MAX_PEM_FILE).ok();
     let setup = VertexSetup {
         cfg,
         ca_pem,
         credentials,
         port_offset: info.port_offset,
         socks_ip: net::SOCKS_IP,
+        reset_secret: reset_secret(name, node_key.as_deref(), &keys),
     };
     Ok((setup, version))
 }
@@ -238,8 +249,27 @@ fn apply(
     format!("{APPLIED}{version}")
 }
 
+/// The serving endpoint's stateless-reset secret: from the node principal's
+/// key, which every version of the artifact shares, so a vertex restarted for
+/// a new version still resets its predecessor's connections. A scope laid
+/// out without the node key (hand-made test scopes) falls back to the keys
+/// the artifact names, stable while its principals are; failing all, random.
+fn reset_secret(name: &str, node_key: Option<&[u8]>, keys: &[Vec<u8>]) -> ResetSecret {
+    if let Some(s) = node_key.and_then(|k| ResetSecret::from_key_pems([k], name)) {
+        return s;
+    }
+    log::info!("no node key in the scope: stateless-reset key from the artifact's principals");
+    ResetSecret::from_key_pems(keys.iter().map(Vec::as_slice), name).unwrap_or_else(|| {
+        log::warn!("no private key to derive a stateless-reset key from; using a random one");
+        ResetSecret::random()
+    })
+}
+
 impl VertexCmd {
-    /// Runs the subcommand; returns only on error.
+    /// Runs the subcommand until SIGTERM or SIGINT (Ctrl-C; Windows has only
+    /// that), then closes every connection with SHUTDOWN, waits at most
+    /// [`SHUTDOWN_GRACE_MS`] for the close frames to leave, removes the status
+    /// file and returns `Ok` (exit 0). Returns early only on error.
     pub fn run(self) -> Result<(), VertexCmdError> {
         let VertexSub::Run(args) = self.cmd;
         let scope = Scope::find(args.rete.as_deref()).map_err(VertexCmdError::Scope)?;
@@ -247,6 +277,9 @@ impl VertexCmd {
         // A stale status from an earlier process must not read as "ready".
         let _ = std::fs::remove_file(&status_path);
         let (setup, version) = load(&scope, &args.name)?;
+        // Installed before serving, so a stop signal never finds the default
+        // handler (which would exit without closing the connections).
+        let mut signals = crate::process::stop_signals().map_err(VertexCmdError::Signals)?;
         smol::block_on(async {
             let mut running = net::start(setup).map_err(VertexCmdError::Net)?;
             write_status(&status_path, &running, version)?;
@@ -254,24 +287,39 @@ impl VertexCmd {
                 "vertex ready: version {version}, status in {}",
                 status_path.display()
             );
-            if args.agent_pipe {
-                let mut lines =
-                    smol::io::BufReader::new(smol::Unblock::new(std::io::stdin())).lines();
-                let mut out = smol::Unblock::new(std::io::stdout());
-                while let Some(Ok(line)) = lines.next().await {
-                    let answer = if line.trim() == APPLY.trim() {
-                        apply(&scope, &args.name, &status_path, &mut running)
-                    } else {
-                        format!("refused: unknown request {:?}", line.trim())
-                    };
-                    let _ = out.write_all(answer.as_bytes()).await;
-                    let _ = out.write_all(b"\n").await;
-                    let _ = out.flush().await;
-                }
-                // The agent went away (its end of the pipe closed): keep serving;
-                // the next agent stops this process before it starts its own.
-            }
-            smol::future::pending::<()>().await;
+            let signal = {
+                let pipe = async {
+                    if args.agent_pipe {
+                        let mut lines =
+                            smol::io::BufReader::new(smol::Unblock::new(std::io::stdin())).lines();
+                        let mut out = smol::Unblock::new(std::io::stdout());
+                        while let Some(Ok(line)) = lines.next().await {
+                            let answer = if line.trim() == APPLY.trim() {
+                                apply(&scope, &args.name, &status_path, &mut running)
+                            } else {
+                                format!("refused: unknown request {:?}", line.trim())
+                            };
+                            let _ = out.write_all(answer.as_bytes()).await;
+                            let _ = out.write_all(b"\n").await;
+                            let _ = out.flush().await;
+                        }
+                        // The agent went away (its end of the pipe closed): keep
+                        // serving; the next agent stops this process first.
+                    }
+                    smol::future::pending().await
+                };
+                smol::future::or(signals.next(), pipe).await
+            };
+            // Callers get SHUTDOWN and redial the next process at once,
+            // instead of waiting for a connection that will never answer.
+            log::info!("vertex stopping ({signal:?}): closing connections");
+            running.shutdown();
+            smol::future::or(running.wait_idle(), async {
+                smol::Timer::after(Duration::from_millis(SHUTDOWN_GRACE_MS)).await;
+            })
+            .await;
+            // The agent must not read a stopped vertex as ready.
+            let _ = std::fs::remove_file(&status_path);
             drop(running);
             Ok(())
         })

@@ -120,6 +120,45 @@ pub const UPSTREAM_CONNECT_TIMEOUT_S: u64 = 5;
 /// Seconds between QUIC keep-alives on a warm connection (keeps NAT bindings).
 pub const KEEP_ALIVE_S: u64 = 15;
 
+/// Milliseconds a caller waits, after opening a stream on a pooled QUIC
+/// connection, for any datagram from the peer before it calls the connection
+/// dead and retries the flow on a fresh one (the floor; see
+/// [`PEER_SILENCE_RTTS`]). A live peer acknowledges the stream's first packet
+/// within its ACK delay (25 ms in quinn) whatever the verdict takes, so only a
+/// peer that is gone (killed, restarted without resetting us, unplugged)
+/// stays silent this long. Lower means faster recovery and more false alarms
+/// on a congested link; a false alarm costs one handshake and cuts flows that
+/// were idle on the connection, never repeats a request (nothing of the
+/// application's is sent before the verdict, docs/wire.md).
+pub const PEER_SILENCE_FLOOR_MS: u64 = 500;
+
+/// The silence window in round trips: the caller waits
+/// `max(PEER_SILENCE_RTTS x RTT, PEER_SILENCE_FLOOR_MS)`, so a slow link
+/// (RTT above ~170 ms) gets three round trips, enough for one lost packet and
+/// its retransmission to be answered.
+pub const PEER_SILENCE_RTTS: u32 = 3;
+
+/// Milliseconds between handshake attempts to a node that has not answered.
+/// quinn retransmits a lost Initial after 1 s, 2 s, 4 s... (PTO doubling from
+/// its 333 ms initial RTT), so a handshake begun while the peer's vertex was
+/// restarting would reach the new process up to seconds after it is up; a
+/// new attempt every 500 ms bounds that wait. Each attempt to a silent node
+/// costs one 1,200-byte Initial.
+pub const HANDSHAKE_ATTEMPT_INTERVAL_MS: u64 = 500;
+
+/// Handshake attempts one dial keeps in flight at once. The first is never
+/// abandoned (a slow but live path still completes on it); beyond this the
+/// oldest later one is dropped, so a dead node costs at most this many
+/// connection states and their retransmissions.
+pub const MAX_HANDSHAKE_ATTEMPTS: usize = 4;
+
+/// Milliseconds a stopping vertex waits after closing its connections (close
+/// code SHUTDOWN) for the CONNECTION_CLOSE frames to go out and be drained,
+/// before it exits. Peers that receive it redial at once instead of finding
+/// the connection dead; 300 ms is many loopback/LAN round trips and keeps a
+/// restart for a new version quick. The agent's stop grace must exceed it.
+pub const SHUTDOWN_GRACE_MS: u64 = 300;
+
 /// A named limit, reported when an input does not fit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -77,6 +77,9 @@ pub mod close {
     pub const SHUTDOWN: u32 = 0x106;
     /// A flow was idle for longer than the artifact's idle timeout.
     pub const IDLE: u32 = 0x107;
+    /// The caller heard nothing from the server after opening a stream
+    /// (`limits::PEER_SILENCE_FLOOR_MS`) and dials a fresh connection.
+    pub const UNRESPONSIVE: u32 = 0x108;
 }
 
 #[cfg(test)]

@@ -113,6 +113,7 @@ fn serving(
         credentials: vec![pki.creds("spiffe://demo.flor/service/echo")],
         port_offset: 0,
         socks_ip: net::SOCKS_IP,
+        reset_secret: net::ResetSecret::random(),
     };
     let bob = pki.creds("spiffe://demo.flor/user/bob");
     let echo = resolve(

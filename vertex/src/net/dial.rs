@@ -4,11 +4,12 @@
 
 use core::fmt;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::RootCertStore;
 use smol::future;
@@ -18,7 +19,10 @@ use smol::Timer;
 use super::tls::{client_config, Credentials};
 use super::{transport, NetError};
 use crate::identity::{sni_for, Dialable, SpiffeId};
-use crate::limits::{HANDSHAKE_TIMEOUT_S, UPSTREAM_CONNECT_TIMEOUT_S};
+use crate::limits::{
+    HANDSHAKE_ATTEMPT_INTERVAL_MS, HANDSHAKE_TIMEOUT_S, MAX_HANDSHAKE_ATTEMPTS,
+    PEER_SILENCE_FLOOR_MS, PEER_SILENCE_RTTS, UPSTREAM_CONNECT_TIMEOUT_S,
+};
 use crate::wire::{close, Verdict, STREAM_HELLO};
 
 /// Why a flow could not be opened. Each maps to one SOCKS5 reply.
@@ -148,17 +152,6 @@ impl AsyncWrite for Flow {
     }
 }
 
-async fn within<T>(
-    secs: u64,
-    fut: impl std::future::Future<Output = Result<T, DialError>>,
-) -> Result<T, DialError> {
-    future::or(fut, async {
-        Timer::after(Duration::from_secs(secs)).await;
-        Err(DialError::Unreachable)
-    })
-    .await
-}
-
 /// A client-only QUIC endpoint on an ephemeral UDP port (dual-stack if the host has IPv6).
 pub fn client_endpoint() -> Result<quinn::Endpoint, NetError> {
     let socket = dual_stack_udp().or_else(|_| UdpSocket::bind(("0.0.0.0", 0)))?;
@@ -207,6 +200,13 @@ impl Dialer {
     }
 
     /// Opens one flow to `target` at the vertex on `addr`, as `caller`.
+    ///
+    /// A pooled connection may have died since its last flow (the peer's
+    /// vertex restarted or went away): if it fails before the verdict
+    /// ([`retry_on_fresh`]) or stays silent after the stream open
+    /// ([`silence_window`]), the flow is retried once on a fresh connection.
+    /// That is safe because nothing of the application's has been sent yet:
+    /// at most the server repeats a TCP connect to its upstream.
     pub async fn connect(
         &self,
         caller: &Arc<Credentials>,
@@ -218,28 +218,57 @@ impl Dialer {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(pool.entry(key).or_default())
         };
-        // A pooled connection may have died since its last flow; one retry on a fresh one.
-        for fresh in [false, true] {
-            let conn = {
+        // The stable id of a pooled connection this call found dead: never reused.
+        let mut dead = None;
+        loop {
+            let (conn, pooled) = {
                 let mut guard = slot.lock().await;
                 match guard.as_ref() {
-                    Some(c) if !fresh && c.close_reason().is_none() => c.clone(),
+                    Some(c) if c.close_reason().is_none() && Some(c.stable_id()) != dead => {
+                        (c.clone(), true)
+                    }
                     _ => {
+                        // Holding the slot: concurrent flows wait for this one handshake.
                         let c = self.handshake(caller, target, addr).await?;
                         *guard = Some(c.clone());
-                        c
+                        (c, false)
                     }
                 }
             };
-            match open_flow(&conn).await {
-                // Lost (not slow): a timeout here would only be repeated.
-                Err(DialError::Handshake(_)) if !fresh => continue,
-                other => return other,
+            let failure = match open_flow(&conn, pooled).await {
+                Ok(flow) => return Ok(flow),
+                Err(f) => f,
+            };
+            let retry = pooled
+                && dead.is_none()
+                && match &failure {
+                    Failure::Silent => true,
+                    Failure::Connection(e) => retry_on_fresh(e),
+                    Failure::Dial(_) => false,
+                };
+            if !retry {
+                return Err(failure.into_dial_error());
             }
+            if matches!(failure, Failure::Silent) {
+                // Other flows on it fail at once instead of each waiting out the silence.
+                conn.close(
+                    quinn::VarInt::from_u32(close::UNRESPONSIVE),
+                    b"no answer; redialing",
+                );
+            }
+            log::info!(
+                "connection to {target} at {addr} is gone ({}); retrying the flow on a fresh one",
+                failure.into_dial_error()
+            );
+            dead = Some(conn.stable_id());
         }
-        Err(DialError::Protocol)
     }
 
+    /// Dials `addr` until the handshake completes, fails, or
+    /// [`HANDSHAKE_TIMEOUT_S`] passes. While the node is silent a new attempt
+    /// starts every [`HANDSHAKE_ATTEMPT_INTERVAL_MS`], because quinn's own
+    /// Initial retransmissions back off to seconds apart: a vertex that comes
+    /// back mid-dial is reached within one interval, not one growing PTO.
     async fn handshake(
         &self,
         caller: &Credentials,
@@ -252,17 +281,40 @@ impl Dialer {
             .map_err(|_| DialError::Setup(NetError::Tls("QUIC client config")))?;
         let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
         cfg.transport_config(transport(self.idle));
-        let connecting = self
-            .endpoint
-            .connect_with(cfg, addr, &sni_for(target))
-            .map_err(|e| {
-                log::warn!("cannot dial {target} at {addr}: {e}");
-                DialError::Unreachable
-            })?;
-        within(HANDSHAKE_TIMEOUT_S, async {
-            connecting.await.map_err(DialError::from_connection)
-        })
-        .await
+        let sni = sni_for(target);
+        let deadline = Instant::now() + Duration::from_secs(HANDSHAKE_TIMEOUT_S);
+        let interval = Duration::from_millis(HANDSHAKE_ATTEMPT_INTERVAL_MS);
+        let mut attempts: Vec<quinn::Connecting> = Vec::with_capacity(MAX_HANDSHAKE_ATTEMPTS);
+        loop {
+            if attempts.len() >= MAX_HANDSHAKE_ATTEMPTS {
+                // Keep the first (a slow live path completes on it); drop the oldest later one.
+                drop(attempts.remove(1));
+            }
+            let connecting = self
+                .endpoint
+                .connect_with(cfg.clone(), addr, &sni)
+                .map_err(|e| {
+                    log::warn!("cannot dial {target} at {addr}: {e}");
+                    DialError::Unreachable
+                })?;
+            attempts.push(connecting);
+            let mut next = Timer::at(deadline.min(Instant::now() + interval));
+            let done = future::poll_fn(|cx| {
+                for a in attempts.iter_mut() {
+                    if let Poll::Ready(r) = Pin::new(a).poll(cx) {
+                        return Poll::Ready(Some(r));
+                    }
+                }
+                Pin::new(&mut next).poll(cx).map(|_| None)
+            })
+            .await;
+            match done {
+                // The other attempts are dropped: quinn closes them.
+                Some(r) => return r.map_err(DialError::from_connection),
+                None if Instant::now() >= deadline => return Err(DialError::Unreachable),
+                None => log::debug!("no answer from {target} at {addr} yet; one more attempt"),
+            }
+        }
     }
 
     /// The local UDP address flows leave from.
@@ -271,25 +323,142 @@ impl Dialer {
     }
 }
 
-async fn open_flow(conn: &quinn::Connection) -> Result<Flow, DialError> {
-    within(HANDSHAKE_TIMEOUT_S + UPSTREAM_CONNECT_TIMEOUT_S, async {
-        let (mut send, mut recv) = conn.open_bi().await.map_err(DialError::from_connection)?;
+/// Why a flow could not be opened on one connection.
+#[derive(Debug)]
+enum Failure {
+    /// The connection failed before the verdict.
+    Connection(quinn::ConnectionError),
+    /// The peer sent no datagram within [`silence_window`] of the stream open.
+    Silent,
+    /// A final answer (a verdict, a broken preamble, a timeout).
+    Dial(DialError),
+}
+
+impl Failure {
+    fn into_dial_error(self) -> DialError {
+        match self {
+            Failure::Connection(e) => DialError::from_connection(e),
+            Failure::Silent => DialError::Unreachable,
+            Failure::Dial(e) => e,
+        }
+    }
+}
+
+/// Whether a flow that failed with `e` before its verdict may be retried on a
+/// fresh connection: the connection is gone (the peer restarted, shut down,
+/// reset it, or stopped answering), not refused. A refusal (DENIED,
+/// UNKNOWN_SERVICE, OVERLOADED, BAD_IDENTITY) is the peer's answer and a new
+/// connection would get the same one; a local protocol error would recur.
+pub(crate) fn retry_on_fresh(e: &quinn::ConnectionError) -> bool {
+    use quinn::ConnectionError as E;
+    match e {
+        E::ApplicationClosed(c) => matches!(
+            u32::try_from(c.error_code.into_inner()),
+            Ok(close::SHUTDOWN | close::DONE | close::IDLE)
+        ),
+        E::Reset | E::TimedOut | E::LocallyClosed | E::ConnectionClosed(_) => true,
+        E::VersionMismatch | E::TransportError(_) | E::CidsExhausted => false,
+    }
+}
+
+/// How long a caller waits for any datagram after opening a stream on a
+/// pooled connection: `max(PEER_SILENCE_RTTS x rtt, PEER_SILENCE_FLOOR_MS)`.
+pub(crate) fn silence_window(rtt: Duration) -> Duration {
+    (rtt * PEER_SILENCE_RTTS).max(Duration::from_millis(PEER_SILENCE_FLOOR_MS))
+}
+
+/// Opens a stream, sends the hello and reads the verdict. On a `pooled`
+/// connection, a peer that sends no datagram at all within
+/// [`silence_window`] is taken for gone ([`Failure::Silent`]). A live peer
+/// acknowledges the hello within its ACK delay even while it connects the
+/// upstream, so a slow verdict is never mistaken for a dead peer.
+async fn open_flow(conn: &quinn::Connection, pooled: bool) -> Result<Flow, Failure> {
+    let received_before = conn.stats().udp_rx.datagrams;
+    let flow = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(Failure::Connection)?;
         send.write_all(&[STREAM_HELLO]).await.map_err(|e| match e {
-            quinn::WriteError::ConnectionLost(c) => DialError::from_connection(c),
-            _ => DialError::Protocol,
+            quinn::WriteError::ConnectionLost(c) => Failure::Connection(c),
+            _ => Failure::Dial(DialError::Protocol),
         })?;
         let mut verdict = [0u8; 1];
         recv.read_exact(&mut verdict).await.map_err(|e| match e {
             quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(c)) => {
-                DialError::from_connection(c)
+                Failure::Connection(c)
             }
-            _ => DialError::Protocol,
+            _ => Failure::Dial(DialError::Protocol),
         })?;
         match Verdict::from_byte(verdict[0]) {
             Some(Verdict::Allowed) => Ok(Flow { send, recv }),
-            Some(v) => Err(DialError::from_verdict(v)),
-            None => Err(DialError::Protocol),
+            Some(v) => Err(Failure::Dial(DialError::from_verdict(v))),
+            None => Err(Failure::Dial(DialError::Protocol)),
         }
-    })
-    .await
+    };
+    // The server answers within its upstream connect timeout; past that the
+    // peer is stuck, and a retry could repeat a connect that is still running.
+    let deadline = async {
+        Timer::after(Duration::from_secs(
+            HANDSHAKE_TIMEOUT_S + UPSTREAM_CONNECT_TIMEOUT_S,
+        ))
+        .await;
+        Err(Failure::Dial(DialError::Unreachable))
+    };
+    let watchdog = async {
+        if !pooled {
+            // The handshake just now proved the peer alive.
+            return future::pending().await;
+        }
+        Timer::after(silence_window(conn.rtt())).await;
+        if conn.stats().udp_rx.datagrams > received_before {
+            future::pending().await
+        } else {
+            Err(Failure::Silent)
+        }
+    };
+    future::or(flow, future::or(watchdog, deadline)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app_close(code: u32) -> quinn::ConnectionError {
+        quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u32(code),
+            reason: Default::default(),
+        })
+    }
+
+    #[test]
+    fn gone_connections_are_retried_refusals_are_not() {
+        for code in [close::SHUTDOWN, close::DONE, close::IDLE] {
+            assert!(retry_on_fresh(&app_close(code)), "{code:#x}");
+        }
+        for code in [
+            close::BAD_IDENTITY,
+            close::DENIED,
+            close::UNKNOWN_SERVICE,
+            close::OVERLOADED,
+            close::BAD_PREAMBLE,
+            0x4242,
+        ] {
+            assert!(!retry_on_fresh(&app_close(code)), "{code:#x}");
+        }
+        use quinn::ConnectionError as E;
+        assert!(retry_on_fresh(&E::Reset));
+        assert!(retry_on_fresh(&E::TimedOut));
+        assert!(retry_on_fresh(&E::LocallyClosed));
+        assert!(!retry_on_fresh(&E::VersionMismatch));
+        assert!(!retry_on_fresh(&E::CidsExhausted));
+    }
+
+    #[test]
+    fn silence_window_is_three_round_trips_but_never_under_the_floor() {
+        let floor = Duration::from_millis(PEER_SILENCE_FLOOR_MS);
+        assert_eq!(silence_window(Duration::from_micros(200)), floor);
+        assert_eq!(silence_window(Duration::ZERO), floor);
+        assert_eq!(
+            silence_window(Duration::from_millis(300)),
+            Duration::from_millis(900)
+        );
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::dial::{client_endpoint, Dialer};
+use super::reset::ResetSecret;
 use super::serve::{serve, ServerCtx};
 use super::socks::{bind_preferred, serve_socks, RouteTable, SocksCtx};
 use super::tls::{load_ca, registry, server_config, Credentials};
@@ -29,6 +30,10 @@ pub struct VertexSetup {
     pub port_offset: u16,
     /// Address SOCKS5 listeners bind (loopback: only local apps may use them).
     pub socks_ip: IpAddr,
+    /// The stateless-reset secret of the serving endpoint: the same in every
+    /// process of this vertex ([`ResetSecret::derive`]), so a restarted vertex
+    /// resets its predecessor's connections and callers redial at once.
+    pub reset_secret: ResetSecret,
 }
 
 /// One SOCKS5 listener as bound.
@@ -56,6 +61,8 @@ pub struct RunningVertex {
     /// The artifact the process was built from, with the hot tables applied since.
     cfg: VertexConfig,
     endpoint: Option<quinn::Endpoint>,
+    /// The dialer's endpoint, if this vertex has SOCKS5 listeners.
+    client: Option<quinn::Endpoint>,
     _tasks: Vec<smol::Task<()>>,
 }
 
@@ -83,13 +90,32 @@ impl RunningVertex {
         change
     }
 
-    /// Closes the serving endpoint, telling peers the vertex is going away.
+    /// Closes every connection with close code SHUTDOWN, telling callers to
+    /// redial (they drop the connection at once instead of finding it dead)
+    /// and the nodes this vertex dials to forget its connections. Follow with
+    /// [`RunningVertex::wait_idle`] so the close frames leave before exit.
+    ///
+    /// The serving endpoint first stops answering handshakes: a closed quinn
+    /// endpoint would refuse them (CONNECTION_REFUSED, which a caller must take
+    /// for an answer), while silence makes the caller re-attempt until the
+    /// next process of this vertex answers.
     pub fn shutdown(&self) {
         if let Some(ep) = &self.endpoint {
+            ep.set_server_config(None);
+        }
+        for ep in self.endpoint.iter().chain(self.client.iter()) {
             ep.close(
                 quinn::VarInt::from_u32(crate::wire::close::SHUTDOWN),
                 b"vertex shutting down",
             );
+        }
+    }
+
+    /// Waits until the closed connections are drained (their CONNECTION_CLOSE
+    /// frames sent). Unbounded on a lossy path: bound it with a timer.
+    pub async fn wait_idle(&self) {
+        for ep in self.endpoint.iter().chain(self.client.iter()) {
+            ep.wait_idle().await;
         }
     }
 }
@@ -127,7 +153,7 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
             sc.transport_config(transport(idle));
             let socket = UdpSocket::bind(listen.0).map_err(|e| NetError::Bind(listen.0, e))?;
             let ep = quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
+                setup.reset_secret.endpoint_config(),
                 Some(sc),
                 socket,
                 Arc::new(quinn::SmolRuntime),
@@ -154,12 +180,11 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
     };
 
     let mut socks = Vec::new();
+    let mut client = None;
     if !cfg.socks.is_empty() {
-        let dialer = Arc::new(Dialer::with_endpoint(
-            client_endpoint()?,
-            Arc::clone(&roots),
-            idle,
-        ));
+        let ep = client_endpoint()?;
+        client = Some(ep.clone());
+        let dialer = Arc::new(Dialer::with_endpoint(ep, Arc::clone(&roots), idle));
         let ctx = Arc::new(SocksCtx {
             td: cfg.rete.clone(),
             dialer,
@@ -206,6 +231,7 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
         routes,
         cfg: setup.cfg,
         endpoint,
+        client,
         _tasks: tasks,
     })
 }
