@@ -169,7 +169,9 @@ fn rel(t: Instant, zero: Instant) -> i128 {
 /// Node beta serves `echo` under its agent; node laptop (a plain vertex)
 /// holds alice, whose SOCKS5 listener routes `echo` to beta.
 struct Serving {
-    _pilot: Pilot,
+    pilot: Pilot,
+    /// Beta's vertex payload at v1.
+    beta_vx: Value,
     beta: Host,
     _beta_agent: Group,
     _laptop: Node,
@@ -225,7 +227,8 @@ impl Serving {
             thread::sleep(Duration::from_millis(100));
         }
         Serving {
-            _pilot: pilot,
+            pilot,
+            beta_vx,
             beta,
             _beta_agent: beta_agent,
             _laptop: laptop,
@@ -272,6 +275,30 @@ impl Serving {
             up = wait_new_vertex(&self.status_path(), old);
             eprintln!("restart {}: down for {} ms", i + 1, ms(up - sent));
         }
+        thread::sleep(OBSERVE_AFTER);
+        (client.finish(), sent, up)
+    }
+
+    /// Runs the client across a version that changes beta's vertex
+    /// structurally (its idle timeout), so beta's agent stops the vertex and
+    /// starts a new one; returns the outcomes, when the sync began and when
+    /// the new vertex was up.
+    fn version_switch_under_load(&self) -> (Vec<Outcome>, Instant, Instant) {
+        let old = self.vertex_pid();
+        let mut vx = self.beta_vx.clone();
+        vx["idle_timeout_s"] = 45.into();
+        let agent = self.pilot.agent_payload("beta", 3600);
+        assert_eq!(self.pilot.publish("beta", 2, &agent, &vx).0, 200);
+        let client = Client::start(self.socks, self.host.clone());
+        thread::sleep(Duration::from_secs(1));
+        let sent = Instant::now();
+        let o = self
+            .beta
+            .flor(&["agent", "sync", "--rete", "demo.flor", "--confirm"]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("restarting the vertex"), "{}", text(&o));
+        let up = wait_new_vertex(&self.status_path(), old);
+        eprintln!("version switch: the old vertex stopped and the new one was up {} ms after the sync began", ms(up - sent));
         thread::sleep(OBSERVE_AFTER);
         (client.finish(), sent, up)
     }
@@ -427,6 +454,28 @@ fn flows_recover_within_2s_after_repeated_kills() {
         "a request started after the new vertex was up took {} ms",
         ms(s.slowest_after_up)
     );
+}
+
+/// A version that needs a restart: the agent stops its vertex (SIGTERM,
+/// SHUTDOWN to every caller) and starts the new one; callers redial it.
+#[test]
+fn flows_recover_within_2s_after_a_version_switch_restarts_the_vertex() {
+    let _serial = serial();
+    let net = Serving::start();
+    let (out, sent, up) = net.version_switch_under_load();
+    let s = summarise("version switch", &out, sent, up);
+    assert_eq!(s.refused, 0, "SOCKS5 refusals across a version switch");
+    assert!(
+        s.last_failure_ms.is_none_or(|t| t <= ms(RECOVERY) as i128),
+        "a request failed {:?} ms after the new vertex was up",
+        s.last_failure_ms
+    );
+    assert!(
+        s.slowest_after_up <= RECOVERY,
+        "a request started after the new vertex was up took {} ms",
+        ms(s.slowest_after_up)
+    );
+    assert_eq!(net.beta.status("demo.flor").unwrap()["version"], 2);
 }
 
 #[test]
