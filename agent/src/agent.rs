@@ -604,18 +604,23 @@ impl Shell {
                 log::info!("vertex started, pid {pid}");
                 self.vertex_in = c.stdin.take();
                 if let Some(out) = c.stdout.take() {
+                    // A plain thread per vertex: a pipe cannot join the reactor
+                    // on every platform, and this costs no async machinery.
                     let tx = self.tx.clone();
-                    self.ex
-                        .spawn(async move {
-                            let mut lines =
-                                smol::io::BufReader::new(smol::Unblock::new(out)).lines();
-                            while let Some(Ok(l)) = lines.next().await {
-                                if tx.send(Msg::Vertex(pid, l)).await.is_err() {
+                    let reader = std::thread::Builder::new()
+                        .name("vertex-pipe".into())
+                        .spawn(move || {
+                            use std::io::BufRead as _;
+                            for l in std::io::BufReader::new(out).lines() {
+                                let Ok(l) = l else { return };
+                                if tx.send_blocking(Msg::Vertex(pid, l)).is_err() {
                                     return;
                                 }
                             }
-                        })
-                        .detach();
+                        });
+                    if let Err(e) = reader {
+                        log::warn!("cannot read the vertex's answers: {e}");
+                    }
                 }
                 self.child = Some(c);
                 Input::Spawned { pid }

@@ -29,7 +29,7 @@ use flor_vertex::identity::{Kind, SpiffeId};
 use flor_vertex::limits::{MAX_ARTIFACT_BYTES, MAX_SOCKS_LISTENERS, SHUTDOWN_GRACE_MS};
 use flor_vertex::net::{self, Credentials, NetError, ResetSecret, VertexSetup};
 use serde::{Deserialize, Serialize};
-use smol::io::{AsyncBufReadExt, AsyncWriteExt};
+use std::io::Write as _;
 use smol::stream::StreamExt;
 
 use crate::fsutil;
@@ -290,18 +290,31 @@ impl VertexCmd {
             let signal = {
                 let pipe = async {
                     if args.agent_pipe {
-                        let mut lines =
-                            smol::io::BufReader::new(smol::Unblock::new(std::io::stdin())).lines();
-                        let mut out = smol::Unblock::new(std::io::stdout());
-                        while let Some(Ok(line)) = lines.next().await {
+                        // Requests come from a plain thread reading standard
+                        // input: a pipe cannot join the reactor on every platform.
+                        let (tx, rx) = smol::channel::unbounded::<String>();
+                        let reader = std::thread::Builder::new()
+                            .name("agent-pipe".into())
+                            .spawn(move || {
+                                use std::io::BufRead as _;
+                                for l in std::io::stdin().lock().lines() {
+                                    let Ok(l) = l else { return };
+                                    if tx.send_blocking(l).is_err() {
+                                        return;
+                                    }
+                                }
+                            });
+                        if let Err(e) = reader {
+                            log::warn!("cannot read the agent's requests: {e}");
+                        }
+                        while let Ok(line) = rx.recv().await {
                             let answer = if line.trim() == APPLY.trim() {
                                 apply(&scope, &args.name, &status_path, &mut running)
                             } else {
                                 format!("refused: unknown request {:?}", line.trim())
                             };
-                            let _ = out.write_all(answer.as_bytes()).await;
-                            let _ = out.write_all(b"\n").await;
-                            let _ = out.flush().await;
+                            let mut out = std::io::stdout().lock();
+                            let _ = writeln!(out, "{answer}").and_then(|()| out.flush());
                         }
                         // The agent went away (its end of the pipe closed): keep
                         // serving; the next agent stops this process first.
