@@ -27,8 +27,10 @@
 
 #![warn(missing_docs)]
 
+pub mod artifacts;
 pub mod bundle;
 pub mod ca;
+pub mod checked;
 pub mod compile;
 pub mod fsutil;
 pub mod landing;
