@@ -578,3 +578,118 @@ pub fn seal_nodes(
     }
     (compiled, problems)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Source;
+
+    /// A rete of two nodes: `m` hosts the config-server, `b` holds `users`.
+    fn rete(users: usize) -> Rete {
+        let names: Vec<String> = (0..users).map(|i| format!("u{i:02}")).collect();
+        let mut users_yaml = String::from("users:\n  - {name: op, role: operator}\n");
+        for n in &names {
+            users_yaml.push_str(&format!("  - {{name: {n}}}\n"));
+        }
+        let src = Source {
+            rete: serde_saphyr::from_str("name: t.flor\nversion: 1\ncrypto: {ca: ecdsa-p256, signers: {mgmt: ed25519}, tls_principals: ecdsa-p256}\nmgmt_signers: [primary]\nconfig_server: {node: m}\n").unwrap(),
+            nodes: serde_saphyr::from_str(&format!(
+                "nodes:\n  - {{name: m, listen: 127.0.0.1:1}}\n  - {{name: b, users: [{}]}}\n",
+                names.join(", ")
+            ))
+            .unwrap(),
+            users: serde_saphyr::from_str(&users_yaml).unwrap(),
+            services: serde_saphyr::from_str("services:\n  - {name: config, node: m, upstream: 127.0.0.1:2}\n  - {name: config-publish, node: m, upstream: 127.0.0.1:3}\n").unwrap(),
+            roles: serde_saphyr::from_str("roles:\n  - {name: node, groups: [config-read]}\n  - {name: operator, groups: [config-read, config-write]}\n").unwrap(),
+            groups: serde_saphyr::from_str("groups:\n  - {name: config-read, services: [config]}\n  - {name: config-write, services: [config-publish]}\n").unwrap(),
+        };
+        let (rete, problems) = crate::validate::check(&src);
+        assert!(problems.is_empty(), "{problems:?}");
+        rete.unwrap()
+    }
+
+    /// A signer of the rete with a key of the test's own, and what a device trusts.
+    fn signing(rete: &Rete) -> (Signing, MgmtSigners) {
+        let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([1; 32]));
+        let keys = BTreeMap::from([("primary".to_owned(), *kp.pk)]);
+        let signers = mgmt_signers(rete, &keys);
+        let id = signers.0[0].id.clone();
+        (Signing::new(id, signers.clone(), kp.sk), signers)
+    }
+
+    #[test]
+    fn seal_nodes_seals_each_node_once_and_returns_what_it_sealed() {
+        let rete = rete(2);
+        let access = rete.access();
+        let (signing, signers) = signing(&rete);
+        let mut sealed_for = Vec::new();
+        let (compiled, problems) = seal_nodes(&rete, &access, |r, a| {
+            sealed_for.push(a.vertex.node.to_string());
+            signing.seal(r, a)
+        });
+        assert!(problems.is_empty(), "{problems:?}");
+        // One seal per node, in nodes.yaml's name order, and every node compiled.
+        assert_eq!(sealed_for, ["b", "m"]);
+        assert_eq!(compiled.keys().collect::<Vec<_>>(), ["b", "m"]);
+        for c in compiled.values() {
+            // The bytes returned are the real signer's, which the device opens:
+            // what the limits rule measured is what compile writes.
+            let trust = Trust {
+                rete: &rete.td,
+                node: &c.arts.vertex.node,
+                signers: &signers,
+                current: None,
+            };
+            let (_, agent) = contract::open_agent(&c.sealed.agent, &trust).unwrap();
+            assert_eq!(agent, c.arts.agent);
+            contract::open_vertex(&c.sealed.vertex, &trust, &c.arts.vertex.name).unwrap();
+            assert_eq!(
+                c.sealed,
+                signing.seal(&rete, &c.arts).unwrap(),
+                "deterministic"
+            );
+        }
+    }
+
+    #[test]
+    fn a_node_over_the_limits_is_a_problem_and_the_others_are_still_sealed_once() {
+        // 40 users on b (and b itself, which reaches config): more principals than a vertex
+        // holds, more SOCKS5 listeners than it binds.
+        let rete = rete(40);
+        let access = rete.access();
+        let (signing, _) = signing(&rete);
+        let mut sealed_for = Vec::new();
+        let (compiled, problems) = seal_nodes(&rete, &access, |r, a| {
+            sealed_for.push(a.vertex.node.to_string());
+            signing.seal(r, a)
+        });
+        // b never got as far as sealing; m was sealed once.
+        assert_eq!(sealed_for, ["m"]);
+        assert_eq!(compiled.keys().collect::<Vec<_>>(), ["m"]);
+        let b = rete.nodes["b"].line;
+        let got: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                format!("nodes.yaml:{b}: node b: principals held is 41, over MAX_PRINCIPALS (32) by 9"),
+                format!("nodes.yaml:{b}: node b: SOCKS5 listeners is 41, over MAX_SOCKS_LISTENERS (16) by 25"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_probe_measures_the_same_sizes_as_the_real_signer() {
+        let rete = rete(2);
+        let access = rete.access();
+        let (signing, _) = signing(&rete);
+        let probe = Signing::probe(&rete, &BTreeMap::new()).unwrap();
+        for node in rete.nodes.values() {
+            let arts = build(&rete, &access, node).unwrap();
+            let real = signing.seal(&rete, &arts).unwrap();
+            let probed = probe.seal(&rete, &arts).unwrap();
+            assert_eq!(real.agent.len(), probed.agent.len());
+            assert_eq!(real.vertex.len(), probed.vertex.len());
+            assert_ne!(real, probed, "signed with another key");
+        }
+    }
+}

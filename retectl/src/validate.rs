@@ -1162,4 +1162,37 @@ mod tests {
         assert_eq!(reach("spiffe://t.flor/service/b/echo"), ["b/echo", "wiki"]);
         assert_eq!(a.callers["wiki"].len(), 2);
     }
+
+    /// What `retectl compile` runs: the rules, then the device limits with the
+    /// real key; the sealer runs once per node and its bytes come back.
+    #[test]
+    fn finish_seals_each_node_of_the_example_once_with_the_given_key() {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/my-rete");
+        let pending = check_rules(&example).unwrap();
+        assert!(pending.problems().is_empty(), "{:?}", pending.problems());
+        let rete = pending.checked().rete.clone();
+        let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([1; 32]));
+        let keys = BTreeMap::from([("primary".to_owned(), *kp.pk)]);
+        let signers = artifacts::mgmt_signers(&rete, &keys);
+        let signing = Signing::new(signers.0[0].id.clone(), signers, kp.sk);
+        let mut seals: BTreeMap<String, usize> = BTreeMap::new();
+        let mut returned = Vec::new();
+        let (_, compiled) = pending
+            .finish(|r, a| {
+                *seals.entry(a.vertex.node.to_string()).or_default() += 1;
+                let sealed = signing.seal(r, a);
+                if let Ok(s) = &sealed {
+                    returned.push(s.clone());
+                }
+                sealed
+            })
+            .unwrap();
+        let once: BTreeMap<String, usize> = rete.nodes.keys().map(|n| (n.clone(), 1)).collect();
+        assert_eq!(seals, once);
+        let kept: Vec<Sealed> = compiled.values().map(|c| c.sealed.clone()).collect();
+        assert_eq!(
+            kept, returned,
+            "the sealed bytes are kept, not sealed again"
+        );
+    }
 }
