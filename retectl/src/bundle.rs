@@ -23,9 +23,10 @@ use flor_vertex::bundle::{Bundle, BundlePrincipal, CsrRequest, BUNDLE_FORMAT};
 use flor_vertex::identity::SpiffeId;
 use rcgen::{CertificateSigningRequestParams, KeyPair, SanType};
 
+use crate::checked::Checked;
 use crate::fsutil::{self, MODE_PUBLIC, MODE_SECRET};
 use crate::pki::{self, Ca, CertInfo, PkiError};
-use crate::validate::{Checked, ValidateError};
+use crate::validate::ValidateError;
 
 /// `retectl issue-bundle`.
 #[derive(Debug, clap::Args)]
@@ -144,7 +145,7 @@ pub fn run(args: Args) -> Result<(), BundleCmdError> {
         }
     }
 
-    let mgmt_signers: Vec<MgmtSigner> = crate::compile::mgmt_signers(&c.rete, &c.certs.signers).0;
+    let mgmt_signers: Vec<MgmtSigner> = crate::artifacts::mgmt_signers(&c.rete, &c.certs.signers).0;
     let config = c.rete.config_service().map(|s| s.id.clone());
     let addr = c.rete.nodes.get(&c.rete.config_node).and_then(|n| n.listen);
     let (Some(service), Some(addr)) = (config, addr) else {

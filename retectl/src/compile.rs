@@ -1,521 +1,21 @@
-//! Per-node compilation: the checked rete → each node's signed
-//! `mgmt/agent.json` and `mgmt/vertices/flor.json`.
+//! `retectl compile`: the thin shell around [`crate::artifacts`]. It checks
+//! the repo by every rule, loads the signer's key, has every node built and
+//! sealed once, and writes the sealed bytes to `<out>/<node>/mgmt/`.
 //!
-//! Need to know: a node's vertex artifact carries only
-//! - the principals it holds (its `node/<name>`, the services it hosts, the users listed on it),
-//! - the services it hosts and the ACL rows for them (one per caller, sorted by caller),
-//! - routes to the services its principals may reach, and nothing else,
-//! - SOCKS5 listeners: one per held user (by name), then one per held service principal
-//!   that may call out, then the node principal; each on the port [`crate::ports`]
-//!   gives it (declared `socks_port`, else a documented default — never by position).
-//!
-//! Deterministic: every list is built from sorted maps, no timestamps, the
-//! JSON is serde_json's compact form of flor-vertex's own types in struct
-//! order, and Ed25519 signing is deterministic. The same repo state gives the
-//! same bytes on any machine. The version comes from `rete.yaml` (see
-//! `docs/versions.md`).
+//! The device-limits rule needs sealed bytes, so here it runs on the real
+//! ones ([`crate::validate::Pending::finish`] with the signer's key): the bytes
+//! the rule measured are the bytes written. Without a key, or when other rules
+//! already failed, the limits are checked the way `retectl validate` checks
+//! them (a throwaway key), so the operator gets the same report either way.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use flor_vertex::artifact::{
-    self, AclRow, Addr, AgentConfig, ConfigServer, MgmtSigner, MgmtSigners, Principal,
-    PublishedService, Route, ScopePath, ServiceIndexes, ShortText, SocksListener, VertexConfig,
-    VertexRef,
-};
-use flor_vertex::contract::{self, Trust};
-use flor_vertex::envelope::{self, ArtifactKind, Header, Plane};
-use flor_vertex::identity::{Kind, Name, SpiffeId};
-use flor_vertex::limits::{self, Limit};
+use flor_vertex::envelope;
+use flor_vertex::identity::{Kind, SpiffeId};
 
-use crate::model::{self, Problem};
-use crate::validate::{Access, Node, Rete};
-
-/// The one vertex a C0 node runs.
-pub const VERTEX_NAME: &str = "flor";
-/// Where the agent artifact lives in a scope and in the compiled tree.
-pub const AGENT_PATH: &str = contract::AGENT_REL;
-/// Where the vertex artifact lives in a scope and in the compiled tree.
-pub const VERTEX_PATH: &str = "mgmt/vertices/flor.json";
-
-/// Why compiling a node failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CompileError {
-    /// The artifact would not fit a device limit.
-    #[error("node {node}: {what} is {got}, over {limit} by {over}")]
-    OverLimit {
-        /// The node.
-        node: String,
-        /// What overflowed.
-        what: &'static str,
-        /// The count or length.
-        got: usize,
-        /// The limit.
-        limit: Limit,
-        /// By how much.
-        over: usize,
-    },
-    /// A value does not fit a bounded field (a path or name).
-    #[error("node {node}: {what} does not fit {limit}")]
-    Field {
-        /// The node.
-        node: String,
-        /// What overflowed.
-        what: String,
-        /// The limit.
-        limit: Limit,
-    },
-    /// The node hosting the config-server, or a service's node, has no listen address.
-    #[error("node {node}: {what}")]
-    Unroutable {
-        /// The node.
-        node: String,
-        /// What is missing.
-        what: String,
-    },
-    /// The device parser or verifier refused the sealed artifact (a retectl bug).
-    #[error("node {node}: the device refuses the compiled {kind}: {reason}")]
-    DeviceRefused {
-        /// The node.
-        node: String,
-        /// agent or vertex.
-        kind: &'static str,
-        /// The device's reason.
-        reason: String,
-    },
-}
-
-/// One node's artifacts, before sealing.
-#[derive(Clone, Debug)]
-pub struct NodeArtifacts {
-    /// The agent payload.
-    pub agent: AgentConfig,
-    /// The vertex payload.
-    pub vertex: VertexConfig,
-}
-
-fn path(node: &str, p: &str) -> Result<ScopePath, CompileError> {
-    ScopePath::new(p).map_err(|limit| CompileError::Field {
-        node: node.to_owned(),
-        what: format!("path {p:?}"),
-        limit,
-    })
-}
-
-fn principal(id: &SpiffeId) -> Principal {
-    Principal {
-        id: id.clone(),
-        cert: artifact::cert_path(id),
-        key: artifact::key_path(id),
-    }
-}
-
-fn check_count(
-    node: &str,
-    what: &'static str,
-    got: usize,
-    limit: Limit,
-    errs: &mut Vec<CompileError>,
-) {
-    if got > limit.value() {
-        errs.push(CompileError::OverLimit {
-            node: node.to_owned(),
-            what,
-            got,
-            limit,
-            over: got - limit.value(),
-        });
-    }
-}
-
-/// Builds one node's payloads, or every limit it breaks.
-pub fn build(
-    rete: &Rete,
-    access: &Access,
-    node: &Node,
-) -> Result<NodeArtifacts, Vec<CompileError>> {
-    let n = node.name.as_str();
-    let mut errs = Vec::new();
-
-    // Principals held: node identity, hosted services, listed users.
-    let hosted: BTreeMap<&SpiffeId, &crate::validate::Service> = rete
-        .services
-        .values()
-        .filter(|s| s.node == n)
-        .map(|s| (&s.id, s))
-        .collect();
-    let hosted_keys: BTreeMap<&SpiffeId, &str> = rete
-        .services
-        .iter()
-        .filter(|(_, s)| s.node == n)
-        .map(|(k, s)| (&s.id, k.as_str()))
-        .collect();
-    let users: Vec<&SpiffeId> = {
-        let mut u: Vec<&str> = node.users.iter().map(String::as_str).collect();
-        u.sort_unstable();
-        u.iter()
-            .filter_map(|name| rete.users.get(*name).map(|u| &u.id))
-            .collect()
-    };
-    let mut held: BTreeSet<&SpiffeId> = BTreeSet::new();
-    held.insert(&node.id);
-    held.extend(hosted.keys().copied());
-    held.extend(users.iter().copied());
-
-    // ACL: for each hosted service (index in id order), its callers.
-    let service_ids: Vec<&SpiffeId> = hosted.keys().copied().collect();
-    let mut rows: BTreeMap<&SpiffeId, Vec<u8>> = BTreeMap::new();
-    for (i, id) in service_ids.iter().enumerate() {
-        let key = hosted_keys[id];
-        for caller in access.callers.get(key).into_iter().flatten() {
-            // i < MAX_SERVICES <= 64 when the count check passes; larger i is reported below.
-            rows.entry(caller)
-                .or_default()
-                .push(u8::try_from(i).unwrap_or(u8::MAX));
-        }
-    }
-
-    // Routes: every service a held principal may reach.
-    let mut targets: BTreeSet<&str> = BTreeSet::new();
-    for p in &held {
-        if let Some(set) = access.reach.get(*p) {
-            targets.extend(set.iter().map(String::as_str));
-        }
-    }
-    let mut routes: BTreeMap<&SpiffeId, Addr> = BTreeMap::new();
-    for key in &targets {
-        let Some(svc) = rete.services.get(*key) else {
-            continue;
-        };
-        match rete.nodes.get(&svc.node).and_then(|h| h.listen) {
-            Some(addr) => {
-                routes.insert(&svc.id, Addr(addr));
-            }
-            None => errs.push(CompileError::Unroutable {
-                node: n.to_owned(),
-                what: format!(
-                    "service {key:?} is on node {:?}, which has no listen address",
-                    svc.node
-                ),
-            }),
-        }
-    }
-
-    // SOCKS5: users by name, then service principals that call out, then the node.
-    let socks_principals = crate::ports::assign(rete, access, node);
-
-    check_count(
-        n,
-        "principals held",
-        held.len(),
-        Limit::Principals,
-        &mut errs,
-    );
-    check_count(
-        n,
-        "services published",
-        service_ids.len(),
-        Limit::Services,
-        &mut errs,
-    );
-    check_count(
-        n,
-        "ACL rows (distinct callers of its services)",
-        rows.len(),
-        Limit::AclRows,
-        &mut errs,
-    );
-    check_count(
-        n,
-        "routes (services its principals may reach)",
-        routes.len(),
-        Limit::Routes,
-        &mut errs,
-    );
-    check_count(
-        n,
-        "SOCKS5 listeners",
-        socks_principals.len(),
-        Limit::SocksListeners,
-        &mut errs,
-    );
-    let Some(config) = rete.config_service() else {
-        errs.push(CompileError::Unroutable {
-            node: n.to_owned(),
-            what: "service \"config\" is not defined".into(),
-        });
-        return Err(errs);
-    };
-    let config_addr = rete.nodes.get(&rete.config_node).and_then(|c| c.listen);
-    if config_addr.is_none() {
-        errs.push(CompileError::Unroutable {
-            node: n.to_owned(),
-            what: format!(
-                "config-server node {:?} has no listen address",
-                rete.config_node
-            ),
-        });
-    }
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-
-    let field = |what: &str, l: Limit| CompileError::Field {
-        node: n.to_owned(),
-        what: what.to_owned(),
-        limit: l,
-    };
-    let mut vertex = VertexConfig {
-        rete: rete.td.clone(),
-        node: node.name.clone(),
-        name: Name::new(VERTEX_NAME).map_err(|_| vec![field("vertex name", Limit::NameLen)])?,
-        ca: path(n, artifact::CA_PATH).map_err(|e| vec![e])?,
-        listen: node.listen.map(Addr),
-        idle_timeout_s: rete.idle_timeout_s,
-        principals: Default::default(),
-        services: Default::default(),
-        acl: Default::default(),
-        routes: Default::default(),
-        socks: Default::default(),
-    };
-    // Counts were checked above, so pushes below cannot hit a limit; a failure is still reported, not unwrapped.
-    let mut push_err = |what: &str, l: Limit| errs.push(field(what, l));
-    for id in &held {
-        if let Err(l) = vertex.principals.push(principal(id)) {
-            push_err("principals", l);
-        }
-    }
-    for id in &service_ids {
-        let svc = hosted[id];
-        if let Err(l) = vertex.services.push(PublishedService {
-            id: (*id).clone(),
-            upstream: Addr(svc.upstream),
-        }) {
-            push_err("services", l);
-        }
-    }
-    for (caller, idx) in rows {
-        let mut services = ServiceIndexes::default();
-        let mut idx = idx;
-        idx.sort_unstable();
-        idx.dedup();
-        let mut over = None;
-        for i in idx {
-            if let Err(l) = services.push(i) {
-                over = Some(l);
-            }
-        }
-        if let Some(l) = over {
-            push_err("ACL grants", l);
-        }
-        if let Err(l) = vertex.acl.push(AclRow {
-            caller: caller.clone(),
-            services,
-        }) {
-            push_err("ACL rows", l);
-        }
-    }
-    for (target, addr) in routes {
-        if let Err(l) = vertex.routes.push(Route {
-            target: target.clone(),
-            addr,
-        }) {
-            push_err("routes", l);
-        }
-    }
-    for p in &socks_principals {
-        if let Err(l) = vertex.socks.push(SocksListener {
-            principal: p.id.clone(),
-            port: p.port,
-        }) {
-            push_err("SOCKS5 listeners", l);
-        }
-    }
-
-    let mut vertices = artifact::VertexRefs::default();
-    let vref = VertexRef {
-        name: vertex.name.clone(),
-        artifact: path(n, VERTEX_PATH).map_err(|e| vec![e])?,
-    };
-    if let Err(l) = vertices.push(vref) {
-        push_err("vertices", l);
-    }
-    let agent = AgentConfig {
-        rete: rete.td.clone(),
-        node: node.name.clone(),
-        ca: path(n, artifact::CA_PATH).map_err(|e| vec![e])?,
-        identity: principal(&node.id),
-        config_server: ConfigServer {
-            service: config.id.clone(),
-            // Checked above.
-            addr: Addr(
-                config_addr.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 1))),
-            ),
-        },
-        poll_interval_s: rete.poll_interval_s,
-        commit_timeout_s: rete.commit_timeout_s,
-        vertices,
-    };
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-    Ok(NodeArtifacts { agent, vertex })
-}
-
-/// The management-plane signers as envelopes list them (sorted by identity).
-pub fn mgmt_signers(rete: &Rete, keys: &BTreeMap<String, [u8; 32]>) -> MgmtSigners {
-    let mut list: Vec<MgmtSigner> = rete
-        .signers
-        .iter()
-        .map(|s| MgmtSigner {
-            id: SpiffeId::new(rete.td.clone(), Kind::ManagementPlane, s.name.clone()),
-            key: artifact::PublicKeyHex(keys.get(s.name.as_str()).copied().unwrap_or([0; 32])),
-        })
-        .collect();
-    list.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut out = MgmtSigners::default();
-    for s in list.into_iter().take(limits::MAX_MGMT_SIGNERS) {
-        let _ = out.push(s);
-    }
-    out
-}
-
-fn header(
-    rete: &Rete,
-    node: &Name,
-    kind: ArtifactKind,
-    signer: &SpiffeId,
-    signers: &MgmtSigners,
-) -> Header {
-    Header {
-        kind,
-        // SCHEMA_VERSION is a short constant ("1.0"); it always fits.
-        schema: ShortText::new(artifact::SCHEMA_VERSION).unwrap_or_default(),
-        plane: Plane::Mgmt,
-        version: rete.version,
-        rete: rete.td.clone(),
-        node: node.clone(),
-        signer: signer.clone(),
-        authorized_mgmt_signers: signers.clone(),
-    }
-}
-
-/// A node's two sealed envelopes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sealed {
-    /// `mgmt/agent.json` bytes.
-    pub agent: Vec<u8>,
-    /// `mgmt/vertices/flor.json` bytes.
-    pub vertex: Vec<u8>,
-}
-
-/// Seals both artifacts with the signer's key and checks that the device
-/// verifier opens them and parses back exactly what was written.
-pub fn seal(
-    rete: &Rete,
-    arts: &NodeArtifacts,
-    signer: &SpiffeId,
-    signers: &MgmtSigners,
-    key: &ed25519_compact::SecretKey,
-) -> Result<Sealed, CompileError> {
-    let node = &arts.vertex.node;
-    let agent = envelope::seal(
-        &json(&header(rete, node, ArtifactKind::Agent, signer, signers)),
-        &json(&arts.agent),
-        key,
-    );
-    let vertex = envelope::seal(
-        &json(&header(rete, node, ArtifactKind::Vertex, signer, signers)),
-        &json(&arts.vertex),
-        key,
-    );
-    let refused = |kind: &'static str, reason: String| CompileError::DeviceRefused {
-        node: node.to_string(),
-        kind,
-        reason,
-    };
-    for (bytes, kind) in [
-        (&agent, ArtifactKind::Agent),
-        (&vertex, ArtifactKind::Vertex),
-    ] {
-        if bytes.len() > limits::MAX_ARTIFACT_BYTES {
-            return Err(CompileError::OverLimit {
-                node: node.to_string(),
-                what: if kind == ArtifactKind::Agent {
-                    "agent.json size in bytes"
-                } else {
-                    "vertices/flor.json size in bytes"
-                },
-                got: bytes.len(),
-                limit: Limit::ArtifactBytes,
-                over: bytes.len() - limits::MAX_ARTIFACT_BYTES,
-            });
-        }
-    }
-    // The device's own reader, under the trust the device will have.
-    let trust = Trust {
-        rete: &rete.td,
-        node,
-        signers,
-        current: None,
-    };
-    let (_, a) =
-        contract::open_agent(&agent, &trust).map_err(|e| refused("agent.json", e.to_string()))?;
-    if a != arts.agent {
-        return Err(refused(
-            "agent.json",
-            "payload does not parse back to what was written".into(),
-        ));
-    }
-    let (_, v) = contract::open_vertex(&vertex, &trust, &arts.vertex.name)
-        .map_err(|e| refused("vertices/flor.json", e.to_string()))?;
-    if v != arts.vertex {
-        return Err(refused(
-            "vertices/flor.json",
-            "payload does not parse back to what was written".into(),
-        ));
-    }
-    Ok(Sealed { agent, vertex })
-}
-
-fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    // Serialising these plain structs (strings, numbers, lists) cannot fail.
-    serde_json::to_vec(v).unwrap_or_default()
-}
-
-/// `validate`'s device-limits rule: builds and seals every node with a
-/// throwaway key (the signature's length is fixed) and reports each node that
-/// would not fit, at its line in nodes.yaml.
-pub fn check_limits(
-    rete: &Rete,
-    access: &Access,
-    signer_keys: &BTreeMap<String, [u8; 32]>,
-) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let throwaway = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([7; 32]));
-    // The same signer list (so the same size), with the first signer's key
-    // swapped for the throwaway one the check signs with.
-    let mut trusted = mgmt_signers(rete, signer_keys);
-    let Some(first) = trusted.0.first_mut() else {
-        return problems;
-    };
-    first.key = artifact::PublicKeyHex(*throwaway.pk);
-    let probe = first.id.clone();
-    for node in rete.nodes.values() {
-        match build(rete, access, node) {
-            Ok(arts) => {
-                if let Err(e) = seal(rete, &arts, &probe, &trusted, &throwaway.sk) {
-                    problems.push(Problem::new(model::NODES_FILE, node.line, e.to_string()));
-                }
-            }
-            Err(errs) => {
-                for e in errs {
-                    problems.push(Problem::new(model::NODES_FILE, node.line, e.to_string()));
-                }
-            }
-        }
-    }
-    problems
-}
+use crate::artifacts::{mgmt_signers, Compiled, Signing, AGENT_PATH, VERTEX_PATH};
+use crate::checked::{Checked, Rete};
+use crate::validate::{self, ValidateError};
 
 /// `retectl compile`.
 #[derive(Debug, clap::Args)]
@@ -544,13 +44,10 @@ pub struct Args {
 pub enum CompileCmdError {
     /// Validation failed (problems were printed).
     #[error(transparent)]
-    Invalid(#[from] crate::validate::ValidateError),
+    Invalid(#[from] ValidateError),
     /// A key or certificate is missing or wrong.
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),
-    /// A node could not be compiled.
-    #[error(transparent)]
-    Compile(#[from] CompileError),
     /// Writing the tree failed.
     #[error(transparent)]
     Fs(#[from] crate::fsutil::FsError),
@@ -569,9 +66,10 @@ pub enum CompileCmdError {
     },
 }
 
-/// Runs `retectl compile`.
-pub fn run(args: Args) -> Result<(), CompileCmdError> {
-    let checked = crate::validate::checked_or_report(&args.repo)?;
+/// The key `args` asks for, once the rete passed every rule but the device
+/// limits: the CA is there, `--signer` is a signer of the rete, its key
+/// matches its certificate.
+fn signing(args: &Args, checked: &Checked) -> Result<Signing, CompileCmdError> {
     let rete = &checked.rete;
     if checked.certs.ca.is_none() {
         return Err(crate::pki::PkiError::NoCa(args.repo.join(crate::pki::CA_CERT)).into());
@@ -592,15 +90,57 @@ pub fn run(args: Args) -> Result<(), CompileCmdError> {
     let keys = args.keys.resolve(&args.repo, rete.td.as_str())?;
     let key = crate::pki::load_mgmt_key(&args.repo, &keys, signer.name.as_str())?;
     let signer_id = SpiffeId::new(rete.td.clone(), Kind::ManagementPlane, signer.name.clone());
-    let signers = mgmt_signers(rete, &checked.certs.signers);
+    Ok(Signing::new(
+        signer_id,
+        mgmt_signers(rete, &checked.certs.signers),
+        key,
+    ))
+}
 
-    let targets: Vec<&Node> = if args.all {
-        rete.nodes.values().collect()
+/// Checks the repo at `args.repo` by every rule and, if it passes, returns
+/// every node built and sealed with the real key, each node sealed once: the
+/// device-limits rule measures the very bytes that are returned.
+///
+/// # Errors
+///
+/// The rete's problems (printed, as `retectl validate` prints them), or a
+/// missing CA, signer or key.
+fn compile_repo(args: &Args) -> Result<(Checked, BTreeMap<String, Compiled>), CompileCmdError> {
+    let pending = validate::check_rules(&args.repo).map_err(|p| validate::report(&p))?;
+    let key = match pending.problems() {
+        [] => signing(args, pending.checked()).map_err(Some),
+        _ => Err(None),
+    };
+    match key {
+        Ok(signing) => Ok(pending
+            .finish(|rete, arts| signing.seal(rete, arts))
+            .map_err(|p| validate::report(&p))?),
+        Err(why) => {
+            // Every problem of the rete first, the device limits checked with
+            // validate's throwaway key, as `retectl validate` reports them;
+            // a missing key only once the rete is right.
+            let problems = pending.finish_with_probe().err().unwrap_or_default();
+            Err(match why {
+                Some(e) if problems.is_empty() => e,
+                _ => validate::report(&problems).into(),
+            })
+        }
+    }
+}
+
+/// Runs `retectl compile`.
+pub fn run(args: Args) -> Result<(), CompileCmdError> {
+    let (checked, compiled) = compile_repo(&args)?;
+    let rete = &checked.rete;
+    // Every node of the rete was compiled (a node that was not is a problem,
+    // reported above), so the names of `compiled` are those of nodes.yaml.
+    let out: Vec<&Compiled> = if args.all {
+        compiled.values().collect()
     } else {
         let mut t = Vec::new();
         for n in &args.nodes {
-            match rete.nodes.get(n) {
-                Some(node) => t.push(node),
+            match compiled.get(n) {
+                Some(c) => t.push(c),
                 None => {
                     return Err(CompileCmdError::Usage(format!(
                         "--node {n:?} is not in nodes.yaml"
@@ -610,16 +150,11 @@ pub fn run(args: Args) -> Result<(), CompileCmdError> {
         }
         t
     };
-    // Compile everything before writing anything: a failure leaves the old tree whole.
-    let mut out = Vec::new();
-    for node in targets {
-        let arts = build(rete, &checked.access, node).map_err(|mut e| e.remove(0))?;
-        let sealed = seal(rete, &arts, &signer_id, &signers, &key)?;
-        out.push((node, arts, sealed));
-    }
-    for (node, _, sealed) in &out {
+    // Everything is compiled before anything is written: a failure leaves the old tree whole.
+    for c in &out {
+        let sealed = &c.sealed;
         for (rel, bytes) in [(AGENT_PATH, &sealed.agent), (VERTEX_PATH, &sealed.vertex)] {
-            let path = args.out.join(node.name.as_str()).join(rel);
+            let path = args.out.join(c.arts.vertex.node.as_str()).join(rel);
             if let Ok(old) = std::fs::read(&path) {
                 if let Ok(h) = envelope::peek_header(&old) {
                     if h.version > rete.version || (h.version == rete.version && &old != bytes) {
@@ -633,22 +168,22 @@ pub fn run(args: Args) -> Result<(), CompileCmdError> {
             }
         }
     }
-    for (node, arts, sealed) in &out {
-        let dir = args.out.join(node.name.as_str());
+    for c in &out {
+        let v = &c.arts.vertex;
+        let dir = args.out.join(v.node.as_str());
         crate::fsutil::write_atomic(
             &dir.join(AGENT_PATH),
-            &sealed.agent,
+            &c.sealed.agent,
             crate::fsutil::MODE_PUBLIC,
         )?;
         crate::fsutil::write_atomic(
             &dir.join(VERTEX_PATH),
-            &sealed.vertex,
+            &c.sealed.vertex,
             crate::fsutil::MODE_PUBLIC,
         )?;
-        let v = &arts.vertex;
         println!(
             "{}: version {}: {} principals, {} services, {} ACL rows, {} routes, {} SOCKS5 listeners -> {}",
-            node.name,
+            v.node,
             rete.version,
             v.principals.len(),
             v.services.len(),

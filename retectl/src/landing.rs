@@ -34,8 +34,9 @@ use std::path::{Component, Path, PathBuf};
 
 use flor_vertex::identity::{self, Dialable, Kind};
 
+use crate::checked::{Rete, SERVICE_CONFIG, SERVICE_CONFIG_PUBLISH};
 use crate::fsutil::{self, FsError, MODE_PUBLIC};
-use crate::validate::{self, Rete, ValidateError, SERVICE_CONFIG, SERVICE_CONFIG_PUBLISH};
+use crate::validate::{self, ValidateError};
 
 /// The page's HTML file name (what static servers serve for a directory).
 pub const INDEX_FILE: &str = "index.html";

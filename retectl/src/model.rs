@@ -11,7 +11,7 @@
 //!
 //! Every value is read as [`Spanned`] so that each later check can point at
 //! `file:line`. This module only parses; [`crate::validate`] turns the raw
-//! files into a checked [`crate::validate::Rete`] and reports every problem.
+//! files into a checked [`crate::checked::Rete`] and reports every problem.
 //! The field reference lives in `docs/yaml.md`.
 
 use std::fmt;

@@ -35,8 +35,8 @@ use std::collections::BTreeMap;
 use flor_vertex::artifact::{SOCKS_PORT_FIRST, SOCKS_PORT_LAST};
 use flor_vertex::identity::SpiffeId;
 
+use crate::checked::{Access, DeclaredPort, Node, Rete, Service};
 use crate::model::{self, Problem};
-use crate::validate::{Access, DeclaredPort, Node, Rete};
 
 /// First port of the band (the device's `SOCKS_PORT_FIRST`).
 pub const FIRST: u16 = SOCKS_PORT_FIRST;
@@ -103,7 +103,7 @@ pub fn assign<'a>(rete: &'a Rete, access: &Access, node: &'a Node) -> Vec<Assign
             ));
         }
     }
-    let mut services: Vec<(&String, &crate::validate::Service)> = rete
+    let mut services: Vec<(&String, &Service)> = rete
         .services
         .iter()
         .filter(|(_, s)| s.node == node.name.as_str() && access.reach.contains_key(&s.id))

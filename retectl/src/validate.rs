@@ -3,7 +3,9 @@
 //! [`check`] turns the parsed [`Source`] into a [`Rete`] whose names are
 //! valid, unique and resolved, collecting every [`Problem`] on the way rather
 //! than stopping at the first: the operator fixes a whole batch per run.
-//! Rules (each has a test in `tests/validate.rs`):
+//! It runs one pass per rule family; [`check_rules`] adds the rules that need
+//! the whole model or the repo's files, and [`Pending::finish`] the device
+//! limits. Rules (each has a test in `tests/validate.rs`):
 //!
 //! - names are valid (one DNS label; the rete name a SPIFFE trust domain) and unique;
 //! - reserved roles `node`, `operator` and groups `config-read`, `config-write` exist,
@@ -17,10 +19,10 @@
 //!   principals of a node end up on the same port, declared or default ([`crate::ports`]);
 //! - crypto categories name algorithms retectl knows;
 //! - certificates in the repo chain to `certs/ca.crt` and are not expired ([`crate::pki`]);
-//! - every node's compiled artifact fits the device limits ([`crate::compile`]).
+//! - every node's sealed artifacts fit the device limits ([`crate::artifacts::seal_nodes`]).
 //!
-//! Access is derived here too ([`Rete::access`]): principals → roles →
-//! services and groups → services, walked directly.
+//! The result is the checked model of [`crate::checked`]; this module is the
+//! only one that builds it from YAML.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
@@ -28,20 +30,12 @@ use std::net::SocketAddr;
 use flor_vertex::identity::{Kind, Name, SpiffeId, TrustDomain};
 use flor_vertex::limits;
 
+use crate::artifacts::{self, CompileError, Compiled, NodeArtifacts, Sealed, Signing};
+use crate::checked::{
+    Checked, DeclaredPort, Node, Rete, Role, Service, SignerName, User, GROUP_CONFIG_READ,
+    GROUP_CONFIG_WRITE, ROLE_NODE, ROLE_OPERATOR, SERVICE_CONFIG, SERVICE_CONFIG_PUBLISH,
+};
 use crate::model::{self, line, Problem, Source, S};
-
-/// Reserved role every node principal gets automatically.
-pub const ROLE_NODE: &str = "node";
-/// Reserved role of operators (`role: operator` in users.yaml).
-pub const ROLE_OPERATOR: &str = "operator";
-/// Reserved group that grants reading artifacts from the config-server.
-pub const GROUP_CONFIG_READ: &str = "config-read";
-/// Reserved group that grants publishing to the config-server.
-pub const GROUP_CONFIG_WRITE: &str = "config-write";
-/// The config-server's read service.
-pub const SERVICE_CONFIG: &str = "config";
-/// The config-server's write service.
-pub const SERVICE_CONFIG_PUBLISH: &str = "config-publish";
 
 /// The CA key algorithms retectl can issue with.
 pub const CA_ALGS: [&str; 1] = ["ecdsa-p256"];
@@ -56,180 +50,6 @@ pub const DEFAULT_POLL_INTERVAL_S: u32 = 60;
 pub const DEFAULT_COMMIT_TIMEOUT_S: u32 = 300;
 /// Default idle timeout for QUIC connections and flows.
 pub const DEFAULT_IDLE_TIMEOUT_S: u32 = 60;
-
-/// A node, checked.
-#[derive(Clone, Debug)]
-pub struct Node {
-    /// The node name.
-    pub name: Name,
-    /// `spiffe://<td>/node/<name>`.
-    pub id: SpiffeId,
-    /// UDP listen address (server nodes).
-    pub listen: Option<SocketAddr>,
-    /// Users held, in file order, deduplicated.
-    pub users: Vec<String>,
-    /// Roles of the node principal: `node` first, then extra ones.
-    pub roles: Vec<String>,
-    /// The node principal's declared SOCKS5 port.
-    pub socks_port: Option<DeclaredPort>,
-    /// Line in nodes.yaml.
-    pub line: u64,
-}
-
-/// A `socks_port:` as written: the port (inside the band) and its line in
-/// the principal's file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DeclaredPort {
-    /// The preferred port, before the device's scope offset.
-    pub port: u16,
-    /// Line of `socks_port:`.
-    pub line: u64,
-}
-
-/// A user, checked.
-#[derive(Clone, Debug)]
-pub struct User {
-    /// `spiffe://<td>/user/<name>`.
-    pub id: SpiffeId,
-    /// Roles.
-    pub roles: Vec<String>,
-    /// Declared SOCKS5 port (the same on every node holding the user).
-    pub socks_port: Option<DeclaredPort>,
-    /// Line in users.yaml.
-    pub line: u64,
-}
-
-/// A service, checked. Keyed by `name` (rete-scoped) or `node/name` (node-scoped).
-#[derive(Clone, Debug)]
-pub struct Service {
-    /// The service identity.
-    pub id: SpiffeId,
-    /// The hosting node.
-    pub node: String,
-    /// Upstream TCP address on the hosting node.
-    pub upstream: SocketAddr,
-    /// Roles of the service principal.
-    pub roles: Vec<String>,
-    /// Declared SOCKS5 port (used when the service calls others).
-    pub socks_port: Option<DeclaredPort>,
-    /// Line in services.yaml.
-    pub line: u64,
-}
-
-/// A role: what it grants.
-#[derive(Clone, Debug, Default)]
-pub struct Role {
-    /// Service keys granted directly.
-    pub services: Vec<String>,
-    /// Groups granted.
-    pub groups: Vec<String>,
-}
-
-/// A management-plane signer named in rete.yaml.
-#[derive(Clone, Debug)]
-pub struct SignerName {
-    /// `primary`.
-    pub name: Name,
-    /// Line in rete.yaml.
-    pub line: u64,
-}
-
-/// The checked rete: what compile and issue-bundle work from.
-#[derive(Clone, Debug)]
-pub struct Rete {
-    /// The trust domain.
-    pub td: TrustDomain,
-    /// The artifact version.
-    pub version: u32,
-    /// Authorised management-plane signers, in file order.
-    pub signers: Vec<SignerName>,
-    /// Node hosting the config-server.
-    pub config_node: String,
-    /// Optional HTTP mirror for bundles.
-    pub mirror_url: Option<String>,
-    /// Agent poll interval.
-    pub poll_interval_s: u32,
-    /// Commit timeout.
-    pub commit_timeout_s: u32,
-    /// Vertex idle timeout.
-    pub idle_timeout_s: u32,
-    /// Nodes by name.
-    pub nodes: BTreeMap<String, Node>,
-    /// Users by name.
-    pub users: BTreeMap<String, User>,
-    /// Services by key.
-    pub services: BTreeMap<String, Service>,
-    /// Roles by name.
-    pub roles: BTreeMap<String, Role>,
-    /// Groups by name: member service keys (listed in groups.yaml or joined from services.yaml).
-    pub groups: BTreeMap<String, BTreeSet<String>>,
-}
-
-/// Who may reach what, derived from roles and groups.
-#[derive(Debug, Default)]
-pub struct Access {
-    /// Principal → service keys it may reach.
-    pub reach: BTreeMap<SpiffeId, BTreeSet<String>>,
-    /// Service key → principals that may reach it.
-    pub callers: BTreeMap<String, BTreeSet<SpiffeId>>,
-}
-
-impl Rete {
-    /// The SPIFFE ID of the config-server read service.
-    pub fn config_service(&self) -> Option<&Service> {
-        self.services.get(SERVICE_CONFIG)
-    }
-
-    /// Service keys each role grants, with groups expanded.
-    pub fn role_grants(&self) -> BTreeMap<&str, BTreeSet<&str>> {
-        self.roles
-            .iter()
-            .map(|(name, role)| {
-                let mut set: BTreeSet<&str> = role.services.iter().map(String::as_str).collect();
-                for g in &role.groups {
-                    if let Some(members) = self.groups.get(g) {
-                        set.extend(members.iter().map(String::as_str));
-                    }
-                }
-                (name.as_str(), set)
-            })
-            .collect()
-    }
-
-    /// Every principal of the rete with its roles: users, services, nodes.
-    pub fn principals(&self) -> Vec<(&SpiffeId, &[String])> {
-        let mut out: Vec<(&SpiffeId, &[String])> = Vec::new();
-        out.extend(self.users.values().map(|u| (&u.id, u.roles.as_slice())));
-        out.extend(self.services.values().map(|s| (&s.id, s.roles.as_slice())));
-        out.extend(self.nodes.values().map(|n| (&n.id, n.roles.as_slice())));
-        out
-    }
-
-    /// Walks principals → roles → (services ∪ groups → services).
-    pub fn access(&self) -> Access {
-        let grants = self.role_grants();
-        let mut access = Access::default();
-        for (id, roles) in self.principals() {
-            let mut set = BTreeSet::new();
-            for r in roles {
-                if let Some(g) = grants.get(r.as_str()) {
-                    set.extend(g.iter().map(|s| (*s).to_owned()));
-                }
-            }
-            for key in &set {
-                access
-                    .callers
-                    .entry(key.clone())
-                    .or_default()
-                    .insert(id.clone());
-            }
-            if !set.is_empty() {
-                access.reach.insert(id.clone(), set);
-            }
-        }
-        access
-    }
-}
 
 /// Collects problems while building the [`Rete`].
 struct Checker {
@@ -337,13 +157,107 @@ impl Checker {
     }
 }
 
+/// What rete.yaml sets, checked (the config-server node is checked with the
+/// references, in [`config_server`]).
+struct Settings {
+    /// `None` when the rete name is not a trust domain (reported).
+    td: Option<TrustDomain>,
+    version: u32,
+    signers: Vec<SignerName>,
+    mirror_url: Option<String>,
+    poll_interval_s: u32,
+    commit_timeout_s: u32,
+    idle_timeout_s: u32,
+}
+
+/// The rete as the passes build it: the declarations first, so that every
+/// reference can then be checked whatever the order of the files.
+struct Draft {
+    users: BTreeMap<String, User>,
+    nodes: BTreeMap<String, Node>,
+    roles: BTreeMap<String, Role>,
+    /// Line of each role's first declaration (a duplicate does not replace it).
+    role_lines: BTreeMap<String, u64>,
+    groups: BTreeMap<String, BTreeSet<String>>,
+    services: BTreeMap<String, Service>,
+}
+
 /// Checks every YAML rule; returns the rete (possibly partial) and all problems.
+///
+/// One pass per rule family, in this order (a later pass relies on what the
+/// earlier ones declared, and on the names they marked bad so that a
+/// reference to a broken declaration is not reported twice):
+/// rete.yaml's settings and signers; the declarations (users, nodes, roles,
+/// groups, services); the references between them; the reserved names; the
+/// config-server; the addresses. The certificates, the SOCKS5 ports and the
+/// device limits are checked on the result ([`check_rules`], [`Pending::finish`]).
 pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
     let mut c = Checker {
         problems: Vec::new(),
         bad: HashSet::new(),
     };
-    let r = &src.rete;
+    let settings = settings(&mut c, &src.rete);
+    // A placeholder trust domain while the name is wrong, so that every other
+    // rule still runs and reports.
+    let Some(td) = settings
+        .td
+        .clone()
+        .or_else(|| TrustDomain::new("invalid").ok())
+    else {
+        return (None, c.problems);
+    };
+    let users = declare_users(&mut c, src, &td);
+    let nodes = declare_nodes(&mut c, src, &td);
+    let (roles, role_lines) = declare_roles(&mut c, src);
+    let groups = declare_groups(&mut c, src);
+    let services = declare_services(&mut c, src, &td, &nodes);
+    let mut d = Draft {
+        users,
+        nodes,
+        roles,
+        role_lines,
+        groups,
+        services,
+    };
+    user_roles(&mut c, src, &mut d);
+    node_members(&mut c, src, &mut d);
+    service_roles_and_groups(&mut c, src, &mut d);
+    group_services(&mut c, src, &mut d);
+    role_grants(&mut c, src, &mut d);
+    reserved_names(&mut c, &d);
+    config_server(&mut c, src, &d);
+    addresses(&mut c, &d);
+
+    let Settings {
+        td,
+        version,
+        signers,
+        mirror_url,
+        poll_interval_s,
+        commit_timeout_s,
+        idle_timeout_s,
+    } = settings;
+    let rete = td.map(|td| Rete {
+        td,
+        version,
+        signers,
+        config_node: src.rete.config_server.value.node.value.clone(),
+        mirror_url,
+        poll_interval_s,
+        commit_timeout_s,
+        idle_timeout_s,
+        nodes: d.nodes,
+        users: d.users,
+        services: d.services,
+        roles: d.roles,
+        groups: d.groups,
+    });
+    (rete, c.problems)
+}
+
+/// rete.yaml: the name is a trust domain, the version is in range, the crypto
+/// categories name known algorithms, the signers, the mirror URL, the timings.
+fn settings(c: &mut Checker, r: &model::ReteFile) -> Settings {
     let td = match TrustDomain::new(&r.name.value) {
         Ok(td) => Some(td),
         Err(e) => {
@@ -378,7 +292,61 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
         &MGMT_SIGNER_ALGS,
     );
     c.algorithm("tls_principals", &crypto.tls_principals, &TLS_ALGS);
+    let signers = signers(c, r);
+    let mirror_url = r.mirror_url.as_ref().map(|m| {
+        if !m.value.starts_with("http://") && !m.value.starts_with("https://") {
+            c.push(
+                model::RETE_FILE,
+                line(m),
+                format!(
+                    "mirror_url {:?} must start with http:// or https://",
+                    m.value
+                ),
+            );
+        }
+        m.value.clone()
+    });
+    let t = r.timings.as_ref().map(|t| &t.value);
+    let timing = |c: &mut Checker, v: Option<&S<u32>>, default: u32, what: &str| match v {
+        Some(s) if s.value == 0 => {
+            c.push(
+                model::RETE_FILE,
+                line(s),
+                format!("timings.{what} must be at least 1 second"),
+            );
+            default
+        }
+        Some(s) => s.value,
+        None => default,
+    };
+    Settings {
+        td,
+        version,
+        signers,
+        mirror_url,
+        poll_interval_s: timing(
+            c,
+            t.and_then(|t| t.poll_interval_s.as_ref()),
+            DEFAULT_POLL_INTERVAL_S,
+            "poll_interval_s",
+        ),
+        commit_timeout_s: timing(
+            c,
+            t.and_then(|t| t.commit_timeout_s.as_ref()),
+            DEFAULT_COMMIT_TIMEOUT_S,
+            "commit_timeout_s",
+        ),
+        idle_timeout_s: timing(
+            c,
+            t.and_then(|t| t.idle_timeout_s.as_ref()),
+            DEFAULT_IDLE_TIMEOUT_S,
+            "idle_timeout_s",
+        ),
+    }
+}
 
+/// `mgmt_signers`: not empty, within the device's limit, valid and unique names.
+fn signers(c: &mut Checker, r: &model::ReteFile) -> Vec<SignerName> {
     let mut signers = Vec::new();
     if r.mgmt_signers.value.is_empty() {
         c.push(
@@ -416,57 +384,11 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
             }
         }
     }
-    let mirror_url = r.mirror_url.as_ref().map(|m| {
-        if !m.value.starts_with("http://") && !m.value.starts_with("https://") {
-            c.push(
-                model::RETE_FILE,
-                line(m),
-                format!(
-                    "mirror_url {:?} must start with http:// or https://",
-                    m.value
-                ),
-            );
-        }
-        m.value.clone()
-    });
-    let t = r.timings.as_ref().map(|t| &t.value);
-    let timing = |c: &mut Checker, v: Option<&S<u32>>, default: u32, what: &str| match v {
-        Some(s) if s.value == 0 => {
-            c.push(
-                model::RETE_FILE,
-                line(s),
-                format!("timings.{what} must be at least 1 second"),
-            );
-            default
-        }
-        Some(s) => s.value,
-        None => default,
-    };
-    let poll_interval_s = timing(
-        &mut c,
-        t.and_then(|t| t.poll_interval_s.as_ref()),
-        DEFAULT_POLL_INTERVAL_S,
-        "poll_interval_s",
-    );
-    let commit_timeout_s = timing(
-        &mut c,
-        t.and_then(|t| t.commit_timeout_s.as_ref()),
-        DEFAULT_COMMIT_TIMEOUT_S,
-        "commit_timeout_s",
-    );
-    let idle_timeout_s = timing(
-        &mut c,
-        t.and_then(|t| t.idle_timeout_s.as_ref()),
-        DEFAULT_IDLE_TIMEOUT_S,
-        "idle_timeout_s",
-    );
+    signers
+}
 
-    // Declarations first (so references can be checked in any order).
-    let td_or_placeholder = td.clone().or_else(|| TrustDomain::new("invalid").ok());
-    let Some(tdp) = td_or_placeholder else {
-        return (None, c.problems);
-    };
-
+/// users.yaml declarations: valid, unique names; `socks_port` in the band.
+fn declare_users(c: &mut Checker, src: &Source, td: &TrustDomain) -> BTreeMap<String, User> {
     let mut users = BTreeMap::new();
     for u in &src.users.users {
         let Some(name) = c.name(model::USERS_FILE, "user", &u.value.name) else {
@@ -485,13 +407,19 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
         users.insert(
             u.value.name.value.clone(),
             User {
-                id: SpiffeId::new(tdp.clone(), Kind::User, name),
+                id: SpiffeId::new(td.clone(), Kind::User, name),
                 roles: Vec::new(),
                 socks_port,
                 line: line(&u.value.name),
             },
         );
     }
+    users
+}
+
+/// nodes.yaml declarations: valid, unique names; `listen` an address;
+/// `socks_port` in the band.
+fn declare_nodes(c: &mut Checker, src: &Source, td: &TrustDomain) -> BTreeMap<String, Node> {
     let mut nodes = BTreeMap::new();
     for n in &src.nodes.nodes {
         let Some(name) = c.name(model::NODES_FILE, "node", &n.value.name) else {
@@ -518,7 +446,7 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
         nodes.insert(
             n.value.name.value.clone(),
             Node {
-                id: SpiffeId::new(tdp.clone(), Kind::Node, name.clone()),
+                id: SpiffeId::new(td.clone(), Kind::Node, name.clone()),
                 name,
                 listen,
                 users: Vec::new(),
@@ -528,6 +456,11 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
             },
         );
     }
+    nodes
+}
+
+/// roles.yaml declarations: valid, unique names (what they grant comes in [`role_grants`]).
+fn declare_roles(c: &mut Checker, src: &Source) -> (BTreeMap<String, Role>, BTreeMap<String, u64>) {
     let mut roles: BTreeMap<String, Role> = BTreeMap::new();
     let mut role_lines = BTreeMap::new();
     for ro in &src.roles.roles {
@@ -545,6 +478,12 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
         roles.insert(ro.value.name.value.clone(), Role::default());
         role_lines.insert(ro.value.name.value.clone(), line(&ro.value.name));
     }
+    (roles, role_lines)
+}
+
+/// groups.yaml declarations: valid, unique names (members come in
+/// [`service_roles_and_groups`] and [`group_services`]).
+fn declare_groups(c: &mut Checker, src: &Source) -> BTreeMap<String, BTreeSet<String>> {
     let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for g in &src.groups.groups {
         if c.name(model::GROUPS_FILE, "group", &g.value.name).is_none() {
@@ -560,16 +499,27 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
         }
         groups.insert(g.value.name.value.clone(), BTreeSet::new());
     }
+    groups
+}
+
+/// services.yaml declarations: valid names, a known hosting node, a scope,
+/// an upstream address, `socks_port` in the band, unique keys.
+fn declare_services(
+    c: &mut Checker,
+    src: &Source,
+    td: &TrustDomain,
+    nodes: &BTreeMap<String, Node>,
+) -> BTreeMap<String, Service> {
     let mut services = BTreeMap::new();
     for s in &src.services.services {
         let e = &s.value;
         let name = c.name(model::SERVICES_FILE, "service", &e.name);
-        let node_known = nodes.contains_key(&e.node.value);
+        let hosting = nodes.get(&e.node.value);
         c.reference(
             model::SERVICES_FILE,
             &e.node,
             "node",
-            node_known,
+            hosting.is_some(),
             model::NODES_FILE,
         );
         let scope = e.scope.as_ref().map(|s| s.value.as_str()).unwrap_or("rete");
@@ -592,7 +542,7 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
             &format!("service {:?}", e.name.value),
             e.socks_port.as_ref(),
         );
-        let (Some(name), true, Some(upstream)) = (name, node_known, upstream) else {
+        let (Some(name), Some(hosting), Some(upstream)) = (name, hosting, upstream) else {
             // Declared but unusable: references to it are not reported again.
             let key = if node_scoped {
                 format!("{}/{}", e.node.value, e.name.value)
@@ -603,15 +553,16 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
             continue;
         };
         let (key, id) = if node_scoped {
-            let node = nodes[&e.node.value].name.clone();
-            let Ok(id) = SpiffeId::node_scoped(tdp.clone(), Kind::Service, node, name) else {
+            let Ok(id) =
+                SpiffeId::node_scoped(td.clone(), Kind::Service, hosting.name.clone(), name)
+            else {
                 continue;
             };
             (format!("{}/{}", e.node.value, e.name.value), id)
         } else {
             (
                 e.name.value.clone(),
-                SpiffeId::new(tdp.clone(), Kind::Service, name),
+                SpiffeId::new(td.clone(), Kind::Service, name),
             )
         };
         if services.contains_key(&key) {
@@ -634,8 +585,11 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
             },
         );
     }
+    services
+}
 
-    // References.
+/// users.yaml references: `role` or `roles` (not both) name declared roles.
+fn user_roles(c: &mut Checker, src: &Source, d: &mut Draft) {
     for u in &src.users.users {
         let e = &u.value;
         if e.role.is_some() && !e.roles.is_empty() {
@@ -654,19 +608,23 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
                 model::USERS_FILE,
                 r,
                 "role",
-                roles.contains_key(&r.value),
+                d.roles.contains_key(&r.value),
                 model::ROLES_FILE,
             );
-            if roles.contains_key(&r.value) && !rs.contains(&r.value) {
+            if d.roles.contains_key(&r.value) && !rs.contains(&r.value) {
                 rs.push(r.value.clone());
             }
         }
-        if let Some(user) = users.get_mut(&e.name.value) {
+        if let Some(user) = d.users.get_mut(&e.name.value) {
             if user.roles.is_empty() {
                 user.roles = rs;
             }
         }
     }
+}
+
+/// nodes.yaml references: the users a node holds (each once) and its extra roles.
+fn node_members(c: &mut Checker, src: &Source, d: &mut Draft) {
     for n in &src.nodes.nodes {
         let e = &n.value;
         let mut held = Vec::new();
@@ -675,7 +633,7 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
                 model::NODES_FILE,
                 u,
                 "user",
-                users.contains_key(&u.value),
+                d.users.contains_key(&u.value),
                 model::USERS_FILE,
             );
             if held.contains(&u.value) {
@@ -684,7 +642,7 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
                     line(u),
                     format!("user {:?} listed twice on node {:?}", u.value, e.name.value),
                 );
-            } else if users.contains_key(&u.value) {
+            } else if d.users.contains_key(&u.value) {
                 held.push(u.value.clone());
             }
         }
@@ -694,20 +652,24 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
                 model::NODES_FILE,
                 r,
                 "role",
-                roles.contains_key(&r.value),
+                d.roles.contains_key(&r.value),
                 model::ROLES_FILE,
             );
-            if roles.contains_key(&r.value) && r.value != ROLE_NODE && !extra.contains(&r.value) {
+            if d.roles.contains_key(&r.value) && r.value != ROLE_NODE && !extra.contains(&r.value) {
                 extra.push(r.value.clone());
             }
         }
-        if let Some(node) = nodes.get_mut(&e.name.value) {
+        if let Some(node) = d.nodes.get_mut(&e.name.value) {
             if node.users.is_empty() {
                 node.users = held;
                 node.roles.extend(extra);
             }
         }
     }
+}
+
+/// services.yaml references: a service's roles, and the groups it joins.
+fn service_roles_and_groups(c: &mut Checker, src: &Source, d: &mut Draft) {
     for s in &src.services.services {
         let e = &s.value;
         let key = match e.scope.as_ref().map(|s| s.value.as_str()) {
@@ -720,10 +682,10 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
                 model::SERVICES_FILE,
                 r,
                 "role",
-                roles.contains_key(&r.value),
+                d.roles.contains_key(&r.value),
                 model::ROLES_FILE,
             );
-            if roles.contains_key(&r.value) && !rs.contains(&r.value) {
+            if d.roles.contains_key(&r.value) && !rs.contains(&r.value) {
                 rs.push(r.value.clone());
             }
         }
@@ -732,65 +694,83 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
                 model::SERVICES_FILE,
                 g,
                 "group",
-                groups.contains_key(&g.value),
+                d.groups.contains_key(&g.value),
                 model::GROUPS_FILE,
             );
-            if services.contains_key(&key) {
-                if let Some(members) = groups.get_mut(&g.value) {
+            if d.services.contains_key(&key) {
+                if let Some(members) = d.groups.get_mut(&g.value) {
                     members.insert(key.clone());
                 }
             }
         }
-        if let Some(svc) = services.get_mut(&key) {
+        if let Some(svc) = d.services.get_mut(&key) {
             if svc.line == line(&e.name) {
                 svc.roles = rs;
             }
         }
     }
-    let service_ref = |c: &mut Checker, file: &str, s: &S<String>| {
-        let known = services.contains_key(&s.value);
-        if !known && !c.bad.contains(&("service", s.value.clone())) {
-            let hint = if s.value.contains('/') {
-                String::new()
-            } else {
-                let scoped: Vec<&String> = services
-                    .keys()
-                    .filter(|k| k.ends_with(&format!("/{}", s.value)))
-                    .collect();
-                match scoped.first() {
-                    Some(k) => {
-                        format!("; node-scoped services are written <node>/<name>, e.g. {k:?}")
-                    }
-                    None => String::new(),
+}
+
+/// A reference to a service key from groups.yaml or roles.yaml; a bare name
+/// that only exists node-scoped gets a hint on how to write it.
+fn service_ref(
+    c: &mut Checker,
+    services: &BTreeMap<String, Service>,
+    file: &str,
+    s: &S<String>,
+) -> bool {
+    let known = services.contains_key(&s.value);
+    if !known && !c.bad.contains(&("service", s.value.clone())) {
+        let hint = if s.value.contains('/') {
+            String::new()
+        } else {
+            let scoped: Vec<&String> = services
+                .keys()
+                .filter(|k| k.ends_with(&format!("/{}", s.value)))
+                .collect();
+            match scoped.first() {
+                Some(k) => {
+                    format!("; node-scoped services are written <node>/<name>, e.g. {k:?}")
                 }
-            };
-            c.push(
-                file,
-                line(s),
-                format!(
-                    "unknown service {:?} (not defined in {}){hint}",
-                    s.value,
-                    model::SERVICES_FILE
-                ),
-            );
-        }
-        known
-    };
+                None => String::new(),
+            }
+        };
+        c.push(
+            file,
+            line(s),
+            format!(
+                "unknown service {:?} (not defined in {}){hint}",
+                s.value,
+                model::SERVICES_FILE
+            ),
+        );
+    }
+    known
+}
+
+/// groups.yaml references: the services a group lists.
+fn group_services(c: &mut Checker, src: &Source, d: &mut Draft) {
     for g in &src.groups.groups {
         let e = &g.value;
         for s in &e.services {
-            if service_ref(&mut c, model::GROUPS_FILE, s) {
-                if let Some(members) = groups.get_mut(&e.name.value) {
+            if service_ref(c, &d.services, model::GROUPS_FILE, s) {
+                if let Some(members) = d.groups.get_mut(&e.name.value) {
                     members.insert(s.value.clone());
                 }
             }
         }
     }
+}
+
+/// roles.yaml references: the services and groups a role grants.
+fn role_grants(c: &mut Checker, src: &Source, d: &mut Draft) {
     for ro in &src.roles.roles {
         let e = &ro.value;
         let mut role = Role::default();
         for s in &e.services {
-            if service_ref(&mut c, model::ROLES_FILE, s) && !role.services.contains(&s.value) {
+            if service_ref(c, &d.services, model::ROLES_FILE, s)
+                && !role.services.contains(&s.value)
+            {
                 role.services.push(s.value.clone());
             }
         }
@@ -799,35 +779,41 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
                 model::ROLES_FILE,
                 g,
                 "group",
-                groups.contains_key(&g.value),
+                d.groups.contains_key(&g.value),
                 model::GROUPS_FILE,
             );
-            if groups.contains_key(&g.value) && !role.groups.contains(&g.value) {
+            if d.groups.contains_key(&g.value) && !role.groups.contains(&g.value) {
                 role.groups.push(g.value.clone());
             }
         }
-        if role_lines.get(&e.name.value) == Some(&line(&e.name)) {
-            roles.insert(e.name.value.clone(), role);
+        if d.role_lines.get(&e.name.value) == Some(&line(&e.name)) {
+            d.roles.insert(e.name.value.clone(), role);
         }
     }
+}
 
-    // Reserved names.
+/// The reserved roles and groups exist, and some user is an operator.
+fn reserved_names(c: &mut Checker, d: &Draft) {
     for (name, file, present) in [
-        (ROLE_NODE, model::ROLES_FILE, roles.contains_key(ROLE_NODE)),
+        (
+            ROLE_NODE,
+            model::ROLES_FILE,
+            d.roles.contains_key(ROLE_NODE),
+        ),
         (
             ROLE_OPERATOR,
             model::ROLES_FILE,
-            roles.contains_key(ROLE_OPERATOR),
+            d.roles.contains_key(ROLE_OPERATOR),
         ),
         (
             GROUP_CONFIG_READ,
             model::GROUPS_FILE,
-            groups.contains_key(GROUP_CONFIG_READ),
+            d.groups.contains_key(GROUP_CONFIG_READ),
         ),
         (
             GROUP_CONFIG_WRITE,
             model::GROUPS_FILE,
-            groups.contains_key(GROUP_CONFIG_WRITE),
+            d.groups.contains_key(GROUP_CONFIG_WRITE),
         ),
     ] {
         if !present {
@@ -843,8 +829,9 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
             );
         }
     }
-    if roles.contains_key(ROLE_OPERATOR)
-        && !users
+    if d.roles.contains_key(ROLE_OPERATOR)
+        && !d
+            .users
             .values()
             .any(|u| u.roles.iter().any(|r| r == ROLE_OPERATOR))
     {
@@ -854,10 +841,13 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
             "no user has role operator: nobody could publish (add `role: operator` to a user)",
         );
     }
+}
 
-    // The config-server.
-    let cs = &r.config_server.value;
-    let cs_known = nodes.contains_key(&cs.node.value);
+/// The config-server: its node exists, it hosts `config` and
+/// `config-publish`, and the reserved groups hold them.
+fn config_server(c: &mut Checker, src: &Source, d: &Draft) {
+    let cs = &src.rete.config_server.value;
+    let cs_known = d.nodes.contains_key(&cs.node.value);
     c.reference(
         model::RETE_FILE,
         &cs.node,
@@ -869,7 +859,7 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
         (SERVICE_CONFIG, GROUP_CONFIG_READ),
         (SERVICE_CONFIG_PUBLISH, GROUP_CONFIG_WRITE),
     ] {
-        match services.get(svc) {
+        match d.services.get(svc) {
             None => c.push(
                 model::SERVICES_FILE,
                 1,
@@ -882,8 +872,8 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
             ),
             Some(_) => {}
         }
-        if let Some(members) = groups.get(group) {
-            if services.contains_key(svc) && !members.contains(svc) {
+        if let Some(members) = d.groups.get(group) {
+            if d.services.contains_key(svc) && !members.contains(svc) {
                 let l = src
                     .groups
                     .groups
@@ -899,10 +889,13 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
             }
         }
     }
+}
 
-    // Addresses: upstreams per node, UDP listens across nodes, hosting nodes listen.
+/// Addresses: upstreams do not clash on a node, a node that hosts services
+/// listens, UDP listen addresses do not clash between nodes.
+fn addresses(c: &mut Checker, d: &Draft) {
     let mut upstreams: BTreeMap<(String, SocketAddr), String> = BTreeMap::new();
-    for (key, s) in &services {
+    for (key, s) in &d.services {
         if let Some(other) = upstreams.insert((s.node.clone(), s.upstream), key.clone()) {
             c.push(
                 model::SERVICES_FILE,
@@ -913,7 +906,7 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
                 ),
             );
         }
-        if let Some(n) = nodes.get(&s.node) {
+        if let Some(n) = d.nodes.get(&s.node) {
             if n.listen.is_none() && !c.bad.contains(&("listen", n.name.to_string())) {
                 c.bad.insert(("listen", n.name.to_string()));
                 c.push(
@@ -928,7 +921,7 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
         }
     }
     let mut listens: BTreeMap<SocketAddr, String> = BTreeMap::new();
-    for n in nodes.values() {
+    for n in d.nodes.values() {
         if let Some(l) = n.listen {
             if let Some(other) = listens.insert(l, n.name.to_string()) {
                 c.push(
@@ -942,38 +935,95 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
             }
         }
     }
-
-    let rete = td.map(|td| Rete {
-        td,
-        version,
-        signers,
-        config_node: cs.node.value.clone(),
-        mirror_url,
-        poll_interval_s,
-        commit_timeout_s,
-        idle_timeout_s,
-        nodes,
-        users,
-        services,
-        roles,
-        groups,
-    });
-    (rete, c.problems)
 }
 
-/// A repo that passed every rule.
+/// A repo through every rule but the device limits, which need each node's
+/// sealed bytes and so a key: [`Pending::finish`] seals with the caller's
+/// (`retectl compile`), [`Pending::finish_with_probe`] with a throwaway one
+/// (`retectl validate`, issue-bundle, landing).
 #[derive(Debug)]
-pub struct Checked {
-    /// The rete.
-    pub rete: Rete,
-    /// Derived access.
-    pub access: Access,
-    /// The repo's certificates.
-    pub certs: crate::pki::RepoCerts,
+pub struct Pending {
+    checked: Checked,
+    problems: Vec<Problem>,
+    /// The YAML rules passed: the model is whole enough to build artifacts from.
+    yaml_ok: bool,
 }
 
-/// Runs every rule on the repo at `dir`: YAML, references, certificates, device limits.
-pub fn validate_repo(dir: &std::path::Path) -> Result<Checked, Vec<Problem>> {
+impl Pending {
+    /// The model, checked so far.
+    pub fn checked(&self) -> &Checked {
+        &self.checked
+    }
+
+    /// The problems found so far (unsorted).
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+
+    /// The device-limits rule ([`artifacts::seal_nodes`]) with `sealer`, then
+    /// the verdict: the checked repo and every node as built and sealed, each
+    /// node once, or every problem, sorted.
+    ///
+    /// # Errors
+    ///
+    /// Every problem of the repo, sorted by `file:line`.
+    pub fn finish(
+        self,
+        sealer: impl FnMut(&Rete, &NodeArtifacts) -> Result<Sealed, CompileError>,
+    ) -> Result<(Checked, BTreeMap<String, Compiled>), Vec<Problem>> {
+        let limits = self
+            .yaml_ok
+            .then(|| artifacts::seal_nodes(&self.checked.rete, &self.checked.access, sealer));
+        self.conclude(limits)
+    }
+
+    /// [`Pending::finish`] with validate's throwaway key ([`Signing::probe`]):
+    /// the sizes are the real ones, the signatures are not kept.
+    ///
+    /// # Errors
+    ///
+    /// Every problem of the repo, sorted by `file:line`.
+    pub fn finish_with_probe(self) -> Result<Checked, Vec<Problem>> {
+        let probe = Signing::probe(&self.checked.rete, &self.checked.certs.signers);
+        let limits = match (self.yaml_ok, probe) {
+            (true, Some(p)) => Some(artifacts::seal_nodes(
+                &self.checked.rete,
+                &self.checked.access,
+                |rete, arts| p.seal(rete, arts),
+            )),
+            _ => None,
+        };
+        self.conclude(limits).map(|(c, _)| c)
+    }
+
+    fn conclude(
+        self,
+        limits: Option<(BTreeMap<String, Compiled>, Vec<Problem>)>,
+    ) -> Result<(Checked, BTreeMap<String, Compiled>), Vec<Problem>> {
+        let Pending {
+            checked,
+            mut problems,
+            ..
+        } = self;
+        let (compiled, limit_problems) = limits.unwrap_or_default();
+        problems.extend(limit_problems);
+        if problems.is_empty() {
+            Ok((checked, compiled))
+        } else {
+            problems.sort();
+            Err(problems)
+        }
+    }
+}
+
+/// Runs every rule on the repo at `dir` but the device limits: YAML,
+/// references, certificates, SOCKS5 ports.
+///
+/// # Errors
+///
+/// The problems, sorted, when the YAML does not even give a rete (a file
+/// does not parse, or the rete name is not a trust domain).
+pub fn check_rules(dir: &std::path::Path) -> Result<Pending, Vec<Problem>> {
     let src = model::load(dir)?;
     let (rete, mut problems) = check(&src);
     let Some(rete) = rete else {
@@ -985,25 +1035,33 @@ pub fn validate_repo(dir: &std::path::Path) -> Result<Checked, Vec<Problem>> {
         .iter()
         .map(|s| (s.name.to_string(), s.line))
         .collect();
-    // The limits rule needs a consistent model; skip it while the YAML is broken
-    // (certificate problems do not change what a node's artifact holds).
+    // The ports and limits rules need a consistent model; skip them while the
+    // YAML is broken (certificate problems do not change what a node's artifact holds).
     let yaml_ok = problems.is_empty();
     let certs = crate::pki::check_repo(dir, rete.td.as_str(), &names, &mut problems);
     let access = rete.access();
     if yaml_ok {
         problems.extend(crate::ports::check(&rete, &access));
-        problems.extend(crate::compile::check_limits(&rete, &access, &certs.signers));
     }
-    if problems.is_empty() {
-        Ok(Checked {
+    Ok(Pending {
+        checked: Checked {
             rete,
             access,
             certs,
-        })
-    } else {
-        problems.sort();
-        Err(problems)
-    }
+        },
+        problems,
+        yaml_ok,
+    })
+}
+
+/// Runs every rule on the repo at `dir`: YAML, references, certificates,
+/// SOCKS5 ports, device limits (with a throwaway key).
+///
+/// # Errors
+///
+/// Every problem, sorted by `file:line`.
+pub fn validate_repo(dir: &std::path::Path) -> Result<Checked, Vec<Problem>> {
+    check_rules(dir)?.finish_with_probe()
 }
 
 /// `retectl validate <repo>`.
@@ -1103,5 +1161,38 @@ mod tests {
         // A service principal with roles is a caller too.
         assert_eq!(reach("spiffe://t.flor/service/b/echo"), ["b/echo", "wiki"]);
         assert_eq!(a.callers["wiki"].len(), 2);
+    }
+
+    /// What `retectl compile` runs: the rules, then the device limits with the
+    /// real key; the sealer runs once per node and its bytes come back.
+    #[test]
+    fn finish_seals_each_node_of_the_example_once_with_the_given_key() {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/my-rete");
+        let pending = check_rules(&example).unwrap();
+        assert!(pending.problems().is_empty(), "{:?}", pending.problems());
+        let rete = pending.checked().rete.clone();
+        let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([1; 32]));
+        let keys = BTreeMap::from([("primary".to_owned(), *kp.pk)]);
+        let signers = artifacts::mgmt_signers(&rete, &keys);
+        let signing = Signing::new(signers.0[0].id.clone(), signers, kp.sk);
+        let mut seals: BTreeMap<String, usize> = BTreeMap::new();
+        let mut returned = Vec::new();
+        let (_, compiled) = pending
+            .finish(|r, a| {
+                *seals.entry(a.vertex.node.to_string()).or_default() += 1;
+                let sealed = signing.seal(r, a);
+                if let Ok(s) = &sealed {
+                    returned.push(s.clone());
+                }
+                sealed
+            })
+            .unwrap();
+        let once: BTreeMap<String, usize> = rete.nodes.keys().map(|n| (n.clone(), 1)).collect();
+        assert_eq!(seals, once);
+        let kept: Vec<Sealed> = compiled.values().map(|c| c.sealed.clone()).collect();
+        assert_eq!(
+            kept, returned,
+            "the sealed bytes are kept, not sealed again"
+        );
     }
 }
