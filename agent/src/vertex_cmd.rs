@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 use smol::io::{AsyncBufReadExt, AsyncWriteExt};
 use smol::stream::StreamExt;
 
-use crate::fsutil;
 use crate::scope::{Scope, ScopeError};
+use flor_vertex::file;
 
 /// Largest PEM file (certificate chain or key) a vertex reads.
 const MAX_PEM_FILE: usize = flor_vertex::limits::MAX_PEM_LEN;
@@ -146,13 +146,13 @@ impl VertexStatus {
 
     /// Reads a status file (None if absent or unreadable: the vertex is not ready).
     pub fn read(path: &Path) -> Option<VertexStatus> {
-        let bytes = fsutil::read_bounded(path, 8 * 1024).ok()?;
+        let bytes = file::read_bounded(path, 8 * 1024).ok()?;
         flor_vertex::artifact::parse_payload(&bytes).ok()
     }
 }
 
 fn read(path: PathBuf, max: usize) -> Result<Vec<u8>, VertexCmdError> {
-    fsutil::read_bounded(&path, max).map_err(|e| VertexCmdError::Read(path, e))
+    file::read_bounded(&path, max).map_err(|e| VertexCmdError::Read(path, e))
 }
 
 /// Reads and verifies the live artifact of vertex `name`: its configuration and version.
@@ -186,7 +186,7 @@ pub fn load(scope: &Scope, name: &str) -> Result<(VertexSetup, u32), VertexCmdEr
         keys.push(key);
     }
     let node = SpiffeId::new(info.rete.clone(), Kind::Node, info.node.clone());
-    let node_key = fsutil::read_bounded(&scope.path(&key_path(&node)), MAX_PEM_FILE).ok();
+    let node_key = file::read_bounded(&scope.path(&key_path(&node)), MAX_PEM_FILE).ok();
     let setup = VertexSetup {
         cfg,
         ca_pem,
@@ -223,8 +223,7 @@ fn write_status(
         VertexCmdError::Status(path.to_path_buf(), std::io::ErrorKind::InvalidData.into())
     })?;
     buf.truncate(n);
-    fsutil::write_atomic(path, &buf, 0o644)
-        .map_err(|e| VertexCmdError::Status(path.to_path_buf(), e))
+    file::write_atomic(path, &buf, 0o644).map_err(|e| VertexCmdError::Status(path.to_path_buf(), e))
 }
 
 /// Answers one `apply`: the line to write back.
