@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use flor_vertex::contract::{self, Trust};
 use flor_vertex::envelope::{self, ArtifactKind};
+use flor_vertex::file;
 use flor_vertex::http::{self, tree, Parsed};
 use flor_vertex::identity::Name;
 use flor_vertex::limits::MAX_ARTIFACT_BYTES;
@@ -42,7 +43,6 @@ use smol::net::{TcpListener, TcpStream};
 
 use crate::live::Live;
 use crate::scope::Scope;
-use flor_vertex::file;
 
 /// The live-tree pointer in the store.
 const TREE_LINK: &str = "tree";

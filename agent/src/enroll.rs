@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use flor_vertex::artifact::{self, MgmtSigners};
 use flor_vertex::bundle::{Bundle, CsrEntry, CsrRequest, CSR_FORMAT};
+use flor_vertex::file;
 use flor_vertex::identity::{Kind, Name, SpiffeId, TrustDomain};
 use flor_vertex::limits::{MAX_BUNDLE_BYTES, MAX_PEM_LEN};
 use pki_types::pem::PemObject;
@@ -26,7 +27,6 @@ use pki_types::pem::PemObject;
 use crate::fetch::{FetchError, Source};
 use crate::scope::{Scope, ScopeError, ScopeInfo};
 use crate::store::{self, StoreError};
-use flor_vertex::file;
 
 /// The pending-key area of a scope (Flow B keys waiting for their certificates).
 pub const PENDING_DIR: &str = "pending";

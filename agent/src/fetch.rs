@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flor_vertex::file;
 use flor_vertex::identity::Dialable;
 use flor_vertex::net::{Credentials, Dialer, ResponseError};
 
@@ -24,8 +25,6 @@ use flor_vertex::http;
 use flor_vertex::identity::Name;
 use flor_vertex::limits::MAX_ARTIFACT_BYTES;
 use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-
-use flor_vertex::file;
 
 /// How long one fetch (connect, request, whole body) may take.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);

@@ -18,10 +18,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use flor_vertex::artifact::{ConfigServer, MgmtSigners, ScopePath};
+use flor_vertex::file;
 use flor_vertex::identity::{Name, TrustDomain};
 use serde::{Deserialize, Serialize};
-
-use flor_vertex::file;
 
 /// The file in each install root that records the scope's rete and trust anchor.
 pub const SCOPE_FILE: &str = "scope.json";

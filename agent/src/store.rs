@@ -30,13 +30,13 @@ use std::path::{Path, PathBuf};
 use flor_vertex::artifact::{AgentConfig, VertexConfig};
 use flor_vertex::contract::{self, ContractError, Trust};
 use flor_vertex::envelope::{self, Header};
+use flor_vertex::file;
 use flor_vertex::identity::Name;
 use flor_vertex::limits::MAX_ARTIFACT_BYTES;
 use serde::{Deserialize, Serialize};
 
 use crate::live::Live;
 use crate::scope::{Scope, ScopeInfo};
-use flor_vertex::file;
 
 /// The live-generation pointer in the install root ([`crate::live`]).
 pub const MGMT_LINK: &str = contract::MGMT_DIR;

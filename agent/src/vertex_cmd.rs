@@ -25,6 +25,7 @@ use std::time::Duration;
 use argh::FromArgs;
 use flor_vertex::artifact::{key_path, Addr, VertexConfig};
 use flor_vertex::contract::{self, ContractError};
+use flor_vertex::file;
 use flor_vertex::identity::{Kind, SpiffeId};
 use flor_vertex::limits::{MAX_ARTIFACT_BYTES, MAX_SOCKS_LISTENERS, SHUTDOWN_GRACE_MS};
 use flor_vertex::net::{self, Credentials, NetError, ResetSecret, VertexSetup};
@@ -33,7 +34,6 @@ use smol::io::{AsyncBufReadExt, AsyncWriteExt};
 use smol::stream::StreamExt;
 
 use crate::scope::{Scope, ScopeError};
-use flor_vertex::file;
 
 /// Largest PEM file (certificate chain or key) a vertex reads.
 const MAX_PEM_FILE: usize = flor_vertex::limits::MAX_PEM_LEN;
