@@ -11,6 +11,8 @@
 //! turns a line into a [`Request`] and back, so the parser of what a local
 //! client sends can be fuzzed with the rest (`fuzz/fuzz_targets/control_request.rs`).
 
+use core::fmt::Write as _;
+
 /// Longest request line the agent reads.
 pub const MAX_REQUEST: usize = 256;
 
@@ -84,29 +86,13 @@ impl Request {
                     s.push_str(" confirm");
                 }
                 if let Some(t) = timeout_s {
-                    s.push_str(" timeout=");
-                    let mut digits = [0u8; 10];
-                    s.push_str(u32_decimal(t, &mut digits));
+                    // Writing into a String cannot fail.
+                    let _ = write!(s, " timeout={t}");
                 }
                 s
             }
         }
     }
-}
-
-/// `v` in decimal, written into `buf` (10 digits hold any u32).
-fn u32_decimal(mut v: u32, buf: &mut [u8; 10]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    core::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 /// Parses `5m`, `90s`, `300`, `1h` into seconds; `None` if malformed or over `u32::MAX`.
