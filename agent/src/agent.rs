@@ -596,7 +596,7 @@ impl Shell {
         let input = match spawned {
             Ok(mut c) => {
                 let pid = c.id();
-                let _ = crate::fsutil::write_atomic(
+                let _ = flor_vertex::file::write_atomic(
                     &self.scope.runtime.join(VERTEX_PID_FILE),
                     pid.to_string().as_bytes(),
                     0o644,

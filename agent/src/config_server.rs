@@ -34,13 +34,13 @@ use std::time::Duration;
 
 use flor_vertex::contract::{self, Trust};
 use flor_vertex::envelope::{self, ArtifactKind};
+use flor_vertex::file;
 use flor_vertex::http::{self, tree, Parsed};
 use flor_vertex::identity::Name;
 use flor_vertex::limits::MAX_ARTIFACT_BYTES;
-use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 
-use crate::fsutil;
 use crate::live::Live;
 use crate::scope::Scope;
 
@@ -58,6 +58,9 @@ pub const MAX_PUBLISH_FILES: usize = 256;
 const MAX_CONNECTIONS: usize = 32;
 /// Time a client has to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of the publish body read at a time (files are collected whole, each
+/// at most MAX_ARTIFACT_BYTES, as the decoder hands them over).
+const READ_CHUNK: usize = 16 * 1024;
 /// Time a client has to send a whole publish body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -195,7 +198,7 @@ async fn serve(server: &Server, mut stream: TcpStream, publish: bool) -> io::Res
                 stream.write_all(http::CONTINUE).await?;
             }
             let pre = buf[head_len..filled].to_vec();
-            let mut body = smol::io::BufReader::new((&pre[..]).chain(&mut stream).take(len));
+            let mut body = (&pre[..]).chain(&mut stream).take(len);
             let r = smol::future::or(handle_publish(server, &mut body, len), async {
                 smol::Timer::after(BODY_TIMEOUT).await;
                 refuse(408, "publish body did not arrive in time\n")
@@ -259,17 +262,7 @@ fn handle_get(server: &Server, path: &str) -> Result<(&'static str, Vec<u8>), Re
     }
 }
 
-async fn read_line<R: smol::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Vec<u8>, Refusal> {
-    let mut line = Vec::new();
-    let mut limited = r.take(tree::MAX_LINE as u64);
-    limited
-        .read_until(b'\n', &mut line)
-        .await
-        .map_err(|e| Refusal(400, format!("reading publish body: {e}\n")))?;
-    Ok(line)
-}
-
-async fn handle_publish<R: smol::io::AsyncBufRead + Unpin>(
+async fn handle_publish<R: smol::io::AsyncRead + Unpin>(
     server: &Server,
     body: &mut R,
     len: u64,
@@ -309,76 +302,90 @@ async fn handle_publish<R: smol::io::AsyncBufRead + Unpin>(
     Ok(("text/plain", msg.into_bytes()))
 }
 
-/// Reads and checks every entry into `incoming`; returns node -> agent version.
-async fn receive<R: smol::io::AsyncBufRead + Unpin>(
+/// One file of the publish being received.
+struct Incoming {
+    path: String,
+    node: Name,
+    rel: String,
+    bytes: Vec<u8>,
+}
+
+/// Reads the body with the sans-IO [`tree::Decoder`] and checks every entry
+/// into `incoming`; returns node -> agent version.
+async fn receive<R: smol::io::AsyncRead + Unpin>(
     server: &Server,
     info: &crate::scope::ScopeInfo,
     body: &mut R,
     incoming: &Path,
 ) -> Result<BTreeMap<String, u32>, Refusal> {
     let bad = |e: tree::TreeError| Refusal(400, format!("{e}\n"));
-    let magic = read_line(body).await?;
-    if magic != tree::MAGIC {
-        return Err(bad(tree::TreeError::BadMagic));
-    }
+    let mut dec = tree::Decoder::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let (mut start, mut end) = (0, 0);
+    let mut current: Option<Incoming> = None;
     let mut seen: Vec<String> = Vec::new();
     let mut versions: BTreeMap<String, u32> = BTreeMap::new();
     let mut vertex_nodes: Vec<String> = Vec::new();
     loop {
-        let line = read_line(body).await?;
-        let (len, path) = match tree::parse_line(&line).map_err(bad)? {
-            tree::Line::End => break,
-            tree::Line::File { len, path } => (len, path.to_string()),
-        };
-        if seen.len() >= MAX_PUBLISH_FILES {
-            return refuse(
-                413,
-                format!("publish has more than {MAX_PUBLISH_FILES} files\n"),
-            );
-        }
-        if seen.contains(&path) {
-            return refuse(400, format!("{path} appears twice in the publish\n"));
-        }
-        if len > MAX_ARTIFACT_BYTES as u64 {
-            return refuse(413, format!("{path} is larger than MAX_ARTIFACT_BYTES\n"));
-        }
-        let Some((node, rel)) = artifact_path(&format!("/artifact/{path}")) else {
-            return refuse(
-                400,
-                format!(
-                    "{path} is not <node>/mgmt/agent.json or <node>/mgmt/vertices/<name>.json\n"
-                ),
-            );
-        };
-        let mut bytes = vec![0u8; len as usize];
-        body.read_exact(&mut bytes)
-            .await
-            .map_err(|_| bad(tree::TreeError::Truncated))?;
-        let kind = contract::kind_of(&rel).unwrap_or(ArtifactKind::Vertex);
-        let trust = Trust {
-            rete: &info.rete,
-            node: &node,
-            signers: &info.mgmt_signers,
-            current: None,
-        };
-        let version = contract::open_at(&rel, &bytes, &trust)
-            .map_err(|e| Refusal(403, format!("{path} refused: {e}\n")))?
-            .version;
-        let stored = tree(&server.store).read_bounded(Path::new(&path), MAX_ARTIFACT_BYTES);
-        if let Ok(old) = stored {
-            if let Ok(h) = envelope::peek_header(&old) {
-                contract::may_replace(h.version, &old, version, &bytes)
-                    .map_err(|e| Refusal(409, format!("{path} refused: {e}\n")))?;
+        let (used, item) = dec.decode(&buf[start..end]).map_err(bad)?;
+        start += used;
+        match item {
+            None => {
+                let n = body
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| Refusal(400, format!("reading publish body: {e}\n")))?;
+                if n == 0 {
+                    return Err(bad(tree::TreeError::Truncated));
+                }
+                (start, end) = (0, n);
+            }
+            Some(tree::Item::End) => break,
+            Some(tree::Item::File { len, path }) => {
+                let path = path.to_string();
+                if seen.len() >= MAX_PUBLISH_FILES {
+                    return refuse(
+                        413,
+                        format!("publish has more than {MAX_PUBLISH_FILES} files\n"),
+                    );
+                }
+                if seen.contains(&path) {
+                    return refuse(400, format!("{path} appears twice in the publish\n"));
+                }
+                if len > MAX_ARTIFACT_BYTES as u64 {
+                    return refuse(413, format!("{path} is larger than MAX_ARTIFACT_BYTES\n"));
+                }
+                let Some((node, rel)) = artifact_path(&format!("/artifact/{path}")) else {
+                    return refuse(
+                        400,
+                        format!(
+                            "{path} is not <node>/mgmt/agent.json or <node>/mgmt/vertices/<name>.json\n"
+                        ),
+                    );
+                };
+                current = Some(Incoming {
+                    path,
+                    node,
+                    rel,
+                    bytes: Vec::with_capacity(len as usize),
+                });
+            }
+            Some(tree::Item::Data { bytes, last }) => {
+                let Some(f) = current.as_mut() else { continue };
+                f.bytes.extend_from_slice(bytes);
+                if !last {
+                    continue;
+                }
+                let Some(f) = current.take() else { continue };
+                let (kind, version) = check_and_store(server, info, incoming, &f)?;
+                if kind == ArtifactKind::Agent {
+                    versions.insert(f.node.to_string(), version);
+                } else {
+                    vertex_nodes.push(f.node.to_string());
+                }
+                seen.push(f.path);
             }
         }
-        fsutil::write_atomic(&incoming.join(&path), &bytes, 0o644)
-            .map_err(|e| Refusal(500, format!("storing {path}: {e}\n")))?;
-        if kind == ArtifactKind::Agent {
-            versions.insert(node.to_string(), version);
-        } else {
-            vertex_nodes.push(node.to_string());
-        }
-        seen.push(path);
     }
     if let Some(n) = vertex_nodes.iter().find(|n| !versions.contains_key(*n)) {
         return refuse(
@@ -390,6 +397,37 @@ async fn receive<R: smol::io::AsyncBufRead + Unpin>(
         return refuse(400, "publish holds no artifacts\n");
     }
     Ok(versions)
+}
+
+/// Verifies one received artifact (signer, rete, node, no lower version than
+/// the stored one) and writes it into `incoming`; returns its kind and version.
+fn check_and_store(
+    server: &Server,
+    info: &crate::scope::ScopeInfo,
+    incoming: &Path,
+    f: &Incoming,
+) -> Result<(ArtifactKind, u32), Refusal> {
+    let path = &f.path;
+    let kind = contract::kind_of(&f.rel).unwrap_or(ArtifactKind::Vertex);
+    let trust = Trust {
+        rete: &info.rete,
+        node: &f.node,
+        signers: &info.mgmt_signers,
+        current: None,
+    };
+    let version = contract::open_at(&f.rel, &f.bytes, &trust)
+        .map_err(|e| Refusal(403, format!("{path} refused: {e}\n")))?
+        .version;
+    let stored = tree(&server.store).read_bounded(Path::new(path), MAX_ARTIFACT_BYTES);
+    if let Ok(old) = stored {
+        if let Ok(h) = envelope::peek_header(&old) {
+            contract::may_replace(h.version, &old, version, &f.bytes)
+                .map_err(|e| Refusal(409, format!("{path} refused: {e}\n")))?;
+        }
+    }
+    file::write_atomic(&incoming.join(path), &f.bytes, 0o644)
+        .map_err(|e| Refusal(500, format!("storing {path}: {e}\n")))?;
+    Ok((kind, version))
 }
 
 /// The live-tree pointer of a store ([`crate::live`]).
@@ -411,7 +449,7 @@ fn swap_in(store: &Path, incoming: &Path) -> io::Result<()> {
         .max()
         .map_or(1, |m| m + 1);
     fs::rename(incoming, live.gen_dir(next))?;
-    fsutil::sync_dir(&store.join(TREES_DIR))?;
+    file::sync_dir(&store.join(TREES_DIR))?;
     live.point(next)?;
     if let Some(old) = old {
         let _ = fs::remove_dir_all(live.gen_dir(old));

@@ -12,6 +12,9 @@
 //! reload            -> (after `flor enroll`) the scope re-read, vertex restarting, OK | FAILED
 //! ```
 //!
+//! The request line's parser is sans-IO in `flor_vertex::control` (fuzzed
+//! there); this module is the socket around it.
+//!
 //! The socket is created with mode 0600 inside the install root: whoever may
 //! read the scope's keys may drive its agent, nobody else.
 //!
@@ -27,6 +30,8 @@ use std::time::Duration;
 
 use crate::scope::Scope;
 
+pub use flor_vertex::control::{parse_duration, Request, MAX_REQUEST};
+
 /// The control endpoint file in each install root.
 #[cfg(unix)]
 pub const SOCKET: &str = "agent.sock";
@@ -40,97 +45,6 @@ const COOKIE_BYTES: usize = 16;
 pub const OK: &str = "OK";
 /// Last line of a failed answer.
 pub const FAILED: &str = "FAILED";
-/// Longest request line the agent reads.
-pub const MAX_REQUEST: usize = 256;
-
-/// A parsed control request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Request {
-    /// `status` / `status json`.
-    Status {
-        /// Answer with JSON.
-        json: bool,
-    },
-    /// `sync ...`.
-    Sync {
-        /// Print what would change; change nothing.
-        dry_run: bool,
-        /// Confirm a pending version, or commit a new one as soon as it is healthy.
-        confirm: bool,
-        /// Seconds before an unconfirmed version is rolled back; `None`: agent.json's value.
-        timeout_s: Option<u32>,
-    },
-    /// `reload`: `flor enroll` rewrote the scope; re-read it and restart the vertex.
-    Reload,
-}
-
-impl Request {
-    /// Parses one request line.
-    pub fn parse(line: &str) -> Option<Request> {
-        let mut words = line.split_ascii_whitespace();
-        match words.next()? {
-            "status" => match words.next() {
-                None => Some(Request::Status { json: false }),
-                Some("json") => Some(Request::Status { json: true }),
-                Some(_) => None,
-            },
-            "sync" => {
-                let (mut dry_run, mut confirm, mut timeout_s) = (false, false, None);
-                for w in words {
-                    match w {
-                        "dry-run" => dry_run = true,
-                        "confirm" => confirm = true,
-                        _ => timeout_s = Some(w.strip_prefix("timeout=")?.parse().ok()?),
-                    }
-                }
-                Some(Request::Sync {
-                    dry_run,
-                    confirm,
-                    timeout_s,
-                })
-            }
-            "reload" => words.next().is_none().then_some(Request::Reload),
-            _ => None,
-        }
-    }
-
-    /// The request as one line (without newline).
-    pub fn to_line(self) -> String {
-        match self {
-            Request::Status { json: false } => "status".into(),
-            Request::Status { json: true } => "status json".into(),
-            Request::Reload => "reload".into(),
-            Request::Sync {
-                dry_run,
-                confirm,
-                timeout_s,
-            } => {
-                let mut s = String::from("sync");
-                if dry_run {
-                    s.push_str(" dry-run");
-                }
-                if confirm {
-                    s.push_str(" confirm");
-                }
-                if let Some(t) = timeout_s {
-                    s.push_str(&format!(" timeout={t}"));
-                }
-                s
-            }
-        }
-    }
-}
-
-/// Parses `5m`, `90s`, `300`, `1h` into seconds.
-pub fn parse_duration(s: &str) -> Option<u32> {
-    let (num, mult) = match s.as_bytes().last()? {
-        b's' => (&s[..s.len() - 1], 1),
-        b'm' => (&s[..s.len() - 1], 60),
-        b'h' => (&s[..s.len() - 1], 3600),
-        _ => (s, 1),
-    };
-    num.parse::<u32>().ok()?.checked_mul(mult)
-}
 
 /// The socket path of a scope.
 pub fn socket_path(scope: &Scope) -> PathBuf {
@@ -188,7 +102,7 @@ impl Listener {
                 .map_err(|_| "the system random generator failed".to_string())?;
             let mut hex = [0u8; 2 * COOKIE_BYTES];
             let cookie = flor_vertex::hex::encode(&raw, &mut hex);
-            crate::fsutil::write_atomic(&path, format!("{addr} {cookie}\n").as_bytes(), 0o600)
+            flor_vertex::file::write_atomic(&path, format!("{addr} {cookie}\n").as_bytes(), 0o600)
                 .map_err(fail)?;
             let inner = smol::net::TcpListener::try_from(std_listener).map_err(fail)?;
             Ok(Listener {
@@ -241,7 +155,7 @@ fn connect_raw(path: &Path) -> io::Result<std::os::unix::net::UnixStream> {
 /// A client connection to the agent, cookie already sent.
 #[cfg(not(unix))]
 fn connect_raw(path: &Path) -> io::Result<std::net::TcpStream> {
-    let text = crate::fsutil::read_bounded(path, 128)?;
+    let text = flor_vertex::file::read_bounded(path, 128)?;
     let text = String::from_utf8_lossy(&text);
     let mut words = text.split_ascii_whitespace();
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed agent.port file");
@@ -294,31 +208,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_round_trip() {
-        for r in [
-            Request::Status { json: false },
-            Request::Status { json: true },
-            Request::Sync {
-                dry_run: true,
-                confirm: false,
-                timeout_s: None,
-            },
-            Request::Sync {
-                dry_run: false,
-                confirm: true,
-                timeout_s: Some(300),
-            },
-            Request::Reload,
-        ] {
-            assert_eq!(Request::parse(&r.to_line()), Some(r));
-        }
-        assert_eq!(Request::parse("sync timeout=abc"), None);
-        assert_eq!(Request::parse("reboot"), None);
-        assert_eq!(Request::parse("reload now"), None);
-        assert_eq!(Request::parse(""), None);
-    }
-
-    #[test]
     fn only_the_exact_cookie_opens_the_windows_endpoint() {
         let c = "00112233445566778899aabbccddeeff";
         assert!(cookie_matches(c, "00112233445566778899aabbccddeeff\n"));
@@ -326,15 +215,5 @@ mod tests {
         assert!(!cookie_matches(c, "00112233445566778899aabbccddee\n"));
         assert!(!cookie_matches(c, "status\n"));
         assert!(!cookie_matches(c, ""));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5m"), Some(300));
-        assert_eq!(parse_duration("90s"), Some(90));
-        assert_eq!(parse_duration("2"), Some(2));
-        assert_eq!(parse_duration("1h"), Some(3600));
-        assert_eq!(parse_duration("m"), None);
-        assert_eq!(parse_duration("99999999999h"), None);
     }
 }

@@ -19,12 +19,12 @@ use std::path::{Path, PathBuf};
 
 use flor_vertex::artifact::{self, MgmtSigners};
 use flor_vertex::bundle::{Bundle, CsrEntry, CsrRequest, CSR_FORMAT};
+use flor_vertex::file;
 use flor_vertex::identity::{Kind, Name, SpiffeId, TrustDomain};
 use flor_vertex::limits::{MAX_BUNDLE_BYTES, MAX_PEM_LEN};
 use pki_types::pem::PemObject;
 
 use crate::fetch::{FetchError, Source};
-use crate::fsutil;
 use crate::scope::{Scope, ScopeError, ScopeInfo};
 use crate::store::{self, StoreError};
 
@@ -105,7 +105,7 @@ impl fmt::Display for EnrollError {
 impl std::error::Error for EnrollError {}
 
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), EnrollError> {
-    fsutil::write_atomic(path, bytes, mode).map_err(|e| EnrollError::Io(path.to_path_buf(), e))
+    file::write_atomic(path, bytes, mode).map_err(|e| EnrollError::Io(path.to_path_buf(), e))
 }
 
 /// `flor id create`: makes P-256 keys on the device and a CSR file for the operator.
@@ -273,7 +273,7 @@ pub fn enroll(
     from: Option<&str>,
     port_offset: Option<u16>,
 ) -> Result<Enrolled, EnrollError> {
-    let bytes = fsutil::read_bounded(bundle_path, MAX_BUNDLE_BYTES)
+    let bytes = file::read_bounded(bundle_path, MAX_BUNDLE_BYTES)
         .map_err(|e| EnrollError::Bundle(bundle_path.into(), e.to_string()))?;
     let b = Bundle::parse(&bytes)
         .map_err(|e| EnrollError::Bundle(bundle_path.into(), e.to_string()))?;

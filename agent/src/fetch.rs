@@ -17,15 +17,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flor_vertex::file;
 use flor_vertex::identity::Dialable;
-use flor_vertex::net::{Credentials, Dialer};
+use flor_vertex::net::{Credentials, Dialer, ResponseError};
 
-use flor_vertex::http::{self, Parsed};
+use flor_vertex::http;
 use flor_vertex::identity::Name;
 use flor_vertex::limits::MAX_ARTIFACT_BYTES;
-use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-use crate::fsutil;
+use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// How long one fetch (connect, request, whole body) may take.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -146,7 +145,7 @@ impl Source {
         match self {
             Source::Dir(d) => {
                 let p = d.join(node.as_str()).join(rel);
-                fsutil::read_bounded(&p, MAX_ARTIFACT_BYTES).map_err(|e| {
+                file::read_bounded(&p, MAX_ARTIFACT_BYTES).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::NotFound {
                         FetchError::Missing(p)
                     } else if e.kind() == std::io::ErrorKind::InvalidData {
@@ -206,58 +205,19 @@ pub async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     let unreachable = |e: std::io::Error| FetchError::Unreachable(e.to_string());
     stream.write_all(&head[..n]).await.map_err(unreachable)?;
     stream.flush().await.map_err(unreachable)?;
-    let (status, body) = read_response(&mut stream, MAX_ARTIFACT_BYTES).await?;
+    let (status, body) = flor_vertex::net::read_response(&mut stream, MAX_ARTIFACT_BYTES)
+        .await
+        .map_err(|e| match e {
+            ResponseError::Io(e) => unreachable(e),
+            ResponseError::Closed => {
+                FetchError::Unreachable("connection closed before a response".into())
+            }
+            ResponseError::Http(e) => FetchError::Http(e),
+            ResponseError::TooLarge => FetchError::TooLarge,
+            e => FetchError::Unreachable(e.to_string()),
+        })?;
     if status != 200 {
         return Err(FetchError::Status(status));
     }
     Ok(body)
-}
-
-/// Reads one response: its status and body (bounded by `max`).
-pub async fn read_response<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    max: usize,
-) -> Result<(u16, Vec<u8>), FetchError> {
-    let unreachable = |e: std::io::Error| FetchError::Unreachable(e.to_string());
-    let mut buf = vec![0u8; http::MAX_HEAD];
-    let mut filled = 0;
-    let resp = loop {
-        let n = stream.read(&mut buf[filled..]).await.map_err(unreachable)?;
-        if n == 0 {
-            return Err(FetchError::Unreachable(
-                "connection closed before a response".into(),
-            ));
-        }
-        filled += n;
-        match http::parse_response(&buf[..filled]).map_err(FetchError::Http)? {
-            Parsed::Complete(r) => break r,
-            Parsed::Partial => continue,
-        }
-    };
-    if resp.content_length.is_some_and(|l| l > max as u64) {
-        return Err(FetchError::TooLarge);
-    }
-    let mut body = buf[resp.head_len..filled].to_vec();
-    match resp.content_length {
-        Some(len) => {
-            let len = len as usize;
-            if body.len() > len {
-                body.truncate(len);
-            }
-            let have = body.len();
-            body.resize(len, 0);
-            stream
-                .read_exact(&mut body[have..])
-                .await
-                .map_err(unreachable)?;
-        }
-        None => {
-            let mut limited = stream.take((max + 1 - body.len().min(max)) as u64);
-            limited.read_to_end(&mut body).await.map_err(unreachable)?;
-            if body.len() > max {
-                return Err(FetchError::TooLarge);
-            }
-        }
-    }
-    Ok((resp.status, body))
 }

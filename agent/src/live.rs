@@ -45,7 +45,7 @@ impl Live<'_> {
     /// `NotFound` while nothing is live.
     pub fn read_bounded(&self, rel: &Path, max: usize) -> io::Result<Vec<u8>> {
         match self.resolve(rel) {
-            Some(path) => crate::fsutil::read_bounded(&path, max),
+            Some(path) => flor_vertex::file::read_bounded(&path, max),
             None => Err(io::ErrorKind::NotFound.into()),
         }
     }
@@ -78,7 +78,7 @@ mod symlink {
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(Path::new(l.gens).join(n.to_string()), &tmp)?;
         fs::rename(&tmp, l.root.join(l.name))?;
-        crate::fsutil::sync_dir(l.root)
+        flor_vertex::file::sync_dir(l.root)
     }
 
     pub fn resolve(l: &Live, rel: &Path) -> Option<PathBuf> {
@@ -101,12 +101,12 @@ mod pointer_file {
     }
 
     pub fn read(l: &Live) -> Option<u64> {
-        let bytes = crate::fsutil::read_bounded(&file(l), MAX_POINTER).ok()?;
+        let bytes = flor_vertex::file::read_bounded(&file(l), MAX_POINTER).ok()?;
         std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
     }
 
     pub fn point(l: &Live, n: u64) -> io::Result<()> {
-        crate::fsutil::write_atomic(&file(l), format!("{n}\n").as_bytes(), 0o644)
+        flor_vertex::file::write_atomic(&file(l), format!("{n}\n").as_bytes(), 0o644)
     }
 
     pub fn resolve(l: &Live, rel: &Path) -> Option<PathBuf> {

@@ -22,7 +22,6 @@ mod control;
 mod core;
 mod enroll;
 mod fetch;
-mod fsutil;
 mod live;
 mod process;
 mod scope;

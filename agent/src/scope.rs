@@ -18,10 +18,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use flor_vertex::artifact::{ConfigServer, MgmtSigners, ScopePath};
+use flor_vertex::file;
 use flor_vertex::identity::{Name, TrustDomain};
 use serde::{Deserialize, Serialize};
-
-use crate::fsutil;
 
 /// The file in each install root that records the scope's rete and trust anchor.
 pub const SCOPE_FILE: &str = "scope.json";
@@ -191,7 +190,7 @@ impl Scope {
     /// Reads `scope.json`.
     pub fn info(&self) -> Result<ScopeInfo, ScopeError> {
         let p = self.install.join(SCOPE_FILE);
-        let bytes = fsutil::read_bounded(&p, MAX_SCOPE_FILE)
+        let bytes = file::read_bounded(&p, MAX_SCOPE_FILE)
             .map_err(|e| ScopeError::BadScopeFile(p.clone(), e.to_string()))?;
         flor_vertex::artifact::parse_payload::<ScopeInfo>(&bytes)
             .map_err(|e| ScopeError::BadScopeFile(p, e.to_string()))
@@ -208,7 +207,7 @@ impl Scope {
         })?;
         buf.truncate(n);
         buf.push(b'\n');
-        fsutil::write_atomic(&self.install.join(SCOPE_FILE), &buf, 0o644)
+        file::write_atomic(&self.install.join(SCOPE_FILE), &buf, 0o644)
     }
 }
 

@@ -30,11 +30,11 @@ use std::path::{Path, PathBuf};
 use flor_vertex::artifact::{AgentConfig, VertexConfig};
 use flor_vertex::contract::{self, ContractError, Trust};
 use flor_vertex::envelope::{self, Header};
+use flor_vertex::file;
 use flor_vertex::identity::Name;
 use flor_vertex::limits::MAX_ARTIFACT_BYTES;
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
 use crate::live::Live;
 use crate::scope::{Scope, ScopeInfo};
 
@@ -201,14 +201,14 @@ pub fn write_generation(scope: &Scope, v: &Verified) -> Result<(), StoreError> {
     }
     let tmp = gens.join(format!(".tmp-{}-{}", v.version(), std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
-    fsutil::write_atomic(&tmp.join("agent.json"), &v.agent_bytes, 0o644).map_err(io)?;
+    file::write_atomic(&tmp.join("agent.json"), &v.agent_bytes, 0o644).map_err(io)?;
     for vx in &v.vertices {
         let mut file = String::from(vx.name.as_str());
         file.push_str(".json");
-        fsutil::write_atomic(&tmp.join("vertices").join(file), &vx.bytes, 0o644).map_err(io)?;
+        file::write_atomic(&tmp.join("vertices").join(file), &vx.bytes, 0o644).map_err(io)?;
     }
     fs::rename(&tmp, &dst).map_err(io)?;
-    fsutil::sync_dir(&gens).map_err(io)
+    file::sync_dir(&gens).map_err(io)
 }
 
 /// Points `mgmt` at generation `<version>` with one atomic rename.
@@ -233,7 +233,7 @@ pub struct CommitRecord {
 
 /// Reads `commit.json`, if any.
 pub fn read_commit(scope: &Scope) -> Option<CommitRecord> {
-    let bytes = fsutil::read_bounded(&scope.install.join(COMMIT_FILE), 1024).ok()?;
+    let bytes = file::read_bounded(&scope.install.join(COMMIT_FILE), 1024).ok()?;
     serde_json_core::from_slice::<CommitRecord>(&bytes)
         .ok()
         .map(|(r, _)| r)
@@ -247,14 +247,14 @@ fn write_commit(scope: &Scope, r: &CommitRecord) -> Result<(), StoreError> {
             io::Error::new(io::ErrorKind::InvalidData, "record too long"),
         )
     })?;
-    fsutil::write_atomic(&scope.install.join(COMMIT_FILE), &buf[..n], 0o644)
+    file::write_atomic(&scope.install.join(COMMIT_FILE), &buf[..n], 0o644)
         .map_err(|e| StoreError::Io("writing commit.json", e))
 }
 
 fn remove_commit(scope: &Scope) -> Result<(), StoreError> {
     match fs::remove_file(scope.install.join(COMMIT_FILE)) {
         Ok(()) => {
-            fsutil::sync_dir(&scope.install).map_err(|e| StoreError::Io("removing commit.json", e))
+            file::sync_dir(&scope.install).map_err(|e| StoreError::Io("removing commit.json", e))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(StoreError::Io("removing commit.json", e)),

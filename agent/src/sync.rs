@@ -60,7 +60,8 @@ pub fn florete_source(scope: &Scope, info: &ScopeInfo) -> Result<Source, String>
     use flor_vertex::limits::MAX_PEM_LEN;
     let read = |rel: &str| {
         let p = scope.install.join(rel);
-        crate::fsutil::read_bounded(&p, MAX_PEM_LEN).map_err(|e| format!("{}: {e}", p.display()))
+        flor_vertex::file::read_bounded(&p, MAX_PEM_LEN)
+            .map_err(|e| format!("{}: {e}", p.display()))
     };
     let me = SpiffeId::new(info.rete.clone(), Kind::Node, info.node.clone());
     let ca = read(CA_PATH)?;

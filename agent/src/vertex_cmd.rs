@@ -25,6 +25,7 @@ use std::time::Duration;
 use argh::FromArgs;
 use flor_vertex::artifact::{key_path, Addr, VertexConfig};
 use flor_vertex::contract::{self, ContractError};
+use flor_vertex::file;
 use flor_vertex::identity::{Kind, SpiffeId};
 use flor_vertex::limits::{MAX_ARTIFACT_BYTES, MAX_SOCKS_LISTENERS, SHUTDOWN_GRACE_MS};
 use flor_vertex::net::{self, Credentials, NetError, ResetSecret, VertexSetup};
@@ -32,7 +33,6 @@ use serde::{Deserialize, Serialize};
 use std::io::Write as _;
 use smol::stream::StreamExt;
 
-use crate::fsutil;
 use crate::scope::{Scope, ScopeError};
 
 /// Largest PEM file (certificate chain or key) a vertex reads.
@@ -146,13 +146,13 @@ impl VertexStatus {
 
     /// Reads a status file (None if absent or unreadable: the vertex is not ready).
     pub fn read(path: &Path) -> Option<VertexStatus> {
-        let bytes = fsutil::read_bounded(path, 8 * 1024).ok()?;
+        let bytes = file::read_bounded(path, 8 * 1024).ok()?;
         flor_vertex::artifact::parse_payload(&bytes).ok()
     }
 }
 
 fn read(path: PathBuf, max: usize) -> Result<Vec<u8>, VertexCmdError> {
-    fsutil::read_bounded(&path, max).map_err(|e| VertexCmdError::Read(path, e))
+    file::read_bounded(&path, max).map_err(|e| VertexCmdError::Read(path, e))
 }
 
 /// Reads and verifies the live artifact of vertex `name`: its configuration and version.
@@ -186,7 +186,7 @@ pub fn load(scope: &Scope, name: &str) -> Result<(VertexSetup, u32), VertexCmdEr
         keys.push(key);
     }
     let node = SpiffeId::new(info.rete.clone(), Kind::Node, info.node.clone());
-    let node_key = fsutil::read_bounded(&scope.path(&key_path(&node)), MAX_PEM_FILE).ok();
+    let node_key = file::read_bounded(&scope.path(&key_path(&node)), MAX_PEM_FILE).ok();
     let setup = VertexSetup {
         cfg,
         ca_pem,
@@ -223,8 +223,7 @@ fn write_status(
         VertexCmdError::Status(path.to_path_buf(), std::io::ErrorKind::InvalidData.into())
     })?;
     buf.truncate(n);
-    fsutil::write_atomic(path, &buf, 0o644)
-        .map_err(|e| VertexCmdError::Status(path.to_path_buf(), e))
+    file::write_atomic(path, &buf, 0o644).map_err(|e| VertexCmdError::Status(path.to_path_buf(), e))
 }
 
 /// Answers one `apply`: the line to write back.

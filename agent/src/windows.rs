@@ -1,10 +1,8 @@
 //! What Windows needs that Unix gets from modes and process groups.
 //!
-//! - Private files: Unix gives a key mode 0600. Windows files inherit their
-//!   folder's ACL, and `%ProgramData%` lets every local user read what is
-//!   created below it, so a private file gets a protected DACL of its own:
-//!   full control for SYSTEM, Administrators and the file's owner, nothing
-//!   for anyone else.
+//! - Private files: Unix gives a key mode 0600; on Windows the file gets a
+//!   protected ACL of its own. That lives with the one atomic writer every
+//!   crate shares, `flor_vertex::file::make_private`.
 //! - Children that die with their parent: a killed agent must not leave its
 //!   vertex holding the rete's ports, and a stopped service must not leave its
 //!   agents. Each such process puts itself in a job object that kills every
@@ -16,66 +14,18 @@
 //!
 //! Only these few calls are hand-written FFI (no maintained crate wraps just
 //! them); windows-sys is linked anyway (async-io, quinn-udp). This is the one
-//! module of the workspace allowed `unsafe`.
+//! module of the agent allowed `unsafe` (flor-vertex has one more, for the
+//! private-file ACL, in `file/windows.rs`).
 #![allow(unsafe_code)]
 
-use std::ffi::OsStr;
 use std::io;
-use std::os::windows::ffi::OsStrExt;
-use std::path::Path;
 
-use windows_sys::Win32::Foundation::LocalFree;
-use windows_sys::Win32::Security::Authorization::{
-    ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
-};
-use windows_sys::Win32::Security::{
-    SetFileSecurityW, DACL_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION,
-    PSECURITY_DESCRIPTOR,
-};
 use windows_sys::Win32::System::JobObjects::{
     AssignProcessToJobObject, CreateJobObjectW, JobObjectExtendedLimitInformation,
     SetInformationJobObject, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
     JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
 use windows_sys::Win32::System::Threading::GetCurrentProcess;
-
-/// SYSTEM, built-in Administrators and the owner: full control; inheritance off.
-const PRIVATE_SDDL: &str = "D:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;FA;;;OW)";
-
-fn wide(s: &OsStr) -> Vec<u16> {
-    s.encode_wide().chain(std::iter::once(0)).collect()
-}
-
-/// Replaces `path`'s ACL with one only SYSTEM, Administrators and its owner pass.
-pub fn make_private(path: &Path) -> io::Result<()> {
-    let sddl = wide(OsStr::new(PRIVATE_SDDL));
-    let file = wide(path.as_os_str());
-    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
-    // SAFETY: both strings are NUL-terminated UTF-16 that outlive the calls;
-    // `sd` is allocated by the first call and freed with LocalFree below.
-    unsafe {
-        if ConvertStringSecurityDescriptorToSecurityDescriptorW(
-            sddl.as_ptr(),
-            SDDL_REVISION_1,
-            &mut sd,
-            std::ptr::null_mut(),
-        ) == 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        let ok = SetFileSecurityW(
-            file.as_ptr(),
-            DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
-            sd,
-        );
-        let err = io::Error::last_os_error();
-        LocalFree(sd);
-        if ok == 0 {
-            return Err(err);
-        }
-    }
-    Ok(())
-}
 
 /// Puts this process in a job that kills every child it starts when it ends.
 ///

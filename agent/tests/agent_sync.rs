@@ -39,14 +39,7 @@ fn publish_sync_confirm_rollback_and_refusals() {
     assert_eq!(st["pending"], Value::Null);
     let pid1 = st["vertex"]["pid"].clone();
     a.traffic().expect("v1 grants alice: traffic flows");
-    let rss = |pid: u64| -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap())
-            .unwrap()
-    };
+    let rss = |pid: u64| testkit::rss_kib(u32::try_from(pid).unwrap());
     eprintln!(
         "measured: agent start to healthy vertex {:?}; idle RSS agent {} kB, vertex {} kB ({})",
         to_healthy,

@@ -22,15 +22,17 @@ use std::sync::Arc;
 
 use flor_vertex::artifact::AgentConfig;
 use flor_vertex::envelope;
-use flor_vertex::http::{self, tree, Parsed};
+use flor_vertex::http::{self, tree};
 use flor_vertex::identity::{Dialable, Kind, Name, SpiffeId};
-use flor_vertex::net::{Credentials, Dialer};
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use flor_vertex::net::{read_response, Credentials, Dialer, ResponseError};
+use smol::io::AsyncWriteExt;
 
 use crate::pki::CertInfo;
 
 /// The Florete service name of the config-server's publish listener.
 pub const PUBLISH_SERVICE: &str = "config-publish";
+/// Longest answer read from the config-server (its reasons are one line).
+const MAX_ANSWER: usize = 64 * 1024;
 /// How long the whole publish (dial, upload, answer) may take.
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -248,35 +250,19 @@ async fn send(
     flow.write_all(&head[..n]).await.map_err(io)?;
     flow.write_all(body).await.map_err(io)?;
     flow.flush().await.map_err(io)?;
-    // The answer: head, then a short text body up to EOF or Content-Length.
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    let resp = loop {
-        let k = flow.read(&mut chunk).await.map_err(io)?;
-        if k == 0 {
-            return Err(PublishError::Io(
-                "the config-server closed the flow without an answer".into(),
-            ));
-        }
-        buf.extend_from_slice(&chunk[..k]);
-        match http::parse_response(&buf).map_err(|e| PublishError::Io(e.to_string()))? {
-            Parsed::Complete(r) => break r,
-            Parsed::Partial => continue,
-        }
-    };
-    let want = resp.content_length.unwrap_or(64 * 1024).min(64 * 1024) as usize;
-    while buf.len() < resp.head_len + want {
-        let k = flow.read(&mut chunk).await.map_err(io)?;
-        if k == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..k]);
-    }
-    let end = buf.len().min(resp.head_len + want);
-    let text = String::from_utf8_lossy(&buf[resp.head_len..end]).into_owned();
-    if resp.status != 200 {
+    // The answer: a short text body (a reason or a summary).
+    let (status, answer) = read_response(&mut flow, MAX_ANSWER)
+        .await
+        .map_err(|e| match e {
+            ResponseError::Closed => {
+                PublishError::Io("the config-server closed the flow without an answer".into())
+            }
+            e => PublishError::Io(e.to_string()),
+        })?;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    if status != 200 {
         return Err(PublishError::Refused {
-            status: resp.status,
+            status,
             body: text.trim_end().to_string(),
         });
     }

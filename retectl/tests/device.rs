@@ -7,37 +7,16 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::sync::OnceLock;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{text, Demo};
+use testkit::Group;
 
 /// `target/debug/flor`, built once if this test run has not built it yet.
 fn flor() -> &'static Path {
-    static FLOR: OnceLock<PathBuf> = OnceLock::new();
-    FLOR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "flor", "--bin", "flor"])
-            .current_dir(&root);
-        // The test runs with cargo's per-crate environment; build scripts that
-        // watch those variables would rebuild flor from scratch every run.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR" {
-                cmd.env_remove(k);
-            }
-        }
-        let st = cmd.status().unwrap();
-        assert!(st.success(), "building flor failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        target.join("debug/flor")
-    })
+    testkit::workspace_flor(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn run_flor(home: &Path, args: &[&str]) -> (bool, String, String) {
@@ -177,17 +156,6 @@ fn flow_b_with_real_flor_id_create() {
         !ok,
         "enroll accepted artifacts from another rete's signer:\n{o}\n{e}"
     );
-}
-
-/// A process group (flor agent + its vertex), killed when dropped.
-struct Group(Child);
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        let pgid = rustix::process::Pid::from_child(&self.0);
-        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-        let _ = self.0.wait();
-    }
 }
 
 /// The running vertex's SOCKS5 listeners from `flor agent status --json`:

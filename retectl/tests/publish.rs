@@ -10,53 +10,16 @@
 
 mod common;
 
-use std::net::{TcpListener, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn flor_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/flor");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it first (cargo build -p flor)",
-        p.display()
-    );
-    p
-}
-
-/// A process group (flor agent + its vertex, or the config-server), killed when dropped.
-struct Group(Child);
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        let pgid = rustix::process::Pid::from_child(&self.0);
-        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-        let _ = self.0.wait();
-    }
-}
-
-fn free_tcp() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use testkit::{free_tcp, free_udp, workspace_flor, Group};
 
 fn flor(home: &Path) -> Command {
-    let mut c = Command::new(flor_bin());
+    let mut c = Command::new(workspace_flor(env!("CARGO_MANIFEST_DIR")));
     c.env("FLOR_HOME", home)
         .env("FLOR_RUNTIME_DIR", home.join("run"))
         .env("RUST_LOG", "info");
@@ -90,7 +53,7 @@ fn user_credentials(bundle: &Path, user: &str, dir: &Path) -> PathBuf {
 #[test]
 fn operator_publishes_over_florete_and_others_are_refused() {
     let d = Demo::with_ca();
-    let (udp, read, publish) = (free_udp(), free_tcp(), free_tcp());
+    let (udp, read, publish) = (free_udp().port(), free_tcp(), free_tcp());
     d.edit(
         "nodes.yaml",
         "listen: 127.0.0.1:7443",

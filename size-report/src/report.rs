@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use flor_vertex::file::{write_atomic, MODE_PUBLIC};
 use serde::Serialize;
 
 use crate::board::{Board, Link};
@@ -185,8 +186,17 @@ impl Report {
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        write_atomic(&dir.join("report.json"), format!("{json}\n").as_bytes())?;
-        write_atomic(&dir.join("report.md"), self.markdown().as_bytes())
+        // Atomic, so a reader (CI, a person) never sees half a report.
+        write_atomic(
+            &dir.join("report.json"),
+            format!("{json}\n").as_bytes(),
+            MODE_PUBLIC,
+        )?;
+        write_atomic(
+            &dir.join("report.md"),
+            self.markdown().as_bytes(),
+            MODE_PUBLIC,
+        )
     }
 }
 
@@ -195,13 +205,6 @@ fn link_name(l: Link) -> &'static str {
         Link::Static => "static",
         Link::Dynamic => "dynamic",
     }
-}
-
-/// Temp file + rename, so a reader never sees half a report.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// `1234567` -> `1,234,567`.

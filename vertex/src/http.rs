@@ -448,6 +448,194 @@ pub mod tree {
         Ok(Line::File { len, path })
     }
 
+    /// What [`Decoder::decode`] found in the bytes fed to it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Item<'a> {
+        /// An entry begins: `len` bytes of the file at `path` follow as [`Item::Data`].
+        File {
+            /// Its length.
+            len: u64,
+            /// Its relative path (checked as [`parse_line`] checks it).
+            path: &'a str,
+        },
+        /// The next bytes of the current file. Every file, an empty one too,
+        /// ends with exactly one item whose `last` is true.
+        Data {
+            /// The bytes, in order.
+            bytes: &'a [u8],
+            /// The file is complete with these bytes.
+            last: bool,
+        },
+        /// The `end` line: the tree is complete. Bytes after it are not read;
+        /// every later call answers `End` again.
+        End,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum State {
+        Magic,
+        Head,
+        Data,
+        Done,
+    }
+
+    /// A sans-IO reader of a publish body, fed as the bytes arrive.
+    ///
+    /// It holds one line ([`MAX_LINE`] bytes) and never a file's contents:
+    /// those come back as slices of the caller's input, so a reader bounds
+    /// its own memory by checking `len` on [`Item::File`].
+    ///
+    /// ```text
+    /// loop: (used, item) = decode(&buf[start..end]); start += used
+    ///       None  -> read more into buf (end of stream here: TreeError::Truncated)
+    ///       File  -> check the path and length; Data -> append, store when last
+    ///       End   -> done
+    /// ```
+    #[derive(Clone, Debug)]
+    pub struct Decoder {
+        state: State,
+        line: [u8; MAX_LINE],
+        line_len: usize,
+        remaining: u64,
+    }
+
+    impl Default for Decoder {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl Decoder {
+        /// A reader expecting the body's first byte.
+        pub const fn new() -> Decoder {
+            Decoder {
+                state: State::Magic,
+                line: [0; MAX_LINE],
+                line_len: 0,
+                remaining: 0,
+            }
+        }
+
+        /// Whether the `end` line has been read.
+        pub fn is_done(&self) -> bool {
+            self.state == State::Done
+        }
+
+        /// Reads from `input` up to the next item. Returns how many bytes it
+        /// used and the item; `None` means all of `input` was used and more is
+        /// needed (if the body has ended, it is [`TreeError::Truncated`]).
+        ///
+        /// # Errors
+        /// [`TreeError::BadMagic`] if the first line is not [`MAGIC`];
+        /// [`TreeError::BadLine`] / [`TreeError::BadPath`] for an entry head
+        /// that is malformed or longer than [`MAX_LINE`]. After an error the
+        /// body is refused; the decoder is not meant to be fed again.
+        pub fn decode<'a>(
+            &'a mut self,
+            input: &'a [u8],
+        ) -> Result<(usize, Option<Item<'a>>), TreeError> {
+            let mut used = 0;
+            loop {
+                let rest = &input[used..];
+                match self.state {
+                    State::Done => return Ok((used, Some(Item::End))),
+                    State::Data => {
+                        if self.remaining > 0 && rest.is_empty() {
+                            return Ok((used, None));
+                        }
+                        let n = self.remaining.min(rest.len() as u64) as usize;
+                        self.remaining -= n as u64;
+                        let last = self.remaining == 0;
+                        if last {
+                            self.state = State::Head;
+                        }
+                        let bytes = &rest[..n];
+                        return Ok((used + n, Some(Item::Data { bytes, last })));
+                    }
+                    State::Magic | State::Head => {
+                        let too_long = if self.state == State::Magic {
+                            TreeError::BadMagic
+                        } else {
+                            TreeError::BadLine
+                        };
+                        let room = MAX_LINE - self.line_len;
+                        let Some(nl) = rest[..rest.len().min(room)]
+                            .iter()
+                            .position(|&b| b == b'\n')
+                        else {
+                            if rest.len() >= room {
+                                return Err(too_long);
+                            }
+                            self.line[self.line_len..self.line_len + rest.len()]
+                                .copy_from_slice(rest);
+                            self.line_len += rest.len();
+                            return Ok((input.len(), None));
+                        };
+                        used += nl + 1;
+                        // A line that arrived whole is read in place; else it is completed in `self.line`.
+                        let whole = self.line_len == 0;
+                        let k = self.line_len + nl + 1;
+                        if !whole {
+                            self.line[self.line_len..k].copy_from_slice(&rest[..=nl]);
+                            self.line_len = 0;
+                        }
+                        if self.state == State::Magic {
+                            let magic = if whole { &rest[..=nl] } else { &self.line[..k] };
+                            if magic != MAGIC {
+                                return Err(TreeError::BadMagic);
+                            }
+                            self.state = State::Head;
+                            continue;
+                        }
+                        let line: &'a [u8] = if whole { &rest[..=nl] } else { &self.line[..k] };
+                        return match parse_line(line)? {
+                            Line::End => {
+                                self.state = State::Done;
+                                Ok((used, Some(Item::End)))
+                            }
+                            Line::File { len, path } => {
+                                self.state = State::Data;
+                                self.remaining = len;
+                                Ok((used, Some(Item::File { len, path })))
+                            }
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// One file of a tree read whole: (path, contents).
+    pub type Entry<'a> = (&'a str, &'a [u8]);
+
+    /// Reads a complete publish body held in memory: its entries, in order,
+    /// and how many bytes of `body` the tree took (through `end`).
+    ///
+    /// # Errors
+    /// As [`Decoder::decode`]; [`TreeError::Truncated`] if `body` ends before `end`.
+    pub fn read_all(body: &[u8]) -> Result<(std::vec::Vec<Entry<'_>>, usize), TreeError> {
+        let mut dec = Decoder::new();
+        let mut entries = std::vec::Vec::new();
+        let (mut at, mut path, mut start) = (0, "", 0);
+        loop {
+            let (used, item) = dec.decode(&body[at..])?;
+            at += used;
+            match item {
+                None => return Err(TreeError::Truncated),
+                Some(Item::End) => return Ok((entries, at)),
+                Some(Item::File { path: p, .. }) => {
+                    // `p` borrows the decoder; the same bytes end the line just read, before its `\n`.
+                    let end = at - 1;
+                    path = core::str::from_utf8(&body[end - p.len()..end])
+                        .map_err(|_| TreeError::BadPath)?;
+                    start = at;
+                }
+                Some(Item::Data { last: true, .. }) => entries.push((path, &body[start..at])),
+                Some(Item::Data { .. }) => {}
+            }
+        }
+    }
+
     /// Appends one entry (head and contents) to `out`.
     pub fn push_file(out: &mut std::vec::Vec<u8>, path: &str, contents: &[u8]) {
         out.extend_from_slice(b"file ");
@@ -598,6 +786,96 @@ mod tests {
             let _ = parse_response(&seed);
             seed[i] ^= 0xa5;
         }
+    }
+
+    /// What `retectl publish` sends for a two-node tree, one of its files empty.
+    fn sample_tree() -> std::vec::Vec<u8> {
+        let mut body = tree::MAGIC.to_vec();
+        tree::push_file(&mut body, "alpha/mgmt/agent.json", b"{\"a\":1}\n");
+        tree::push_file(&mut body, "alpha/mgmt/vertices/flor.json", b"");
+        tree::push_file(&mut body, "beta/mgmt/agent.json", b"end\nfile 3 x\n");
+        body.extend_from_slice(tree::END);
+        body
+    }
+
+    /// Feeds `body` to a decoder in pieces of `chunk` bytes; collects (path, contents).
+    fn decode_in_pieces(
+        body: &[u8],
+        chunk: usize,
+    ) -> Result<std::vec::Vec<(std::string::String, std::vec::Vec<u8>)>, tree::TreeError> {
+        let mut dec = tree::Decoder::new();
+        let mut out = std::vec::Vec::new();
+        for piece in body.chunks(chunk) {
+            let mut at = 0;
+            loop {
+                let (used, item) = dec.decode(&piece[at..])?;
+                at += used;
+                match item {
+                    None => break,
+                    Some(tree::Item::End) => return Ok(out),
+                    Some(tree::Item::File { path, .. }) => {
+                        out.push((path.to_string(), std::vec::Vec::new()))
+                    }
+                    Some(tree::Item::Data { bytes, .. }) => {
+                        out.last_mut().unwrap().1.extend_from_slice(bytes)
+                    }
+                }
+            }
+        }
+        Err(tree::TreeError::Truncated)
+    }
+
+    #[test]
+    fn tree_decoder_reads_the_same_at_every_split() {
+        let body = sample_tree();
+        let (whole, used) = tree::read_all(&body).unwrap();
+        assert_eq!(used, body.len());
+        let whole: std::vec::Vec<_> = whole
+            .iter()
+            .map(|(p, b)| (p.to_string(), b.to_vec()))
+            .collect();
+        assert_eq!(whole.len(), 3);
+        assert_eq!(whole[2].1, b"end\nfile 3 x\n");
+        for chunk in 1..=body.len() {
+            assert_eq!(decode_in_pieces(&body, chunk).unwrap(), whole, "{chunk}");
+        }
+        // Every proper prefix is a truncated body.
+        for cut in 0..body.len() {
+            assert_eq!(
+                tree::read_all(&body[..cut]).map(|_| ()),
+                Err(tree::TreeError::Truncated),
+                "{cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn tree_decoder_refusals() {
+        let long = [b'a'; tree::MAX_LINE];
+        let mut over = tree::MAGIC.to_vec();
+        over.extend_from_slice(b"file 1 ");
+        over.extend_from_slice(&long);
+        for (bad, want) in [
+            (&b"florete-tree/2\nend\n"[..], tree::TreeError::BadMagic),
+            (&long[..], tree::TreeError::BadMagic),
+            (&over[..], tree::TreeError::BadLine),
+            (
+                b"florete-tree/1\nfile 3 ../x\nabcend\n",
+                tree::TreeError::BadPath,
+            ),
+            (
+                b"florete-tree/1\nfile 3 a\nabcdend\n",
+                tree::TreeError::BadLine,
+            ),
+        ] {
+            assert_eq!(tree::read_all(bad).map(|_| ()), Err(want));
+            assert_eq!(decode_in_pieces(bad, 1).map(|_| ()), Err(want));
+        }
+        // Bytes after `end` are not read.
+        let mut trailing = sample_tree();
+        let n = trailing.len();
+        trailing.extend_from_slice(b"garbage");
+        assert_eq!(tree::read_all(&trailing).unwrap().1, n);
     }
 
     #[test]

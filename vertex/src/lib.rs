@@ -12,7 +12,7 @@
 //!              -> artifact::validate -> acl::Acl (RBAC) + identity::SniRegistry
 //! ```
 //!
-//! Everything here except `net` is sans-IO: functions take bytes, names and versions and
+//! Everything here except `net` and `file` is sans-IO: functions take bytes, names and versions and
 //! return values or typed errors; no sockets, files or clocks. Parsing uses
 //! serde-json-core into fixed-capacity fields whose bounds live in [`limits`].
 //! Nothing here panics on outside input.
@@ -27,9 +27,12 @@
 //! - [`acl`]: RBAC tables, swappable whole behind an `Arc`.
 //! - [`socks5`]: SOCKS5 ingress parsing (sans-IO).
 //! - [`wire`]: the stream preamble and close codes of the data plane.
-//! - [`http`]: sans-IO HTTP/1.1 heads for the config-server and its clients.
+//! - [`http`]: sans-IO HTTP/1.1 heads and the publish body for the config-server and its clients.
+//! - [`control`]: the agent's control-socket request line.
 //! - [`limits`]: every capacity, with its reason.
-//! - `net` (feature `net`): the QUIC/mTLS data plane on smol — the only I/O in this crate.
+//! - `net` (feature `net`): the QUIC/mTLS data plane on smol.
+//! - `file` (feature `file`): atomic file writes and bounded reads, for the
+//!   agent, retectl and size-report. `net` and `file` are the only I/O in this crate.
 
 #![warn(missing_docs)]
 
@@ -37,7 +40,10 @@ pub mod acl;
 pub mod artifact;
 pub mod bundle;
 pub mod contract;
+pub mod control;
 pub mod envelope;
+#[cfg(feature = "file")]
+pub mod file;
 pub mod hex;
 pub mod http;
 pub mod identity;

@@ -18,6 +18,7 @@ use rcgen::{
     SanType,
 };
 use smol::io::{AsyncReadExt, AsyncWriteExt};
+use testkit::free_udp;
 
 struct Pki {
     ca_pem: String,
@@ -88,13 +89,6 @@ fn config(udp: SocketAddr, echo: u16, idle: u32, acl: &str) -> VertexConfig {
 }
 
 const BOB_ALLOWED: &str = r#"{"caller":"spiffe://demo.flor/user/bob","services":[0]}"#;
-
-fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// A serving vertex for service/echo (upstream: echo or sink) and the caller bob.
 fn serving(
@@ -183,16 +177,9 @@ fn a_quiet_flow_is_closed_after_the_idle_timeout() {
     });
 }
 
+/// This test process's resident memory.
 fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
+    testkit::rss_kib(std::process::id())
 }
 
 #[test]

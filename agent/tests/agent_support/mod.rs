@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -15,29 +15,7 @@ use serde_json::{json, Value};
 use crate::common::*;
 
 /// A running process group (the agent and its vertex), killed when dropped.
-pub struct Group(pub Child);
-
-impl Group {
-    pub fn kill9(&mut self) {
-        // kill(2) on the group directly: procps kill(1) misreads short negative pids.
-        let pgid = rustix::process::Pid::from_child(&self.0);
-        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-        let _ = self.0.wait();
-    }
-
-    /// SIGKILL to the leader alone (the agent), leaving the rest of the group (its vertex) orphaned.
-    pub fn kill9_leader(&mut self) {
-        let pid = rustix::process::Pid::from_child(&self.0);
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+pub use testkit::Group;
 
 fn flor_cmd(home: &Path) -> Command {
     let mut c = flor_command();

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,21 +22,10 @@ pub fn flor_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_flor"))
 }
 
-/// A command that runs the `flor` under test. ci/cross.sh sets `FLOR_TEST_EXE`
-/// to a cross-built flor and `FLOR_TEST_RUNNER` to its qemu-user command line,
-/// so these same fixtures drive emulated MIPS and ARM vertices.
+/// A command that runs the `flor` under test (or `FLOR_TEST_EXE` under
+/// `FLOR_TEST_RUNNER`, as ci/cross.sh sets them: [`testkit::flor_command`]).
 pub fn flor_command() -> Command {
-    let exe = std::env::var_os("FLOR_TEST_EXE").map_or_else(flor_bin, PathBuf::from);
-    let runner = std::env::var("FLOR_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    match words.next() {
-        Some(prog) => {
-            let mut c = Command::new(prog);
-            c.args(words).arg(exe);
-            c
-        }
-        None => Command::new(exe),
-    }
+    testkit::flor_command(&flor_bin())
 }
 
 /// A directory removed when dropped.
@@ -62,22 +51,7 @@ impl Drop for TempDir {
     }
 }
 
-/// A free loopback UDP port (bound and released; tests pick distinct ones).
-pub fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// A free loopback TCP port.
-pub fn free_tcp() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use testkit::{free_tcp, free_udp};
 
 /// A certificate authority for tests: the rete CA, or a rogue one.
 pub struct Ca {

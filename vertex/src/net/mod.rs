@@ -16,6 +16,7 @@
 mod dial;
 mod forward;
 mod reset;
+mod response;
 mod serve;
 mod socks;
 pub mod tls;
@@ -28,6 +29,7 @@ use std::time::Duration;
 pub use dial::{client_endpoint, DialError, Dialer, Flow};
 pub use forward::{pump, Moved};
 pub use reset::ResetSecret;
+pub use response::{read_response, ResponseError};
 pub use serve::{serve, ServerCtx};
 pub use socks::{bind_preferred, serve_socks, SocksCtx};
 pub use tls::{load_ca, Credentials, PeerIdError};

@@ -1,0 +1,123 @@
+//! testkit: the helpers every test crate of the workspace shares.
+//!
+//! flor-vertex's in-process tests, flor's process tests and benches, and
+//! retectl's end-to-end tests all need loopback ports nobody holds, the
+//! resident memory of a process, a guard that kills a process group when a
+//! test ends however it ends, and a way to find the `flor` binary under test.
+//! They live here once, as a `publish = false` dev-dependency; nothing here is
+//! linked into a binary that ships.
+//!
+//! Every function panics on a broken setup (no loopback, no `/proc`, cargo
+//! failing): a test should stop loudly there, not go on with a wrong fixture.
+
+#![warn(missing_docs)]
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// A free loopback UDP address (bound and released; tests pick distinct ones).
+pub fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind a loopback UDP socket")
+}
+
+/// A free loopback TCP port (bound and released).
+pub fn free_tcp() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback TCP socket")
+        .port()
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`; Linux).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// A process group (an agent and its vertex, or a config-server), killed when dropped.
+///
+/// Start the leader with `CommandExt::process_group(0)` so its children join its group.
+#[cfg(unix)]
+pub struct Group(pub std::process::Child);
+
+#[cfg(unix)]
+impl Group {
+    /// SIGKILL to the whole group, then reaps the leader.
+    pub fn kill9(&mut self) {
+        // kill(2) on the group directly: procps kill(1) misreads short negative pids.
+        let pgid = rustix::process::Pid::from_child(&self.0);
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        let _ = self.0.wait();
+    }
+
+    /// SIGKILL to the leader alone (the agent), leaving the rest of the group (its vertex) orphaned.
+    pub fn kill9_leader(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.0);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        let _ = self.0.wait();
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A command that runs `flor`: `built` (the test's own `CARGO_BIN_EXE_flor`),
+/// unless `FLOR_TEST_EXE` names another one. ci/cross.sh sets `FLOR_TEST_EXE`
+/// to a cross-built flor and `FLOR_TEST_RUNNER` to its qemu-user command
+/// line, so the same fixtures drive emulated MIPS and ARM vertices.
+pub fn flor_command(built: &Path) -> Command {
+    let exe = std::env::var_os("FLOR_TEST_EXE").map_or_else(|| built.to_path_buf(), PathBuf::from);
+    let runner = std::env::var("FLOR_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(prog) => {
+            let mut c = Command::new(prog);
+            c.args(words).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    }
+}
+
+/// The workspace's `target/debug/flor`, built once per test process, for
+/// test crates other than flor's own (which have `CARGO_BIN_EXE_flor`).
+///
+/// `manifest_dir` is the calling crate's `CARGO_MANIFEST_DIR`; the workspace
+/// root is its parent.
+pub fn workspace_flor(manifest_dir: &str) -> &'static Path {
+    static FLOR: OnceLock<PathBuf> = OnceLock::new();
+    FLOR.get_or_init(|| {
+        let root = Path::new(manifest_dir).join("..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "flor", "--bin", "flor"])
+            .current_dir(&root);
+        // The test runs with cargo's per-crate environment; build scripts that
+        // watch those variables would rebuild flor from scratch every run.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR" {
+                cmd.env_remove(k);
+            }
+        }
+        let st = cmd.status().expect("run cargo build -p flor");
+        assert!(st.success(), "building flor failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        target.join("debug/flor")
+    })
+}
