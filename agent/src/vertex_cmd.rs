@@ -30,8 +30,8 @@ use flor_vertex::identity::{Kind, SpiffeId};
 use flor_vertex::limits::{MAX_ARTIFACT_BYTES, MAX_SOCKS_LISTENERS, SHUTDOWN_GRACE_MS};
 use flor_vertex::net::{self, Credentials, NetError, ResetSecret, VertexSetup};
 use serde::{Deserialize, Serialize};
-use std::io::Write as _;
 use smol::stream::StreamExt;
+use std::io::Write as _;
 
 use crate::scope::{Scope, ScopeError};
 
@@ -292,9 +292,8 @@ impl VertexCmd {
                         // Requests come from a plain thread reading standard
                         // input: a pipe cannot join the reactor on every platform.
                         let (tx, rx) = smol::channel::unbounded::<String>();
-                        let reader = std::thread::Builder::new()
-                            .name("agent-pipe".into())
-                            .spawn(move || {
+                        let reader = std::thread::Builder::new().name("agent-pipe".into()).spawn(
+                            move || {
                                 use std::io::BufRead as _;
                                 for l in std::io::stdin().lock().lines() {
                                     let Ok(l) = l else { return };
@@ -302,7 +301,8 @@ impl VertexCmd {
                                         return;
                                     }
                                 }
-                            });
+                            },
+                        );
                         if let Err(e) = reader {
                             log::warn!("cannot read the agent's requests: {e}");
                         }
