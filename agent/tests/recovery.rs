@@ -316,6 +316,45 @@ struct Summary {
     after_up: usize,
 }
 
+impl Summary {
+    /// The first request after the signal succeeded within [`RECOVERY`] of
+    /// the new vertex being up.
+    fn assert_first_success_within_recovery(&self) {
+        assert!(
+            self.first_success_ms
+                .is_some_and(|t| t <= ms(RECOVERY) as i128),
+            "first success {:?} ms after the new vertex was up",
+            self.first_success_ms
+        );
+    }
+
+    /// No request started after the new vertex was up took longer than [`RECOVERY`].
+    fn assert_no_slow_request_after_up(&self) {
+        assert!(
+            self.slowest_after_up <= RECOVERY,
+            "a request started after the new vertex was up took {} ms",
+            ms(self.slowest_after_up)
+        );
+    }
+
+    /// Failures stopped within [`RECOVERY`] of the new vertex being up, and no later request was slow.
+    fn assert_no_failure_after_recovery(&self) {
+        assert!(
+            self.last_failure_ms
+                .is_none_or(|t| t <= ms(RECOVERY) as i128),
+            "a request failed {:?} ms after the new vertex was up",
+            self.last_failure_ms
+        );
+        self.assert_no_slow_request_after_up();
+    }
+
+    /// All of the above: what "recovered within 2 s" means here.
+    fn assert_recovered(&self) {
+        self.assert_first_success_within_recovery();
+        self.assert_no_failure_after_recovery();
+    }
+}
+
 fn summarise(what: &str, out: &[Outcome], sent: Instant, up: Instant) -> Summary {
     let failed: Vec<&Outcome> = out.iter().filter(|o| o.result.is_err()).collect();
     let refused = failed
@@ -376,22 +415,7 @@ fn flows_recover_within_2s_after_the_serving_vertex_is_killed() {
     let net = Serving::start();
     let (out, sent, up) = net.restart_under_load(rustix::process::Signal::KILL, 1);
     let s = summarise("kill -9", &out, sent, up);
-    assert!(
-        s.first_success_ms
-            .is_some_and(|t| t <= ms(RECOVERY) as i128),
-        "first success {:?} ms after the new vertex was up",
-        s.first_success_ms
-    );
-    assert!(
-        s.last_failure_ms.is_none_or(|t| t <= ms(RECOVERY) as i128),
-        "a request failed {:?} ms after the new vertex was up",
-        s.last_failure_ms
-    );
-    assert!(
-        s.slowest_after_up <= RECOVERY,
-        "a request started after the new vertex was up took {} ms",
-        ms(s.slowest_after_up)
-    );
+    s.assert_recovered();
 }
 
 /// No flow in flight while the serving vertex restarts: the first flow after
@@ -438,22 +462,7 @@ fn flows_recover_within_2s_after_repeated_kills() {
     let net = Serving::start();
     let (out, sent, up) = net.restart_under_load(rustix::process::Signal::KILL, 3);
     let s = summarise("kill -9 three times", &out, sent, up);
-    assert!(
-        s.first_success_ms
-            .is_some_and(|t| t <= ms(RECOVERY) as i128),
-        "first success {:?} ms after the new vertex was up",
-        s.first_success_ms
-    );
-    assert!(
-        s.last_failure_ms.is_none_or(|t| t <= ms(RECOVERY) as i128),
-        "a request failed {:?} ms after the new vertex was up",
-        s.last_failure_ms
-    );
-    assert!(
-        s.slowest_after_up <= RECOVERY,
-        "a request started after the new vertex was up took {} ms",
-        ms(s.slowest_after_up)
-    );
+    s.assert_recovered();
 }
 
 /// A version that needs a restart: the agent stops its vertex (SIGTERM,
@@ -465,16 +474,7 @@ fn flows_recover_within_2s_after_a_version_switch_restarts_the_vertex() {
     let (out, sent, up) = net.version_switch_under_load();
     let s = summarise("version switch", &out, sent, up);
     assert_eq!(s.refused, 0, "SOCKS5 refusals across a version switch");
-    assert!(
-        s.last_failure_ms.is_none_or(|t| t <= ms(RECOVERY) as i128),
-        "a request failed {:?} ms after the new vertex was up",
-        s.last_failure_ms
-    );
-    assert!(
-        s.slowest_after_up <= RECOVERY,
-        "a request started after the new vertex was up took {} ms",
-        ms(s.slowest_after_up)
-    );
+    s.assert_no_failure_after_recovery();
     assert_eq!(net.beta.status("demo.flor").unwrap()["version"], 2);
 }
 
@@ -489,17 +489,8 @@ fn a_graceful_stop_costs_no_refused_flow() {
     // the close is cut (its echo is lost): at most one at this cadence.
     assert_eq!(s.refused, 0, "SOCKS5 refusals across a graceful stop");
     assert!(s.failed <= 1, "{} requests failed", s.failed);
-    assert!(
-        s.first_success_ms
-            .is_some_and(|t| t <= ms(RECOVERY) as i128),
-        "first success {:?} ms after the new vertex was up",
-        s.first_success_ms
-    );
-    assert!(
-        s.slowest_after_up <= RECOVERY,
-        "a request started after the new vertex was up took {} ms",
-        ms(s.slowest_after_up)
-    );
+    s.assert_first_success_within_recovery();
+    s.assert_no_slow_request_after_up();
     // The vertex stopped itself (exit 0 after closing), it was not killed.
     let log = net.beta.log("demo.flor");
     assert!(log.contains("vertex exited (exit status: 0)"), "{log}");

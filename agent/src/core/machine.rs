@@ -955,6 +955,28 @@ mod tests {
             )
         }
 
+        /// A sync (client 9) fetches `version` and the machine stages it; returns
+        /// what the stage caused.
+        fn stage_by_sync(
+            &mut self,
+            confirm: bool,
+            timeout_s: Option<u32>,
+            version: u32,
+            change: Change,
+        ) -> Vec<Action> {
+            self.sync(9, confirm, timeout_s);
+            self.new_version(version, change);
+            self.input(Input::Staged(Ok(())))
+        }
+
+        /// The next poll finds `version` and the machine stages it; returns what the stage caused.
+        fn stage_by_poll(&mut self, version: u32, change: Change) -> Vec<Action> {
+            self.advance(60_000);
+            assert_eq!(self.tick(true), [Action::Fetch]);
+            self.new_version(version, change);
+            self.input(Input::Staged(Ok(())))
+        }
+
         /// The restarted vertex is spawned (pid 101); returns what its first tick caused.
         fn respawn(&mut self) -> Vec<Action> {
             assert_eq!(self.tick(false), [Action::SpawnVertex]);
@@ -1184,9 +1206,7 @@ mod tests {
     #[test]
     fn an_unconfirmed_restart_change_rolls_back_at_its_deadline() {
         let mut t = T::running();
-        t.sync(9, false, Some(3));
-        t.new_version(2, RESTART);
-        t.input(Input::Staged(Ok(())));
+        t.stage_by_sync(false, Some(3), 2, RESTART);
         t.respawn();
         t.tick(true);
         t.advance(2_999);
@@ -1214,9 +1234,7 @@ mod tests {
     #[test]
     fn an_unconfirmed_hot_change_rolls_back_in_place() {
         let mut t = T::running();
-        t.sync(9, false, Some(3));
-        t.new_version(2, Change::Hot);
-        t.input(Input::Staged(Ok(())));
+        t.stage_by_sync(false, Some(3), 2, Change::Hot);
         let a = t.input(Input::Applied { version: 2 });
         assert!(lines(&a).contains("unless confirmed"));
         t.advance(3_000);
@@ -1239,9 +1257,7 @@ mod tests {
     #[test]
     fn a_new_vertex_that_exits_before_it_is_healthy_is_rolled_back() {
         let mut t = T::running();
-        t.sync(9, false, None);
-        t.new_version(3, RESTART);
-        t.input(Input::Staged(Ok(())));
+        t.stage_by_sync(false, None, 3, RESTART);
         t.respawn();
         t.advance(300);
         let a = t.input(Input::Exited);
@@ -1266,10 +1282,7 @@ mod tests {
     #[test]
     fn a_new_vertex_that_never_becomes_healthy_is_rolled_back() {
         let mut t = T::running();
-        t.advance(60_000);
-        t.tick(true);
-        t.new_version(2, RESTART);
-        t.input(Input::Staged(Ok(())));
+        t.stage_by_poll(2, RESTART);
         t.tick(false);
         // Spawning keeps failing (say, the binary is gone): no health.
         t.input(Input::SpawnFailed);
@@ -1298,10 +1311,7 @@ mod tests {
     #[test]
     fn a_rolled_back_version_is_not_staged_again_by_polls() {
         let mut t = T::running();
-        t.advance(60_000);
-        t.tick(true);
-        t.new_version(2, RESTART);
-        t.input(Input::Staged(Ok(())));
+        t.stage_by_poll(2, RESTART);
         t.respawn();
         t.input(Input::Exited);
         t.tick(false);
@@ -1338,9 +1348,7 @@ mod tests {
     #[test]
     fn confirm_while_the_pending_version_starts_waits_for_its_health() {
         let mut t = T::running();
-        t.sync(9, false, Some(300));
-        t.new_version(2, RESTART);
-        t.input(Input::Staged(Ok(())));
+        t.stage_by_sync(false, Some(300), 2, RESTART);
         t.respawn();
         // The first client is still waiting; another confirms meanwhile.
         let a = t.sync(10, true, None);
@@ -1352,10 +1360,7 @@ mod tests {
         let a = t.tick(true);
         assert!(lines(&a).contains("unless confirmed"));
         let mut t = T::running();
-        t.advance(60_000);
-        t.tick(true);
-        t.new_version(2, RESTART);
-        t.input(Input::Staged(Ok(())));
+        t.stage_by_poll(2, RESTART);
         t.respawn();
         let a = t.sync(10, true, None);
         assert_eq!(
@@ -1371,9 +1376,7 @@ mod tests {
     #[test]
     fn sync_while_a_version_is_pending_is_refused_but_dry_run_is_not() {
         let mut t = T::running();
-        t.sync(9, false, Some(300));
-        t.new_version(2, RESTART);
-        t.input(Input::Staged(Ok(())));
+        t.stage_by_sync(false, Some(300), 2, RESTART);
         t.respawn();
         t.tick(true);
         let a = t.sync(10, false, None);
@@ -1538,9 +1541,7 @@ mod tests {
     #[test]
     fn a_crash_during_an_in_place_apply_rolls_back() {
         let mut t = T::running();
-        t.sync(9, false, Some(60));
-        t.new_version(2, Change::Hot);
-        t.input(Input::Staged(Ok(())));
+        t.stage_by_sync(false, Some(60), 2, Change::Hot);
         let a = t.input(Input::Exited);
         assert_eq!(
             a[..2],
@@ -1571,9 +1572,7 @@ mod tests {
     #[test]
     fn reload_voids_a_pending_version_and_restarts_the_vertex() {
         let mut t = T::running();
-        t.sync(9, false, Some(300));
-        t.new_version(2, RESTART);
-        t.input(Input::Staged(Ok(())));
+        t.stage_by_sync(false, Some(300), 2, RESTART);
         t.respawn();
         t.tick(true);
         assert_eq!(t.req(10, Request::Reload), [Action::Rescope { to: 10 }]);
