@@ -72,12 +72,7 @@ fn nodes_fetch_from_the_config_service_over_florete() {
         ("mgmt01", &mgmt_agent, mgmt_vx()),
         ("alpha", &alpha_agent, alpha_vx(true)),
     ] {
-        let t = pilot.tree(node, 1, agent, &vx);
-        std::fs::create_dir_all(tree.0.join(node).join("mgmt/vertices")).unwrap();
-        std::fs::write(tree.0.join(node).join("mgmt/agent.json"), &t[0]).unwrap();
-        std::fs::write(tree.0.join(node).join("mgmt/vertices/flor.json"), &t[1]).unwrap();
-        files.push((format!("{node}/mgmt/agent.json"), t[0].clone()));
-        files.push((format!("{node}/mgmt/vertices/flor.json"), t[1].clone()));
+        files.extend(pilot.write_tree(&tree.0, node, 1, agent, &vx));
     }
 
     // mgmt01's manual bootstrap: enroll from the tree on disk, start its agent, publish.

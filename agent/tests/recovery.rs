@@ -539,12 +539,7 @@ fn an_agent_polls_over_florete_again_within_2s_of_the_config_vertex_restarting()
         ("mgmt01", &mgmt_agent, mgmt_vx),
         ("alpha", &alpha_agent, alpha_vx(echo)),
     ] {
-        let t = pilot.tree(node, 1, agent, &vx);
-        std::fs::create_dir_all(tree.0.join(node).join("mgmt/vertices")).unwrap();
-        std::fs::write(tree.0.join(node).join("mgmt/agent.json"), &t[0]).unwrap();
-        std::fs::write(tree.0.join(node).join("mgmt/vertices/flor.json"), &t[1]).unwrap();
-        files.push((format!("{node}/mgmt/agent.json"), t[0].clone()));
-        files.push((format!("{node}/mgmt/vertices/flor.json"), t[1].clone()));
+        files.extend(pilot.write_tree(&tree.0, node, 1, agent, &vx));
     }
     let mgmt = Host {
         home: TempDir(pilot.mgmt.home.0.clone()),

@@ -30,6 +30,19 @@ fn run_flor(home: &Path, args: &[&str]) -> (bool, String, String) {
     (o.status.success(), out, err)
 }
 
+/// `flor enroll <bundle> --from <compiled tree>` for the host at `home`.
+fn enroll_from(home: &Path, bundle: &Path, tree: &Path) -> (bool, String, String) {
+    run_flor(
+        home,
+        &[
+            "enroll",
+            bundle.to_str().unwrap(),
+            "--from",
+            tree.to_str().unwrap(),
+        ],
+    )
+}
+
 #[test]
 fn flor_enrolls_with_flow_a_bundle_and_verifies_compiled_artifacts() {
     let d = Demo::with_ca();
@@ -44,15 +57,7 @@ fn flor_enrolls_with_flow_a_bundle_and_verifies_compiled_artifacts() {
     let bundle = d.tmp.path().join("laptop.bundle.json");
     d.issue_bundle("laptop", None, &bundle);
     let home = d.tmp.path().join("flor-home");
-    let (ok, o, e) = run_flor(
-        &home,
-        &[
-            "enroll",
-            bundle.to_str().unwrap(),
-            "--from",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, o, e) = enroll_from(&home, &bundle, &out);
     assert!(ok, "flor enroll refused retectl's output:\n{o}\n{e}");
     let scope = home.join("retes/demo.flor");
     for f in [
@@ -103,15 +108,7 @@ fn flow_b_with_real_flor_id_create() {
     d.issue_bundle("alpha", Some(&csr), &bundle);
     let b = flor_vertex::bundle::Bundle::parse(&std::fs::read(&bundle).unwrap()).unwrap();
     assert!(b.principals.iter().all(|p| p.key_pem.is_none()));
-    let (ok, o, e) = run_flor(
-        &home,
-        &[
-            "enroll",
-            bundle.to_str().unwrap(),
-            "--from",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, o, e) = enroll_from(&home, &bundle, &out);
     assert!(ok, "flor enroll (Flow B) refused:\n{o}\n{e}");
     assert!(home.join("retes/demo.flor/keys/service/wiki.key").exists());
 
@@ -271,15 +268,7 @@ fn a_running_vertex_keeps_every_port_when_a_user_is_removed() {
     compile(&v2);
     let bundle = tmp.join("laptop-v2.bundle.json");
     d.issue_bundle("laptop", None, &bundle);
-    let (ok, o, e) = run_flor(
-        &home,
-        &[
-            "enroll",
-            bundle.to_str().unwrap(),
-            "--from",
-            v2.to_str().unwrap(),
-        ],
-    );
+    let (ok, o, e) = enroll_from(&home, &bundle, &v2);
     assert!(ok, "flor enroll under the running agent:\n{o}\n{e}");
     let after = socks_listeners(&home, &log, |s| !s.contains_key(&user("bob")));
     let mut kept = before;

@@ -165,6 +165,31 @@ impl Pilot {
         ])
     }
 
+    /// Writes `node`'s artifacts at `version` into a compiled-tree directory
+    /// (`<dir>/<node>/mgmt/...`, what `flor enroll --from <dir>` reads) and
+    /// returns them as publish files.
+    pub fn write_tree(
+        &self,
+        dir: &Path,
+        node: &str,
+        version: u32,
+        agent: &Value,
+        vertex: &Value,
+    ) -> Vec<(String, Vec<u8>)> {
+        let t = self.tree(node, version, agent, vertex);
+        let mut files = vec![];
+        for (rel, bytes) in [
+            ("mgmt/agent.json", &t[0]),
+            ("mgmt/vertices/flor.json", &t[1]),
+        ] {
+            let path = dir.join(node).join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+            files.push((format!("{node}/{rel}"), bytes.clone()));
+        }
+        files
+    }
+
     /// The stored copy of a node's artifact on the config-server.
     pub fn stored(&self, node: &str, rel: &str) -> PathBuf {
         self.store.0.join("tree").join(node).join(rel)
