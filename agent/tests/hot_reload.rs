@@ -376,7 +376,20 @@ fn a_replaced_or_deleted_flor_binary_does_not_stop_the_agent_restarting_its_vert
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(n.host.home.0.join("agent.log")).unwrap());
     use std::os::unix::process::CommandExt;
-    let _agent = Group(cmd.process_group(0).spawn().unwrap());
+    cmd.process_group(0);
+    // ETXTBSY: a process another test thread forked while the copy was open
+    // for writing holds that descriptor until it execs; it goes away at once.
+    let mut tries = 0;
+    let child = loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(26) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => break other.unwrap(),
+        }
+    };
+    let _agent = Group(child);
     let mut pid = n.host.wait_healthy(TD, 1)["vertex"]["pid"].clone();
 
     let replace = |how: &str| match how {
