@@ -86,13 +86,7 @@ fn nodes_fetch_from_the_config_service_over_florete() {
         None,
         mgmt_udp,
     );
-    let o = mgmt.flor(&[
-        "enroll",
-        b.to_str().unwrap(),
-        "--from",
-        tree.0.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    mgmt.enroll_from(&b, &tree.0);
     let _mgmt_agent = mgmt.start_agent("demo.flor");
     mgmt.wait_healthy("demo.flor", 1);
     assert_eq!(pilot.publish_files(&files).0, 200);

@@ -545,13 +545,7 @@ fn an_agent_polls_over_florete_again_within_2s_of_the_config_vertex_restarting()
         home: TempDir(pilot.mgmt.home.0.clone()),
     };
     let b = pilot.bundle_via("mgmt01", &["service/config"], &mgmt.home.0, None, mgmt_udp);
-    let o = mgmt.flor(&[
-        "enroll",
-        b.to_str().unwrap(),
-        "--from",
-        tree.0.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    mgmt.enroll_from(&b, &tree.0);
     let _mgmt_agent = mgmt.start_agent("demo.flor");
     mgmt.wait_healthy("demo.flor", 1);
     assert_eq!(pilot.publish_files(&files).0, 200);

@@ -68,7 +68,7 @@ pub struct Trust<'a> {
 
 impl Trust<'_> {
     /// What [`envelope::open`] checks for an artifact of `kind`.
-    pub fn expect(&self, kind: ArtifactKind) -> Expect<'_> {
+    pub fn for_kind(&self, kind: ArtifactKind) -> Expect<'_> {
         Expect {
             kind,
             rete: self.rete,
@@ -112,7 +112,7 @@ impl std::error::Error for ContractError {}
 
 /// Opens `mgmt/agent.json`: envelope, payload consistency, vertex paths.
 pub fn open_agent(bytes: &[u8], trust: &Trust<'_>) -> Result<(Header, AgentConfig), ContractError> {
-    let opened = envelope::open::<AgentConfig>(bytes, &trust.expect(ArtifactKind::Agent))
+    let opened = envelope::open::<AgentConfig>(bytes, &trust.for_kind(ArtifactKind::Agent))
         .map_err(ContractError::Envelope)?;
     opened.payload.validate().map_err(ContractError::Artifact)?;
     for v in opened.payload.vertices.iter() {
@@ -129,7 +129,7 @@ pub fn open_vertex(
     trust: &Trust<'_>,
     name: &Name,
 ) -> Result<(Header, VertexConfig), ContractError> {
-    let opened = envelope::open::<VertexConfig>(bytes, &trust.expect(ArtifactKind::Vertex))
+    let opened = envelope::open::<VertexConfig>(bytes, &trust.for_kind(ArtifactKind::Vertex))
         .map_err(ContractError::Envelope)?;
     opened.payload.validate().map_err(ContractError::Artifact)?;
     if &opened.payload.name != name {

@@ -1102,11 +1102,8 @@ mod tests {
     #[test]
     fn a_polled_acl_change_is_applied_in_place_and_committed() {
         let mut t = T::running();
-        t.advance(60_000);
-        t.tick(true);
-        t.new_version(2, Change::Hot);
         assert_eq!(
-            t.input(Input::Staged(Ok(()))),
+            t.stage_by_poll(2, Change::Hot),
             [Action::Apply { version: 2 }],
             "no StopVertex: flows are kept"
         );
@@ -1122,11 +1119,8 @@ mod tests {
     #[test]
     fn an_unchanged_vertex_payload_is_applied_in_place_too() {
         let mut t = T::running();
-        t.advance(60_000);
-        t.tick(true);
-        t.new_version(2, Change::None);
         assert_eq!(
-            t.input(Input::Staged(Ok(()))),
+            t.stage_by_poll(2, Change::None),
             [Action::Apply { version: 2 }]
         );
     }

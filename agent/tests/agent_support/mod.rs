@@ -260,6 +260,17 @@ impl Host {
         self.home.0.join("retes").join(scope)
     }
 
+    /// `flor enroll <bundle> --from <compiled tree>`, which must succeed.
+    pub fn enroll_from(&self, bundle: &Path, tree: &Path) {
+        let o = self.flor(&[
+            "enroll",
+            bundle.to_str().unwrap(),
+            "--from",
+            tree.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "enroll: {}", text(&o));
+    }
+
     /// Starts `flor agent run --rete <scope>` in its own process group.
     pub fn start_agent(&self, scope: &str) -> Group {
         let log = std::fs::OpenOptions::new()
