@@ -17,6 +17,7 @@
 //! ```
 
 mod agent;
+#[cfg(feature = "mgmt")]
 mod config_server;
 mod control;
 mod core;
@@ -54,6 +55,8 @@ enum Cmd {
     Id(IdCmd),
     Enroll(EnrollCmd),
     Agent(AgentCmd),
+    // Parsed without `mgmt` too, so the refusal names the build, not an unknown command.
+    #[cfg_attr(not(feature = "mgmt"), allow(dead_code))]
     ConfigServer(ConfigServerCmd),
     Vertex(vertex_cmd::VertexCmd),
     Service(ServiceCmd),
@@ -190,6 +193,7 @@ struct AgentStatus {
 /// Store and serve the published tree (runs on the management node).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "config-server")]
+#[cfg_attr(not(feature = "mgmt"), allow(dead_code))]
 struct ConfigServerCmd {
     /// the scope whose rete and signers this server checks publishes against
     #[argh(option)]
@@ -204,6 +208,12 @@ struct ConfigServerCmd {
     #[argh(option)]
     store: PathBuf,
 }
+
+/// Why `flor config-server` refuses on a build without the `mgmt` feature.
+#[cfg(not(feature = "mgmt"))]
+const NO_MGMT: &str = "this flor was built for a router without the management roles \
+(the `mgmt` cargo feature: config-server); run the config-server on a node with the \
+x86_64, Debian or Raspberry Pi build";
 
 /// How long `flor agent sync` waits for the agent: fetch, restart and the health window.
 const SYNC_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -282,10 +292,13 @@ fn run(cmd: Cmd) -> Result<bool, String> {
         Cmd::Service(ServiceCmd {
             cmd: ServiceSub::Run(_),
         }) => service::run().map(|()| true),
+        #[cfg(feature = "mgmt")]
         Cmd::ConfigServer(c) => {
             let scope = scope::Scope::find(c.rete.as_deref()).map_err(|e| e.to_string())?;
             config_server::run(scope, c.read_listen, c.publish_listen, c.store).map(|()| true)
         }
+        #[cfg(not(feature = "mgmt"))]
+        Cmd::ConfigServer(_) => Err(NO_MGMT.to_owned()),
     }
 }
 
