@@ -453,28 +453,33 @@ async fn open_flow(conn: &quinn::Connection, pooled: bool, early: &[u8]) -> Resu
         }
         Ok(Flow { send, recv })
     };
+    // One timer per flow (each one armed costs the reactor a wake-up): first
+    // the silence check on a pooled connection, then the overall deadline.
     // The server answers within its upstream connect timeout; past that the
     // peer is stuck, and a retry could repeat a connect that is still running.
-    let deadline = async {
-        Timer::after(Duration::from_secs(
-            HANDSHAKE_TIMEOUT_S + UPSTREAM_CONNECT_TIMEOUT_S,
-        ))
-        .await;
+    let guard = async {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(HANDSHAKE_TIMEOUT_S + UPSTREAM_CONNECT_TIMEOUT_S);
+        // A fresh connection needs no silence check: its handshake just now
+        // proved the peer alive.
+        let first = if pooled {
+            now + silence_window(conn.rtt())
+        } else {
+            deadline
+        };
+        let mut timer = Timer::at(first);
+        if pooled {
+            (&mut timer).await;
+            if conn.stats().udp_rx.datagrams == received_before {
+                return Err(Failure::Silent);
+            }
+            // Something came back: the peer is alive, however slow its verdict.
+            timer.set_at(deadline);
+        }
+        timer.await;
         Err(Failure::Dial(DialError::Unreachable))
     };
-    let watchdog = async {
-        if !pooled {
-            // The handshake just now proved the peer alive.
-            return future::pending().await;
-        }
-        Timer::after(silence_window(conn.rtt())).await;
-        if conn.stats().udp_rx.datagrams > received_before {
-            future::pending().await
-        } else {
-            Err(Failure::Silent)
-        }
-    };
-    future::or(flow, future::or(watchdog, deadline)).await
+    future::or(flow, guard).await
 }
 
 #[cfg(test)]
