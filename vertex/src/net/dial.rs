@@ -403,6 +403,16 @@ pub(crate) fn early_rides_with_hello(preamble: Preamble, pooled: bool) -> bool {
     preamble.early_data() && !pooled
 }
 
+/// The preamble version `conn` speaks, from its negotiated ALPN; `None` if
+/// it names none this build knows (rustls refuses such a handshake first).
+pub(crate) fn preamble_of(conn: &quinn::Connection) -> Option<Preamble> {
+    let data = conn.handshake_data()?;
+    let data = data
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?;
+    Preamble::from_alpn(data.protocol.as_deref()?)
+}
+
 /// Opens a stream, sends the hello (with `early` where
 /// [`early_rides_with_hello`]) and reads the verdict; sends `early` after it
 /// otherwise. On a `pooled` connection, a peer that sends no datagram at all
@@ -411,7 +421,7 @@ pub(crate) fn early_rides_with_hello(preamble: Preamble, pooled: bool) -> bool {
 /// the upstream, so a slow verdict is never mistaken for a dead peer.
 async fn open_flow(conn: &quinn::Connection, pooled: bool, early: &[u8]) -> Result<Flow, Failure> {
     let received_before = conn.stats().udp_rx.datagrams;
-    let preamble = super::preamble_of(conn).ok_or(Failure::Dial(DialError::Protocol))?;
+    let preamble = preamble_of(conn).ok_or(Failure::Dial(DialError::Protocol))?;
     let with_hello = early_rides_with_hello(preamble, pooled) && !early.is_empty();
     let flow = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(Failure::Connection)?;

@@ -40,7 +40,6 @@ use crate::limits::{
     CONNECTION_RECEIVE_WINDOW, FLOW_BUFFER_BYTES, KEEP_ALIVE_S, MAX_STREAMS_PER_CONNECTION,
     SEND_WINDOW, STREAM_RECEIVE_WINDOW,
 };
-use crate::wire::Preamble;
 
 /// Why the data plane could not be set up.
 #[derive(Debug)]
@@ -97,16 +96,6 @@ pub(crate) fn transport(idle: Duration) -> Arc<quinn::TransportConfig> {
         t.max_idle_timeout(Some(idle));
     }
     Arc::new(t)
-}
-
-/// The preamble version `conn` speaks, from its negotiated ALPN; `None` if
-/// it names none this build knows (rustls refuses such a handshake first).
-pub(crate) fn preamble_of(conn: &quinn::Connection) -> Option<Preamble> {
-    let data = conn.handshake_data()?;
-    let data = data
-        .downcast::<quinn::crypto::rustls::HandshakeData>()
-        .ok()?;
-    Preamble::from_alpn(data.protocol.as_deref()?)
 }
 
 /// A taken place under a cap; gives it back when dropped, on every exit path.

@@ -100,22 +100,23 @@ fn identify(
             None,
         )
     })?;
-    let sni = conn
+    let (sni, alpn) = conn
         .handshake_data()
         .and_then(|any| any.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-        .and_then(|h| h.server_name)
-        .ok_or((
-            close::UNKNOWN_SERVICE,
-            "no SNI",
-            Some(Box::new(caller.clone())),
-        ))?;
+        .map(|h| (h.server_name, h.protocol))
+        .unwrap_or_default();
+    let sni = sni.ok_or((
+        close::UNKNOWN_SERVICE,
+        "no SNI",
+        Some(Box::new(caller.clone())),
+    ))?;
     let (target, _) = ctx.registry.lookup(&sni).ok_or((
         close::UNKNOWN_SERVICE,
         "SNI names nothing published",
         Some(Box::new(caller.clone())),
     ))?;
     // rustls already refused a client offering no version we speak.
-    let preamble = super::preamble_of(conn).ok_or((
+    let preamble = alpn.as_deref().and_then(Preamble::from_alpn).ok_or((
         close::BAD_PREAMBLE,
         "no Florete ALPN negotiated",
         Some(Box::new(caller.clone())),
