@@ -369,6 +369,43 @@ fn early_bytes_ride_with_the_hello_only_where_no_retry_follows_and_arrive_once()
 }
 
 #[test]
+fn a_denied_callers_early_bytes_reach_no_upstream() {
+    let pki = Pki::new();
+    let udp = free_udp();
+    // An upstream that counts the connections it gets.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let counted = Arc::clone(&hits);
+    thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    let (mut setup, bob, echo) = serving(&pki, udp, false, 30);
+    setup.cfg = config(udp, port, 30, BOB_ALLOWED);
+    smol::block_on(async {
+        let vertex = net::start(setup).unwrap();
+        // bob's connection passes the ACL; then his row is removed, so the
+        // per-flow check is what refuses the stream.
+        let conn = foreign_caller(&pki, &bob, &echo, udp, &[ALPN_V2]).await;
+        vertex
+            .acl
+            .swap(Acl::from_config(&config(udp, port, 30, "")));
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(b"\x02GET /secret HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut v = [0u8; 1];
+        recv.read_exact(&mut v).await.unwrap();
+        assert_eq!(v[0], Verdict::Denied as u8);
+        smol::Timer::after(Duration::from_millis(200)).await;
+    });
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the upstream was reached");
+}
+
+#[test]
 fn acl_swap_keeps_live_flows_and_refuses_new_ones() {
     let pki = Pki::new();
     let udp = free_udp();
