@@ -372,24 +372,39 @@ fn early_bytes_ride_with_the_hello_only_where_no_retry_follows_and_arrive_once()
 fn a_denied_callers_early_bytes_reach_no_upstream() {
     let pki = Pki::new();
     let udp = free_udp();
-    // An upstream that counts the connections it gets.
-    let hits = Arc::new(AtomicUsize::new(0));
+    // An upstream that keeps every byte it is sent.
+    let got = Arc::new(Mutex::new(Vec::new()));
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    let counted = Arc::clone(&hits);
+    let kept = Arc::clone(&got);
     thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            counted.fetch_add(1, Ordering::SeqCst);
-            drop(s);
+        for mut s in l.incoming().flatten() {
+            let kept = Arc::clone(&kept);
+            thread::spawn(move || {
+                let mut b = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut s, &mut b);
+                kept.lock().unwrap().extend_from_slice(&b);
+            });
         }
     });
     let (mut setup, bob, echo) = serving(&pki, udp, false, 30);
     setup.cfg = config(udp, port, 30, BOB_ALLOWED);
     smol::block_on(async {
         let vertex = net::start(setup).unwrap();
-        // bob's connection passes the ACL; then his row is removed, so the
-        // per-flow check is what refuses the stream.
         let conn = foreign_caller(&pki, &bob, &echo, udp, &[ALPN_V2]).await;
+        // One allowed flow first: the server has admitted the connection.
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&[STREAM_HELLO_V2, b'o', b'k'])
+            .await
+            .unwrap();
+        send.finish().unwrap();
+        let mut v = [0u8; 1];
+        recv.read_exact(&mut v).await.unwrap();
+        assert_eq!(v[0], Verdict::Allowed as u8);
+        // The upstream closes once it has kept the bytes: the stream ends after that.
+        assert!(recv.read_to_end(16).await.unwrap().is_empty());
+        // Then bob's row goes: the per-flow check refuses the next stream,
+        // whose request rides behind its hello.
         vertex
             .acl
             .swap(Acl::from_config(&config(udp, port, 30, "")));
@@ -397,12 +412,15 @@ fn a_denied_callers_early_bytes_reach_no_upstream() {
         send.write_all(b"\x02GET /secret HTTP/1.0\r\n\r\n")
             .await
             .unwrap();
-        let mut v = [0u8; 1];
         recv.read_exact(&mut v).await.unwrap();
         assert_eq!(v[0], Verdict::Denied as u8);
-        smol::Timer::after(Duration::from_millis(200)).await;
+        smol::Timer::after(Duration::from_millis(300)).await;
     });
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "the upstream was reached");
+    assert_eq!(
+        got.lock().unwrap().as_slice(),
+        b"ok",
+        "the upstream got only the allowed flow's bytes"
+    );
 }
 
 #[test]

@@ -206,13 +206,16 @@ impl Dialer {
 
     /// Opens one flow to `target` at the vertex on `addr`, as `caller`
     /// ([`Dialer::connect_with`] without early bytes).
-    pub async fn connect(
-        &self,
-        caller: &Arc<Credentials>,
-        target: &Dialable,
+    ///
+    /// Not an `async fn` of its own: it returns [`Dialer::connect_with`]'s
+    /// future as is, so the state machine exists once in the binary.
+    pub fn connect<'a>(
+        &'a self,
+        caller: &'a Arc<Credentials>,
+        target: &'a Dialable,
         addr: SocketAddr,
-    ) -> Result<Flow, DialError> {
-        self.connect_with(caller, target, addr, &[]).await
+    ) -> impl Future<Output = Result<Flow, DialError>> + 'a {
+        self.connect_with(caller, target, addr, &[])
     }
 
     /// Opens one flow to `target` at the vertex on `addr`, as `caller`, and
