@@ -395,13 +395,13 @@ pub(crate) fn silence_window(rtt: Duration) -> Duration {
 
 /// Whether the application's early bytes go out behind the hello, before the
 /// verdict: only if the connection speaks a preamble that allows it
-/// ([`Preamble::early_data`]) and is `fresh` from its handshake. A flow on a
-/// pooled connection may be retried on a fresh one if it fails before the
-/// verdict, and bytes the dead connection carried may already have reached
-/// the upstream (the old process forwards them right after its verdict, which
-/// may be lost with it): sending them again would deliver them twice. So on a
-/// pooled connection they wait for the verdict, and a flow on a fresh
-/// connection is never retried.
+/// ([`Preamble::early_data`]) and is not `pooled` (fresh from its
+/// handshake). A flow on a pooled connection may be retried on a fresh one if
+/// it fails before the verdict, and bytes the dead connection carried may
+/// already have reached the upstream (the old process forwards them right
+/// after its verdict, which may be lost with it): sending them again would
+/// deliver them twice. So on a pooled connection they wait for the verdict,
+/// and a flow on a fresh connection is never retried.
 pub(crate) fn early_rides_with_hello(preamble: Preamble, pooled: bool) -> bool {
     preamble.early_data() && !pooled
 }
@@ -432,8 +432,9 @@ async fn open_flow(conn: &quinn::Connection, pooled: bool, early: &[u8]) -> Resu
             quinn::WriteError::ConnectionLost(c) => Failure::Connection(c),
             _ => Failure::Dial(DialError::Protocol),
         };
-        // Both writes only fill quinn's send buffer; the connection task sends
-        // them in one packet.
+        // Both writes only fill quinn's send buffer, so the connection task
+        // usually sends them in one packet; the server reads the hello alone
+        // first either way.
         send.write_all(&[preamble.hello()])
             .await
             .map_err(before_verdict)?;
@@ -531,7 +532,7 @@ mod tests {
 
     #[test]
     fn early_data_never_rides_where_a_retry_can_follow() {
-        // Only flows on pooled connections are retried (`Dialer::connect`):
+        // Only flows on pooled connections are retried (`Dialer::connect_with`):
         // on those the hello must travel alone, whatever the version.
         for p in Preamble::ALL {
             assert!(!early_rides_with_hello(p, true), "{p:?}");
