@@ -18,7 +18,7 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::NetError;
 use crate::identity::{Dialable, SniRegistry, SpiffeId, TrustDomain};
-use crate::wire::ALPN;
+use crate::wire::Preamble;
 
 /// A principal's certificate chain and private key, ready for TLS.
 #[derive(Debug)]
@@ -177,8 +177,15 @@ pub fn server_config(
         .map_err(|_| NetError::Tls("TLS 1.3"))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(SniResolver(registry)));
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = alpn_protocols();
     Ok(cfg)
+}
+
+/// Every preamble version this build speaks, newest first, as ALPN ids: the
+/// server picks the first the client also offers, so two new nodes speak the
+/// newest version and a node of an older release still gets `florete/1`.
+fn alpn_protocols() -> Vec<Vec<u8>> {
+    Preamble::ALL.iter().map(|p| p.alpn().to_vec()).collect()
 }
 
 /// The rustls client config for one (caller, target) connection.
@@ -199,7 +206,7 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(Arc::new(OneClientCert(Arc::clone(&caller.key))));
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = alpn_protocols();
     Ok(cfg)
 }
 
