@@ -312,7 +312,8 @@ pub enum CertProblem {
     Expired,
     /// Before its `notBefore`: a clock is wrong, or it was issued for later.
     NotYetValid,
-    /// It does not chain to this rete's CA (another rete's, or a stale CA).
+    /// It does not chain to this rete's CA (another rete's, a stale CA, or
+    /// one that only bears its name).
     OtherCa,
     /// It names another principal than the one dialed.
     WrongSan,
@@ -326,6 +327,9 @@ pub enum CertProblem {
 const ALERT_BAD_CERTIFICATE: u8 = 42;
 const ALERT_CERTIFICATE_EXPIRED: u8 = 45;
 const ALERT_UNKNOWN_CA: u8 = 48;
+/// A signature that does not verify: in a chain, a certificate signed by
+/// another CA that bears this CA's name (rustls' BadSignature).
+const ALERT_DECRYPT_ERROR: u8 = 51;
 const ALERT_CERTIFICATE_REQUIRED: u8 = 116;
 
 impl CertProblem {
@@ -338,7 +342,7 @@ impl CertProblem {
                 CertProblem::NotYetValid
             }
             ALERT_CERTIFICATE_EXPIRED => CertProblem::Expired,
-            ALERT_UNKNOWN_CA => CertProblem::OtherCa,
+            ALERT_UNKNOWN_CA | ALERT_DECRYPT_ERROR => CertProblem::OtherCa,
             ALERT_BAD_CERTIFICATE => CertProblem::WrongSan,
             ALERT_CERTIFICATE_REQUIRED => CertProblem::NoCertificate,
             a => CertProblem::Other(a),
@@ -350,14 +354,14 @@ impl core::fmt::Display for CertProblem {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             CertProblem::Expired => f.write_str("certificate expired"),
-            CertProblem::NotYetValid => {
-                f.write_str("certificate not yet valid (a clock is wrong, or it was issued for later)")
-            }
+            CertProblem::NotYetValid => f.write_str(
+                "certificate not yet valid (a clock is wrong, or it was issued for later)",
+            ),
             CertProblem::OtherCa => f.write_str("certificate from another CA than this rete's"),
-            CertProblem::WrongSan => {
-                f.write_str("certificate names another principal than the one dialed (wrong SAN)")
-            }
-            CertProblem::NoCertificate => f.write_str("no client certificate"),
+            CertProblem::WrongSan => f.write_str(
+                "certificate for another principal than the one dialed (wrong SAN)",
+            ),
+            CertProblem::NoCertificate => f.write_str("certificate missing (none presented)"),
             CertProblem::Other(a) => write!(f, "certificate refused (TLS alert {a})"),
         }
     }
@@ -401,7 +405,7 @@ impl core::fmt::Display for HandshakeFailure<'_> {
         };
         match (self.problem(), self.error) {
             (Some((p, false)), quinn::ConnectionError::TransportError(t)) => {
-                write!(f, "the {peer}'s {p} ({})", t.reason)
+                write!(f, "{peer} {p} ({})", t.reason)
             }
             (Some((p, _)), quinn::ConnectionError::ConnectionClosed(c)) => write!(
                 f,

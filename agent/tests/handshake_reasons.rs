@@ -1,0 +1,157 @@
+#![allow(clippy::unwrap_used)] // test fixtures: a failed setup step should abort the test loudly
+//! A refused handshake is named on both sides, in the logs of real `flor
+//! vertex run` processes: a client certificate that expired, one not yet
+//! valid, one from another CA, and a server certificate that expired.
+//!
+//! Topology: node `beta` serves `echo` (good certificate) and `stale`
+//! (expired certificate); node `laptop` holds alice (good), and three users
+//! whose certificates the server must refuse, each on its own SOCKS5 port.
+//! beta logs under systemd's conventions (JOURNAL_STREAM), so its warnings
+//! carry the `<4>` priority prefix `journalctl -p warning` filters on.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Waits until `log()` contains every one of `needles`; panics with the log if not.
+fn wait_log(what: &str, log: impl Fn() -> String, needles: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let l = log();
+        if needles.iter().all(|n| l.contains(n)) {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} log lacks one of {needles:?}:\n{l}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn both_sides_name_why_a_certificate_was_refused() {
+    let rete = Rete::new("demo.flor");
+    let rogue = Ca::new("demo.flor CA"); // same name, another key: "another CA"
+    let echo_port = start_echo();
+    let echo = rete.id("service/echo");
+    let stale = rete.id("service/stale");
+    let users = ["alice", "expired", "early", "rogue"];
+
+    let mut beta = rete.node("beta");
+    let beta_udp = free_udp();
+    let (stale_cert, stale_key) = rete
+        .ca
+        .issue_between(&stale, (2020, 1, 1), (2021, 1, 1));
+    let principals = vec![
+        beta.hold(&rete, "service/echo"),
+        beta.hold_pem("service/stale", &stale_cert, &stale_key),
+    ];
+    let acl = users
+        .iter()
+        .map(|u| (rete.id(&format!("user/{u}")), vec![0u8, 1]))
+        .collect();
+    let payload = vertex_payload(
+        &rete.td,
+        "beta",
+        Some(beta_udp),
+        principals,
+        vec![(echo.clone(), echo_port), (stale.clone(), echo_port)],
+        acl,
+        vec![],
+        vec![],
+    );
+    beta.install_vertex(&rete.seal("vertex", "beta", 1, &payload));
+    // The journal's convention for beta: priority prefixes, no timestamps.
+    std::env::set_var("JOURNAL_STREAM", "8:12345");
+    beta.start_vertex();
+    std::env::remove_var("JOURNAL_STREAM");
+
+    let mut laptop = rete.node("laptop");
+    let (expired_cert, expired_key) =
+        rete.ca
+            .issue_between(&rete.id("user/expired"), (2020, 1, 1), (2021, 1, 1));
+    let (early_cert, early_key) =
+        rete.ca
+            .issue_between(&rete.id("user/early"), (2090, 1, 1), (2091, 1, 1));
+    let (rogue_cert, rogue_key) = rogue.issue(&rete.id("user/rogue"));
+    let principals = vec![
+        laptop.hold(&rete, "user/alice"),
+        laptop.hold_pem("user/expired", &expired_cert, &expired_key),
+        laptop.hold_pem("user/early", &early_cert, &early_key),
+        laptop.hold_pem("user/rogue", &rogue_cert, &rogue_key),
+    ];
+    let socks = users
+        .iter()
+        .map(|u| (rete.id(&format!("user/{u}")), free_tcp()))
+        .collect();
+    let payload = vertex_payload(
+        &rete.td,
+        "laptop",
+        None,
+        principals,
+        vec![],
+        vec![],
+        vec![(echo.clone(), beta_udp), (stale.clone(), beta_udp)],
+        socks,
+    );
+    laptop.install_vertex(&rete.seal("vertex", "laptop", 1, &payload));
+    let status = laptop.start_vertex();
+    let port = |u: &str| socks_port(&status, &rete.id(&format!("user/{u}")));
+
+    // The good pair works, so every refusal below is the certificate's doing.
+    let (code, s) = socks_connect(port("alice"), "echo.demo.flor.rete", 7);
+    assert_eq!(code, 0, "alice reaches echo");
+    drop(s);
+
+    let cases = [
+        ("expired", "client certificate expired", "certificate expired"),
+        (
+            "early",
+            "client certificate not yet valid",
+            "certificate not yet valid",
+        ),
+        (
+            "rogue",
+            "client certificate from another CA than this rete's",
+            "certificate from another CA than this rete's",
+        ),
+    ];
+    for (user, server_says, client_says) in cases {
+        let (code, _) = socks_connect(port(user), "echo.demo.flor.rete", 7);
+        assert_ne!(code, 0, "{user}'s certificate must be refused");
+        let server_line = format!("refused connection from 127.0.0.1:");
+        let l = wait_log("beta", || beta.log(), &[&server_line, server_says]);
+        // The journal reads the priority from the prefix: a warning is <4>.
+        let line = l.lines().find(|x| x.contains(server_says)).unwrap();
+        assert!(line.starts_with("<4>"), "no priority prefix: {line}");
+        let client_line = format!(
+            "spiffe://demo.flor/user/{user} -> {echo}: mTLS handshake failed: the server refused our certificate: {client_says}"
+        );
+        wait_log("laptop", || laptop.log(), &[&client_line]);
+    }
+
+    // The other way round: the server presents an expired certificate.
+    let (code, _) = socks_connect(port("alice"), "stale.demo.flor.rete", 7);
+    assert_ne!(code, 0, "an expired server certificate must be refused");
+    let l = wait_log(
+        "laptop",
+        || laptop.log(),
+        &[&format!(
+            "handshake with {stale} at {beta_udp} failed: server certificate expired"
+        )],
+    );
+    // Outside systemd a log line starts with its UTC timestamp.
+    let line = l.lines().find(|x| x.contains("server certificate expired")).unwrap();
+    assert!(
+        line.starts_with("20") && line.as_bytes().get(19) == Some(&b'Z'),
+        "no timestamp: {line}"
+    );
+    wait_log(
+        "beta",
+        || beta.log(),
+        &["the client refused our certificate: certificate expired"],
+    );
+}
