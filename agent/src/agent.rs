@@ -535,7 +535,7 @@ impl Shell {
                 };
                 let now = not_after.saturating_sub(seconds_left);
                 log::warn!(
-                    "certificate of {who} {}: renew it (retectl issue-bundle --node {}, then flor enroll the new bundle)",
+                    "certificate of {who}: {}; renew it (retectl issue-bundle --node {}, then flor enroll the new bundle)",
                     crate::certs::Left(&v, now),
                     self.info.node
                 );
@@ -752,7 +752,11 @@ impl Shell {
                 .map(|h| CertStatus {
                     who: h.who.clone(),
                     not_after_unix: h.validity.as_ref().ok().map(|v| v.not_after),
-                    days_left: h.validity.as_ref().ok().map(|v| v.days_left(unix(now.unix))),
+                    days_left: h
+                        .validity
+                        .as_ref()
+                        .ok()
+                        .map(|v| v.days_left(unix(now.unix))),
                     note: h.left(unix(now.unix)),
                 })
                 .collect(),

@@ -55,7 +55,12 @@ impl fmt::Display for Left<'_> {
                 Utc(v.not_after)
             )
         } else {
-            write!(f, "{} days left (until {})", v.days_left(now), Utc(v.not_after))
+            write!(
+                f,
+                "{} days left (until {})",
+                v.days_left(now),
+                Utc(v.not_after)
+            )
         }
     }
 }

@@ -265,13 +265,19 @@ fn artifact(c: &mut Checks<'_>, scope: &Scope, info: &ScopeInfo) {
             "artifact",
             Level::Fail,
             format!("mgmt/agent.json: {e}"),
-            Some(format!("flor agent sync --rete {}, or enroll again", scope.name)),
+            Some(format!(
+                "flor agent sync --rete {}, or enroll again",
+                scope.name
+            )),
         ),
         (_, Err(e)) => c.push(
             "artifact",
             Level::Fail,
             e.to_string(),
-            Some(format!("flor agent sync --rete {}, or enroll again", scope.name)),
+            Some(format!(
+                "flor agent sync --rete {}, or enroll again",
+                scope.name
+            )),
         ),
     }
 }
@@ -346,7 +352,12 @@ fn agent_and_vertex(c: &mut Checks<'_>, scope: &Scope) -> bool {
             bound.push(what);
         }
     }
-    let mut detail = format!("pid {} runs v{}; bound: {}", st.pid, st.version, bound.join(", "));
+    let mut detail = format!(
+        "pid {} runs v{}; bound: {}",
+        st.pid,
+        st.version,
+        bound.join(", ")
+    );
     if !moved.is_empty() {
         let _ = write!(detail, "; on fallback ports: {}", moved.join(", "));
     }

@@ -76,18 +76,13 @@ pub fn init(file: Option<std::fs::File>, agent_pipe: bool) {
         b.target(env_logger::Target::Pipe(Box::new(f)));
     }
     b.format(move |buf, r| match style {
-        Style::Journal => writeln!(
-            buf,
-            "<{}>{}: {}",
-            priority(r.level()),
-            r.target(),
-            r.args()
-        ),
+        Style::Journal => writeln!(buf, "<{}>{}: {}", priority(r.level()), r.target(), r.args()),
         Style::Procd { piped } if r.level() > Level::Warn => {
             // Written here, not to env_logger's target (stderr); `buf` stays empty.
             let prefix = if piped { PIPED_LOG } else { "" };
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{prefix}{}: {}", r.target(), r.args()).and_then(|()| out.flush());
+            let _ =
+                writeln!(out, "{prefix}{}: {}", r.target(), r.args()).and_then(|()| out.flush());
             Ok(())
         }
         Style::Procd { .. } => writeln!(buf, "{} {}: {}", r.level(), r.target(), r.args()),

@@ -335,7 +335,9 @@ mod tests {
         assert!(t.contains(
             "preferred 127.0.0.1:1080 actual 127.0.0.1:40000 (preferred port was taken)"
         ));
-        assert!(t.contains("  spiffe://demo.flor/user/bob: 5 days left (until 1970-01-17T01:46:40Z)  RENEW SOON"));
+        assert!(t.contains(
+            "  spiffe://demo.flor/user/bob: 5 days left (until 1970-01-17T01:46:40Z)  RENEW SOON"
+        ));
         let mut s = sample();
         s.listeners = None;
         assert!(s

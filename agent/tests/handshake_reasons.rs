@@ -42,9 +42,7 @@ fn both_sides_name_why_a_certificate_was_refused() {
 
     let mut beta = rete.node("beta");
     let beta_udp = free_udp();
-    let (stale_cert, stale_key) = rete
-        .ca
-        .issue_between(&stale, (2020, 1, 1), (2021, 1, 1));
+    let (stale_cert, stale_key) = rete.ca.issue_between(&stale, (2020, 1, 1), (2021, 1, 1));
     let principals = vec![
         beta.hold(&rete, "service/echo"),
         beta.hold_pem("service/stale", &stale_cert, &stale_key),
@@ -107,7 +105,11 @@ fn both_sides_name_why_a_certificate_was_refused() {
     drop(s);
 
     let cases = [
-        ("expired", "client certificate expired", "certificate expired"),
+        (
+            "expired",
+            "client certificate expired",
+            "certificate expired",
+        ),
         (
             "early",
             "client certificate not yet valid",
@@ -144,7 +146,10 @@ fn both_sides_name_why_a_certificate_was_refused() {
         )],
     );
     // Outside systemd a log line starts with its UTC timestamp.
-    let line = l.lines().find(|x| x.contains("server certificate expired")).unwrap();
+    let line = l
+        .lines()
+        .find(|x| x.contains("server certificate expired"))
+        .unwrap();
     assert!(
         line.starts_with("20") && line.as_bytes().get(19) == Some(&b'Z'),
         "no timestamp: {line}"

@@ -164,9 +164,7 @@ fn any_tlv(b: &[u8]) -> Result<(&[u8], &[u8], u8), ValidityError> {
 /// One `Time` at the start of `b`: (Unix seconds, what follows).
 fn time(b: &[u8]) -> Result<(i64, &[u8]), ValidityError> {
     let (content, rest, tag) = any_tlv(b)?;
-    let digits = content
-        .strip_suffix(b"Z")
-        .ok_or(ValidityError::BadTime)?;
+    let digits = content.strip_suffix(b"Z").ok_or(ValidityError::BadTime)?;
     let (year, digits) = match (tag, digits.len()) {
         // RFC 5280 4.1.2.5.1: YY >= 50 is 19YY, else 20YY.
         (UTC_TIME, 12) => {

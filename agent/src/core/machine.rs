@@ -1071,7 +1071,10 @@ mod tests {
         assert_eq!(t.input(Input::Certificates(vec![cert.clone()])), []);
         // 40 days left: quiet until the 30-day mark, then one warning, not one per tick.
         t.advance(9 * DAY_MS);
-        assert!(!t.tick(true).iter().any(|a| matches!(a, Action::WarnExpiry { .. })));
+        assert!(!t
+            .tick(true)
+            .iter()
+            .any(|a| matches!(a, Action::WarnExpiry { .. })));
         t.advance(DAY_MS);
         let expiry = |a: Vec<Action>| -> Vec<Action> {
             a.into_iter()

@@ -88,7 +88,12 @@ impl Ca {
 
     /// An X.509-SVID for `id` valid only from `from` to `to` (year, month,
     /// day): an expired or a not-yet-valid certificate from this very CA.
-    pub fn issue_between(&self, id: &str, from: (i32, u8, u8), to: (i32, u8, u8)) -> (String, String) {
+    pub fn issue_between(
+        &self,
+        id: &str,
+        from: (i32, u8, u8),
+        to: (i32, u8, u8),
+    ) -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = svid_params(id);
         params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
@@ -109,8 +114,7 @@ fn svid_params(id: &str) -> CertificateParams {
     params
 }
 
-impl Ca {
-}
+impl Ca {}
 
 /// A throwaway rete: trust domain, CA, management signer.
 pub struct Rete {

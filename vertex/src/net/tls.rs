@@ -358,9 +358,9 @@ impl core::fmt::Display for CertProblem {
                 "certificate not yet valid (a clock is wrong, or it was issued for later)",
             ),
             CertProblem::OtherCa => f.write_str("certificate from another CA than this rete's"),
-            CertProblem::WrongSan => f.write_str(
-                "certificate for another principal than the one dialed (wrong SAN)",
-            ),
+            CertProblem::WrongSan => {
+                f.write_str("certificate for another principal than the one dialed (wrong SAN)")
+            }
             CertProblem::NoCertificate => f.write_str("certificate missing (none presented)"),
             CertProblem::Other(a) => write!(f, "certificate refused (TLS alert {a})"),
         }
