@@ -416,3 +416,58 @@ impl core::fmt::Display for HandshakeFailure<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_name_the_certificate_problem() {
+        let expired = "invalid peer certificate: certificate expired: verification time 2 (UNIX), but certificate is not valid after 1 (1 seconds ago)";
+        let early = "invalid peer certificate: certificate not valid yet: verification time 1 (UNIX), but certificate is not valid before 2 (1 seconds in future)";
+        assert_eq!(CertProblem::of_alert(45, expired), CertProblem::Expired);
+        assert_eq!(CertProblem::of_alert(45, early), CertProblem::NotYetValid);
+        assert_eq!(CertProblem::of_alert(48, ""), CertProblem::OtherCa);
+        assert_eq!(CertProblem::of_alert(51, ""), CertProblem::OtherCa);
+        assert_eq!(CertProblem::of_alert(42, ""), CertProblem::WrongSan);
+        assert_eq!(CertProblem::of_alert(116, ""), CertProblem::NoCertificate);
+        assert_eq!(CertProblem::of_alert(40, ""), CertProblem::Other(40));
+    }
+
+    #[test]
+    fn a_handshake_failure_says_who_refused_whom() {
+        let local = quinn::ConnectionError::TransportError(quinn_proto::TransportError {
+            code: quinn::TransportErrorCode::crypto(116),
+            frame: None,
+            reason: "peer sent no certificates".into(),
+        });
+        let f = HandshakeFailure {
+            error: &local,
+            ours_is_client: false,
+        };
+        assert_eq!(f.problem(), Some((CertProblem::NoCertificate, false)));
+        assert_eq!(
+            f.to_string(),
+            "client certificate missing (none presented) (peer sent no certificates)"
+        );
+        let remote = quinn::ConnectionError::ConnectionClosed(quinn_proto::ConnectionClose {
+            error_code: quinn::TransportErrorCode::crypto(48),
+            frame_type: None,
+            reason: b"invalid peer certificate: UnknownIssuer"[..].into(),
+        });
+        let f = HandshakeFailure {
+            error: &remote,
+            ours_is_client: true,
+        };
+        assert_eq!(
+            f.to_string(),
+            "the server refused our certificate: certificate from another CA than this rete's (it said: invalid peer certificate: UnknownIssuer)"
+        );
+        // Not a certificate matter: the error as quinn says it.
+        let f = HandshakeFailure {
+            error: &quinn::ConnectionError::TimedOut,
+            ours_is_client: true,
+        };
+        assert_eq!(f.problem(), None);
+    }
+}
