@@ -124,8 +124,8 @@ fn both_sides_name_why_a_certificate_was_refused() {
     for (user, server_says, client_says) in cases {
         let (code, _) = socks_connect(port(user), "echo.demo.flor.rete", 7);
         assert_ne!(code, 0, "{user}'s certificate must be refused");
-        let server_line = format!("refused connection from 127.0.0.1:");
-        let l = wait_log("beta", || beta.log(), &[&server_line, server_says]);
+        let server_line = "refused connection from 127.0.0.1:";
+        let l = wait_log("beta", || beta.log(), &[server_line, server_says]);
         // The journal reads the priority from the prefix: a warning is <4>.
         let line = l.lines().find(|x| x.contains(server_says)).unwrap();
         assert!(line.starts_with("<4>"), "no priority prefix: {line}");
@@ -159,4 +159,85 @@ fn both_sides_name_why_a_certificate_was_refused() {
         || beta.log(),
         &["the client refused our certificate: certificate expired"],
     );
+}
+
+/// Under procd (FLOR_LOG=procd) a vertex started by the agent writes its info
+/// lines on the apply pipe behind `log: ` (the agent prints them on its
+/// stdout, which procd files as info) and its warnings on stderr (filed as
+/// err); the apply protocol on the same pipe keeps working.
+#[test]
+fn under_procd_info_goes_to_stdout_and_warnings_to_stderr() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    let rete = Rete::new("demo.flor");
+    let beta = rete.node("beta");
+    let alice = rete.id("user/alice");
+    let principals = vec![beta.hold(&rete, "user/alice")];
+    let socks = free_tcp();
+    let payload = vertex_payload(
+        &rete.td,
+        "beta",
+        None,
+        principals,
+        vec![],
+        vec![],
+        vec![],
+        vec![(alice, socks)],
+    );
+    beta.install_vertex(&rete.seal("vertex", "beta", 1, &payload));
+    let mut child = ChildGuard(
+        beta.command()
+            .args(["vertex", "run", "--rete", &rete.td, "--agent-pipe"])
+            .env("FLOR_LOG", "procd")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stderr = child.0.stderr.take().unwrap();
+    let sink = std::sync::Arc::clone(&err);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = std::io::Read::read(&mut stderr, &mut buf) {
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !line.contains("vertex ready") {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "stdout closed");
+        assert!(line.starts_with("log: "), "not a piped log line: {line}");
+        assert!(Instant::now() < deadline);
+    }
+    // A SOCKS5 client that speaks nonsense: the vertex warns, on stderr.
+    wait_tcp(socks);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", socks)).unwrap();
+    s.write_all(&[4, 1, 0, 80]).unwrap();
+    drop(s);
+    // The apply protocol still answers on the same pipe, between log lines.
+    let mut stdin = child.0.stdin.take().unwrap();
+    stdin.write_all(b"apply\n").unwrap();
+    loop {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "stdout closed");
+        if !line.starts_with("log: ") {
+            assert!(line.starts_with("applied 1"), "apply answer: {line}");
+            break;
+        }
+    }
+    drop(stdin);
+    let err = wait_log("stderr", || err.lock().unwrap().clone(), &["SOCKS5"]);
+    let warn = err
+        .lines()
+        .find(|l| l.contains("SOCKS5"))
+        .unwrap_or_else(|| panic!("no SOCKS5 warning on stderr:\n{err}"));
+    assert!(warn.starts_with("WARN "), "{warn}");
+    assert!(!err.contains("vertex ready"), "info on stderr:\n{err}");
 }
