@@ -63,9 +63,8 @@ fn both_sides_name_why_a_certificate_was_refused() {
     );
     beta.install_vertex(&rete.seal("vertex", "beta", 1, &payload));
     // The journal's convention for beta: priority prefixes, no timestamps.
-    std::env::set_var("JOURNAL_STREAM", "8:12345");
+    beta.env.push(("JOURNAL_STREAM".into(), "8:12345".into()));
     beta.start_vertex();
-    std::env::remove_var("JOURNAL_STREAM");
 
     let mut laptop = rete.node("laptop");
     let (expired_cert, expired_key) =

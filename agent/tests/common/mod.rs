@@ -169,6 +169,7 @@ impl Rete {
             scope,
             home,
             children: Vec::new(),
+            env: Vec::new(),
         };
         node.write_scope(0, &self.signer());
         node
@@ -192,6 +193,8 @@ pub struct Node {
     pub scope: PathBuf,
     pub home: TempDir,
     pub children: Vec<ChildGuard>,
+    /// Extra environment for this node's processes (e.g. `JOURNAL_STREAM`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -241,6 +244,7 @@ impl Node {
         c.env("FLOR_HOME", &self.home.0)
             .env("FLOR_RUNTIME_DIR", self.runtime())
             .env("RUST_LOG", "info");
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
