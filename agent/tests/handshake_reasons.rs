@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)] // test fixtures: a failed setup step should abort the test loudly
 //! A refused handshake is named on both sides, in the logs of real `flor
 //! vertex run` processes: a client certificate that expired, one not yet
-//! valid, one from another CA, and a server certificate that expired.
+//! valid, one from another CA, none at all, and a server certificate that
+//! expired.
 //!
 //! Topology: node `beta` serves `echo` (good certificate) and `stale`
 //! (expired certificate); node `laptop` holds alice (good), and three users
@@ -11,7 +12,10 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use quinn::rustls;
 
 use common::*;
 
@@ -158,6 +162,94 @@ fn both_sides_name_why_a_certificate_was_refused() {
         || beta.log(),
         &["the client refused our certificate: certificate expired"],
     );
+
+    // A client that presents no certificate at all (not a flor: flor always does).
+    no_certificate_client(beta_udp, &echo);
+    wait_log(
+        "beta",
+        || beta.log(),
+        &["client certificate missing (none presented)"],
+    );
+}
+
+/// Accepts whatever the server presents, so the handshake reaches the
+/// point where the server asks for the client's certificate.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Dials `target` at `addr` over QUIC without a client certificate.
+fn no_certificate_client(addr: std::net::SocketAddr, target: &str) {
+    use flor_vertex::identity::{sni_for, Dialable, SpiffeId};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![flor_vertex::wire::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let cfg = quinn::ClientConfig::new(Arc::new(quic));
+    let target = Dialable::new(SpiffeId::parse(target).unwrap()).unwrap();
+    let sni = sni_for(&target);
+    smol::block_on(async {
+        let ep = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            Arc::new(quinn::SmolRuntime),
+        )
+        .unwrap();
+        // The handshake may look complete from here before the server refuses:
+        // wait for the server's verdict either way.
+        if let Ok(conn) = ep.connect_with(cfg, addr, &sni).unwrap().await {
+            let _ = conn.open_bi().await;
+            let _ = smol::future::or(
+                async {
+                    conn.closed().await;
+                },
+                async {
+                    smol::Timer::after(Duration::from_secs(5)).await;
+                },
+            )
+            .await;
+        }
+    });
 }
 
 /// Under procd (FLOR_LOG=procd) a vertex started by the agent writes its info
