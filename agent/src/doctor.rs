@@ -27,6 +27,7 @@ use flor_vertex::validity::{Utc, Window, DAY_S};
 use serde::Serialize;
 
 use crate::certs::{self, CA_NAME};
+use crate::ping::Ms;
 use crate::scope::{Scope, ScopeInfo};
 use crate::vertex_cmd::VertexStatus;
 
@@ -401,14 +402,14 @@ fn config(c: &mut Checks<'_>, scope: &Scope, info: &ScopeInfo, vertex_runs: bool
     };
     let started = Instant::now();
     match smol::block_on(source.fetch(&info.node, AGENT_REL)) {
-        Ok(_) => c.rtt(
-            "config",
-            format!(
-                "{target} answered over Florete in {:.1} ms",
-                started.elapsed().as_secs_f64() * 1000.0
-            ),
-            started.elapsed(),
-        ),
+        Ok(_) => {
+            let took = started.elapsed();
+            c.rtt(
+                "config",
+                format!("{target} answered over Florete in {}", Ms(took)),
+                took,
+            );
+        }
         Err(e) => {
             let mut fix = "on the management node: is `flor config-server` running, and its vertex (flor doctor there)?".to_string();
             if !vertex_runs {
@@ -460,10 +461,7 @@ fn routes(c: &mut Checks<'_>, scope: &Scope, info: &ScopeInfo) {
         match rtt {
             Ok(t) => c.rtt(
                 "route",
-                format!(
-                    "{target} at {addr}: handshake in {:.1} ms",
-                    t.as_secs_f64() * 1000.0
-                ),
+                format!("{target} at {addr}: handshake in {}", Ms(t)),
                 t,
             ),
             Err(e) => c.push(
