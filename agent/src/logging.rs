@@ -4,7 +4,8 @@
 //! and how they look depends on who reads them:
 //!
 //! ```text
-//! systemd (JOURNAL_STREAM set)   stderr  "<4>flor::agent: msg"   the journal reads <N> as the
+//! systemd (JOURNAL_STREAM names  stderr  "<4>flor::agent: msg"   the journal reads <N> as the
+//!  our stderr)
 //!                                                                priority (journalctl -p warning)
 //!                                                                and adds its own timestamp
 //! procd (FLOR_LOG=procd, set by  stdout  info and below          logd files stdout as info and
@@ -55,10 +56,37 @@ fn priority(l: Level) -> u8 {
 fn style(agent_pipe: bool) -> Style {
     if std::env::var_os(PROCD_ENV.0).is_some_and(|v| v == PROCD_ENV.1) {
         Style::Procd { piped: agent_pipe }
-    } else if std::env::var_os("JOURNAL_STREAM").is_some() {
+    } else if stderr_is_journal() {
         Style::Journal
     } else {
         Style::Plain
+    }
+}
+
+/// Whether standard error is the journal stream systemd set up: it names
+/// that stream as `JOURNAL_STREAM=<dev>:<inode>` (systemd.exec(5)). The
+/// variable is inherited by everything a service starts, a terminal
+/// included, so on Linux the stream must also be our stderr.
+fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let named = v.to_str().and_then(|v| {
+            let (dev, ino) = v.split_once(':')?;
+            Some((dev.parse::<u64>().ok()?, ino.parse::<u64>().ok()?))
+        });
+        match (named, std::fs::metadata("/proc/self/fd/2")) {
+            (Some((dev, ino)), Ok(m)) => m.dev() == dev && m.ino() == ino,
+            _ => false,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = v;
+        true
     }
 }
 

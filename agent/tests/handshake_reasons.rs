@@ -66,11 +66,21 @@ fn both_sides_name_why_a_certificate_was_refused() {
         vec![],
     );
     beta.install_vertex(&rete.seal("vertex", "beta", 1, &payload));
-    // The journal's convention for beta: priority prefixes, no timestamps.
-    beta.env.push(("JOURNAL_STREAM".into(), "8:12345".into()));
+    // beta's stderr (its log file) plays the journal stream systemd names in
+    // JOURNAL_STREAM=<dev>:<inode>: priority prefixes, no timestamps.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let log = beta.home.0.join("vertex.log");
+        let m = std::fs::File::create(&log).unwrap().metadata().unwrap();
+        let stream = format!("{}:{}", m.dev(), m.ino());
+        beta.env.push(("JOURNAL_STREAM".into(), stream));
+    }
     beta.start_vertex();
 
     let mut laptop = rete.node("laptop");
+    // Inherited from somewhere, naming another stream than laptop's stderr
+    // (a terminal a user service started): ignored, lines keep timestamps.
+    laptop.env.push(("JOURNAL_STREAM".into(), "1:1".into()));
     let (expired_cert, expired_key) =
         rete.ca
             .issue_between(&rete.id("user/expired"), (2020, 1, 1), (2021, 1, 1));
