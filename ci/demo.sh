@@ -103,4 +103,14 @@ fi
 echo "refused, as the rete says. alpha's vertex logged:"
 grep "refused spiffe://demo.flor/user/carol" "$WORK/alpha/.run/demo.flor/"*.log "$WORK/alpha/agent.log" 2>/dev/null | tail -1 || true
 
+say "flor ping from the laptop: bob is allowed, carol denied"
+on laptop flor ping wiki.demo.flor.rete --as bob
+if on laptop flor ping wiki.demo.flor.rete --as carol; then
+  echo "flor ping says carol is allowed: that is a bug" >&2
+  exit 1
+fi
+
+say "flor doctor on alpha: clock, certificates, artifact, vertex, config service, routes"
+on alpha flor doctor
+
 say "The demo rete carried real traffic: bob in, carol refused."

@@ -21,7 +21,7 @@ cp -r examples/my-rete "$work/rete"
   "$RETECTL" compile . --all --out "$work/out" >/dev/null
   "$RETECTL" issue-bundle . --node alpha --out "$work/alpha.bundle.json" >/dev/null
 )
-for t in envelope_open artifact_parse bundle_parse publish_tree socks5_parse names control_request http_head; do
+for t in envelope_open artifact_parse bundle_parse publish_tree socks5_parse names control_request http_head validity; do
   mkdir -p "$C/$t"
   find "$C/$t" -type f -name 'seed-*' -delete
 done
@@ -62,5 +62,16 @@ for line in ["status", "status json", "sync", "sync dry-run", "sync confirm time
 put("http_head", b"GET /artifact/alpha/mgmt/agent.json HTTP/1.1\r\nHost: config\r\nConnection: close\r\n\r\n")
 put("http_head", b"POST /publish HTTP/1.1\r\nHost: config-publish\r\nContent-Length: 42\r\nExpect: 100-continue\r\n\r\n")
 put("http_head", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+# validity: the DER of the CA and of every certificate in the bundle.
+import base64
+def ders(pem):
+    for block in pem.split("-----BEGIN CERTIFICATE-----")[1:]:
+        yield base64.b64decode(block.split("-----END CERTIFICATE-----")[0])
+bundle = json.load(open(os.path.join(work, "alpha.bundle.json")))
+for der in ders(open(os.path.join(work, "rete", "certs", "ca.crt")).read()):
+    put("validity", der)
+for p in bundle["principals"]:
+    for der in ders(p["cert_pem"]):
+        put("validity", der)
 PY
 for t in "$C"/*/; do echo "$(basename "$t"): $(ls "$t" | wc -l) inputs"; done

@@ -516,6 +516,14 @@ fn server_presenting_another_san_is_refused_by_the_client() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
     assert!(laptop.log().contains("presented spiffe://demo.flor/service/evil where spiffe://demo.flor/service/wiki was dialed"), "{}", laptop.log());
+    // The dialer's own line names the reason with the address.
+    assert!(
+        laptop.log().contains(&format!(
+            "handshake with spiffe://demo.flor/service/wiki at {udp} failed: server certificate for another principal than the one dialed (wrong SAN)"
+        )),
+        "{}",
+        laptop.log()
+    );
     drop(impostor);
 }
 

@@ -40,6 +40,7 @@
 //! artifacts                                build, seal, the device-limits rule
 //! ports                                    SOCKS5 ports of a node's principals
 //! checked  ca  operator                    the checked model; the `ca` command; who publishes
+//! certs                                    enrollment.log's certificates and their expiry
 //! pki                                      the rete's PKI (file backend)
 //! model  fsutil                            YAML and Problem; writing files
 //! ```
@@ -58,6 +59,7 @@
 pub mod artifacts;
 pub mod bundle;
 pub mod ca;
+pub mod certs;
 pub mod checked;
 pub mod compile;
 pub mod fsutil;

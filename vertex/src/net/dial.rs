@@ -21,7 +21,7 @@ use smol::future;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::Timer;
 
-use super::tls::{client_config, Credentials};
+use super::tls::{client_config, Credentials, HandshakeFailure};
 use super::{transport, NetError};
 use crate::identity::{sni_for, Dialable, SpiffeId};
 use crate::limits::{
@@ -65,7 +65,14 @@ impl fmt::Display for DialError {
             DialError::UpstreamUnreachable => f.write_str("the service's upstream did not answer"),
             DialError::Overloaded => f.write_str("the service's vertex is at its limit"),
             DialError::Unreachable => f.write_str("the service's node did not answer"),
-            DialError::Handshake(e) => write!(f, "mTLS handshake failed: {e}"),
+            DialError::Handshake(e) => write!(
+                f,
+                "mTLS handshake failed: {}",
+                HandshakeFailure {
+                    error: e,
+                    ours_is_client: true
+                }
+            ),
             DialError::Protocol => f.write_str("the peer broke the Florete stream preamble"),
             DialError::Setup(e) => write!(f, "{e}"),
         }
@@ -336,11 +343,43 @@ impl Dialer {
             .await;
             match done {
                 // The other attempts are dropped: quinn closes them.
-                Some(r) => return r.map_err(DialError::from_connection),
+                Some(r) => {
+                    return r.map_err(|error| {
+                        let failure = HandshakeFailure {
+                            error: &error,
+                            ours_is_client: true,
+                        };
+                        if failure.problem().is_some() {
+                            log::warn!("handshake with {target} at {addr} failed: {failure}");
+                        }
+                        DialError::from_connection(error)
+                    })
+                }
                 None if Instant::now() >= deadline => return Err(DialError::Unreachable),
                 None => log::debug!("no answer from {target} at {addr} yet; one more attempt"),
             }
         }
+    }
+
+    /// Completes a handshake with `target` at `addr` as `caller` and keeps
+    /// the connection for the next [`Dialer::connect`]; returns how long the
+    /// handshake took (`flor doctor`, `flor ping`).
+    pub async fn warm(
+        &self,
+        caller: &Arc<Credentials>,
+        target: &Dialable,
+        addr: SocketAddr,
+    ) -> Result<Duration, DialError> {
+        let key: PoolKey = (caller.id.clone(), target.clone(), addr);
+        let slot = {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(pool.entry(key).or_default())
+        };
+        let started = Instant::now();
+        let conn = self.handshake(caller, target, addr).await?;
+        let took = started.elapsed();
+        *slot.lock().await = Some(conn);
+        Ok(took)
     }
 
     /// The local UDP address flows leave from.

@@ -15,7 +15,7 @@ use smol::Timer;
 
 use super::forward::pump;
 use super::take_slot;
-use super::tls::spiffe_id_of;
+use super::tls::{spiffe_id_of, HandshakeFailure};
 use crate::acl::{AclHandle, Verdict as AclVerdict};
 use crate::identity::{Dialable, SniRegistry, SpiffeId, TrustDomain};
 use crate::limits::{HANDSHAKE_TIMEOUT_S, MAX_CONNECTIONS, MAX_FLOWS, UPSTREAM_CONNECT_TIMEOUT_S};
@@ -58,16 +58,23 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<ServerCtx>) {
                 return;
             };
             let remote = incoming.remote_address();
-            let handshake = async { incoming.await.ok() };
+            let handshake = async { Some(incoming.await) };
             let timeout = async {
                 Timer::after(Duration::from_secs(HANDSHAKE_TIMEOUT_S)).await;
                 None
             };
             match future::or(handshake, timeout).await {
-                Some(conn) => connection(conn, &ctx).await,
-                None => {
-                    log::warn!("refused connection from {remote}: handshake failed or timed out")
-                }
+                Some(Ok(conn)) => connection(conn, &ctx).await,
+                Some(Err(error)) => log::warn!(
+                    "refused connection from {remote}: {}",
+                    HandshakeFailure {
+                        error: &error,
+                        ours_is_client: false
+                    }
+                ),
+                None => log::warn!(
+                    "refused connection from {remote}: no handshake within {HANDSHAKE_TIMEOUT_S} s"
+                ),
             }
         })
         .detach();
