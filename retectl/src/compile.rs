@@ -37,6 +37,9 @@ pub struct Args {
     pub signer: Option<String>,
     #[command(flatten)]
     keys: crate::ca::KeysArg,
+    /// Print one JSON object on stdout (docs/yaml.md lists its fields).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Why `compile` failed.
@@ -106,7 +109,8 @@ fn signing(args: &Args, checked: &Checked) -> Result<Signing, CompileCmdError> {
 /// The rete's problems (printed, as `retectl validate` prints them), or a
 /// missing CA, signer or key.
 fn compile_repo(args: &Args) -> Result<(Checked, BTreeMap<String, Compiled>), CompileCmdError> {
-    let pending = validate::check_rules(&args.repo).map_err(|p| validate::report(&p))?;
+    let report = |p: &[crate::model::Problem]| validate::report_unless(args.json, p);
+    let pending = validate::check_rules(&args.repo).map_err(|p| report(&p))?;
     let key = match pending.problems() {
         [] => signing(args, pending.checked()).map_err(Some),
         _ => Err(None),
@@ -114,7 +118,7 @@ fn compile_repo(args: &Args) -> Result<(Checked, BTreeMap<String, Compiled>), Co
     match key {
         Ok(signing) => Ok(pending
             .finish(|rete, arts| signing.seal(rete, arts))
-            .map_err(|p| validate::report(&p))?),
+            .map_err(|p| report(&p))?),
         Err(why) => {
             // Every problem of the rete first, the device limits checked with
             // validate's throwaway key, as `retectl validate` reports them;
@@ -122,7 +126,7 @@ fn compile_repo(args: &Args) -> Result<(Checked, BTreeMap<String, Compiled>), Co
             let problems = pending.finish_with_probe().err().unwrap_or_default();
             Err(match why {
                 Some(e) if problems.is_empty() => e,
-                _ => validate::report(&problems).into(),
+                _ => report(&problems).into(),
             })
         }
     }
@@ -130,6 +134,24 @@ fn compile_repo(args: &Args) -> Result<(Checked, BTreeMap<String, Compiled>), Co
 
 /// Runs `retectl compile`.
 pub fn run(args: Args) -> Result<(), CompileCmdError> {
+    let json = args.json;
+    let r = compile(args);
+    if json {
+        let out = match &r {
+            Ok(nodes) => serde_json::json!({"ok": true, "nodes": nodes, "problems": []}),
+            Err(CompileCmdError::Invalid(ValidateError::Problems(p))) => {
+                serde_json::json!({"ok": false, "problems": validate::problems_json(p)})
+            }
+            Err(e) => serde_json::json!({"ok": false, "error": e.to_string(), "problems": []}),
+        };
+        println!("{out}");
+    }
+    r.map(|_| ())
+}
+
+/// What `compile` wrote, one JSON object per node (and per removed node).
+fn compile(args: Args) -> Result<Vec<serde_json::Value>, CompileCmdError> {
+    let mut written = Vec::new();
     let (checked, compiled) = compile_repo(&args)?;
     let rete = &checked.rete;
     // Every node of the rete was compiled (a node that was not is a problem,
@@ -181,31 +203,57 @@ pub fn run(args: Args) -> Result<(), CompileCmdError> {
             &c.sealed.vertex,
             crate::fsutil::MODE_PUBLIC,
         )?;
-        println!(
-            "{}: version {}: {} principals, {} services, {} ACL rows, {} routes, {} SOCKS5 listeners -> {}",
-            v.node,
-            rete.version,
-            v.principals.len(),
-            v.services.len(),
-            v.acl.len(),
-            v.routes.len(),
-            v.socks.len(),
-            dir.join("mgmt").display()
-        );
+        let mgmt = dir.join("mgmt");
+        if !args.json {
+            println!(
+                "{}: version {}: {} principals, {} services, {} ACL rows, {} routes, {} SOCKS5 listeners -> {}",
+                v.node,
+                rete.version,
+                v.principals.len(),
+                v.services.len(),
+                v.acl.len(),
+                v.routes.len(),
+                v.socks.len(),
+                mgmt.display()
+            );
+        }
+        written.push(serde_json::json!({
+            "node": v.node.as_str(),
+            "version": rete.version,
+            "principals": v.principals.len(),
+            "services": v.services.len(),
+            "acl_rows": v.acl.len(),
+            "routes": v.routes.len(),
+            "socks": v.socks.len(),
+            "dir": mgmt.display().to_string(),
+            "removed": false,
+        }));
     }
     if args.all {
-        prune_removed_nodes(&args.out, rete)?;
+        for (name, dir) in prune_removed_nodes(&args.out, rete)? {
+            if !args.json {
+                println!("{name}: no longer in nodes.yaml; removed {}", dir.display());
+            }
+            written.push(serde_json::json!({
+                "node": name,
+                "dir": dir.display().to_string(),
+                "removed": true,
+            }));
+        }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Removes the output of nodes that are no longer in nodes.yaml, so the next
 /// publish stops serving them. Only a directory holding this rete's signed
 /// `mgmt/agent.json` for a node of its own name counts; anything else in the
 /// output directory is left alone.
-fn prune_removed_nodes(out: &std::path::Path, rete: &Rete) -> Result<(), CompileCmdError> {
+fn prune_removed_nodes(
+    out: &std::path::Path,
+    rete: &Rete,
+) -> Result<Vec<(String, std::path::PathBuf)>, CompileCmdError> {
     let Ok(entries) = std::fs::read_dir(out) else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let mut gone: Vec<(String, std::path::PathBuf)> = Vec::new();
     for e in entries.flatten() {
@@ -224,9 +272,8 @@ fn prune_removed_nodes(out: &std::path::Path, rete: &Rete) -> Result<(), Compile
         }
     }
     gone.sort();
-    for (name, dir) in gone {
-        std::fs::remove_dir_all(&dir).map_err(crate::fsutil::io_at(&dir))?;
-        println!("{name}: no longer in nodes.yaml; removed {}", dir.display());
+    for (_, dir) in &gone {
+        std::fs::remove_dir_all(dir).map_err(crate::fsutil::io_at(dir))?;
     }
-    Ok(())
+    Ok(gone)
 }

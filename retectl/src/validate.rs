@@ -1070,14 +1070,18 @@ pub struct Args {
     /// The rete repo (directory holding rete.yaml).
     #[arg(default_value = ".")]
     pub repo: std::path::PathBuf,
+    /// Print one JSON object on stdout (docs/yaml.md lists its fields).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Why `validate` (or a command that validates first) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
-    /// The repo has problems; each was printed as `file:line: message`.
-    #[error("{0} problem(s) in the rete; nothing was written")]
-    Problems(usize),
+    /// The repo has problems; each was printed as `file:line: message`
+    /// (or is in the `--json` output).
+    #[error("{} problem(s) in the rete; nothing was written", .0.len())]
+    Problems(Vec<Problem>),
 }
 
 /// Prints every problem to stderr as `file:line: message`.
@@ -1085,7 +1089,24 @@ pub fn report(problems: &[Problem]) -> ValidateError {
     for p in problems {
         eprintln!("{p}");
     }
-    ValidateError::Problems(problems.len())
+    ValidateError::Problems(problems.to_vec())
+}
+
+/// As [`report`], but silent when the caller prints `--json` instead.
+pub fn report_unless(json: bool, problems: &[Problem]) -> ValidateError {
+    if json {
+        ValidateError::Problems(problems.to_vec())
+    } else {
+        report(problems)
+    }
+}
+
+/// Problems as the `--json` outputs list them.
+pub fn problems_json(problems: &[Problem]) -> serde_json::Value {
+    problems
+        .iter()
+        .map(|p| serde_json::json!({"file": p.file, "line": p.line, "message": p.message}))
+        .collect()
 }
 
 /// Validates, or prints all problems.
@@ -1095,26 +1116,58 @@ pub fn checked_or_report(repo: &std::path::Path) -> Result<Checked, ValidateErro
 
 /// Runs `retectl validate`.
 pub fn run(args: Args) -> Result<(), ValidateError> {
-    let c = checked_or_report(&args.repo)?;
+    let c = match validate_repo(&args.repo) {
+        Ok(c) => c,
+        Err(problems) => {
+            if args.json {
+                let out = serde_json::json!({"ok": false, "problems": problems_json(&problems)});
+                println!("{out}");
+            }
+            return Err(report_unless(args.json, &problems));
+        }
+    };
+    let mut notes = Vec::new();
     if c.certs.ca.is_none() {
-        eprintln!(
-            "note: {} is not present, so certificate checks were skipped (run `retectl ca init`)",
+        notes.push(format!(
+            "{} is not present, so certificate checks were skipped (run `retectl ca init`)",
             crate::pki::CA_CERT
-        );
+        ));
     }
     // Warnings, not problems: the rete is valid, but someone must act soon.
-    for w in crate::certs::warnings(&args.repo) {
+    let warnings = crate::certs::warnings(&args.repo);
+    let r = &c.rete;
+    if args.json {
+        let out = serde_json::json!({
+            "ok": true,
+            "rete": r.td.to_string(),
+            "version": r.version,
+            "nodes": r.nodes.len(),
+            "users": r.users.len(),
+            "services": r.services.len(),
+            "roles": r.roles.len(),
+            "groups": r.groups.len(),
+            "problems": [],
+            "warnings": warnings,
+            "notes": notes,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    for w in &warnings {
         eprintln!("warning: {w}");
     }
     println!(
         "ok: rete {} version {}: {} nodes, {} users, {} services, {} roles, {} groups",
-        c.rete.td,
-        c.rete.version,
-        c.rete.nodes.len(),
-        c.rete.users.len(),
-        c.rete.services.len(),
-        c.rete.roles.len(),
-        c.rete.groups.len()
+        r.td,
+        r.version,
+        r.nodes.len(),
+        r.users.len(),
+        r.services.len(),
+        r.roles.len(),
+        r.groups.len()
     );
     Ok(())
 }

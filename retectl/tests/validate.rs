@@ -713,3 +713,61 @@ fn a_single_user_node_needs_no_ports() {
     let o = d.run(&["validate", d.repo_s()]);
     assert!(o.status.success(), "{:?}", text(&o));
 }
+
+#[test]
+fn json_output_lists_counts_or_every_problem_with_its_place() {
+    let d = Demo::with_ca();
+    let o = d.run(&["validate", d.repo_s(), "--json"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["rete"], "demo.flor");
+    assert_eq!(v["nodes"], 4);
+    assert_eq!(v["problems"], serde_json::json!([]));
+
+    // compile --json: one entry per node written, the same counts a person reads.
+    let out = d.tmp.path().join("out");
+    let o = d.run(&[
+        "compile",
+        d.repo_s(),
+        "--all",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 4, "{v}");
+    let alpha = nodes.iter().find(|n| n["node"] == "alpha").unwrap();
+    assert_eq!(alpha["version"], 1);
+    assert!(alpha["acl_rows"].as_u64().unwrap() > 0, "{alpha}");
+    assert!(alpha["dir"].as_str().unwrap().ends_with("alpha/mgmt"));
+
+    // Two mistakes: both listed with file and line, nothing on stdout but the object.
+    d.edit(
+        "users.yaml",
+        "roles: [operator, wiki-reader]",
+        "roles: [operatr, wiki-reader]",
+    );
+    d.edit("services.yaml", "node: alpha", "node: alfa");
+    for cmd in ["validate", "compile"] {
+        let mut args = vec![cmd, d.repo_s(), "--json"];
+        if cmd == "compile" {
+            args.extend(["--all", "--out", out.to_str().unwrap()]);
+        }
+        let o = d.run(&args);
+        assert!(!o.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["ok"], false);
+        let p = v["problems"].as_array().unwrap();
+        assert!(p.len() >= 2, "{cmd}: {v}");
+        assert!(
+            p.iter().any(|p| p["file"] == "users.yaml"
+                && p["line"].as_u64().unwrap() > 1
+                && p["message"].as_str().unwrap().contains("operatr")),
+            "{cmd}: {v}"
+        );
+        assert!(p.iter().any(|p| p["file"] == "services.yaml"), "{cmd}: {v}");
+    }
+}
