@@ -12,6 +12,7 @@
 //! flor agent sync     fetch now; stage, restart, confirm or roll back
 //! flor agent status   what runs, what is pending, which ports are bound
 //! flor config-server  store and serve the published tree (management node)
+//! flor metrics-server keep each node's pushed counters, serve them to Prometheus (management node)
 //! flor vertex run     the data plane (started by the agent)
 //! flor service run    an agent for every enrolled scope (the Windows service)
 //! ```
@@ -23,6 +24,9 @@ mod core;
 mod enroll;
 mod fetch;
 mod live;
+mod metrics_push;
+#[cfg(feature = "mgmt")]
+mod metrics_server;
 mod process;
 mod scope;
 mod service;
@@ -55,6 +59,8 @@ enum Cmd {
     Enroll(EnrollCmd),
     Agent(AgentCmd),
     ConfigServer(ConfigServerCmd),
+    #[cfg(feature = "mgmt")]
+    MetricsServer(MetricsServerCmd),
     Vertex(vertex_cmd::VertexCmd),
     Service(ServiceCmd),
 }
@@ -205,6 +211,22 @@ struct ConfigServerCmd {
     store: PathBuf,
 }
 
+/// Keep the counters each node pushes and serve them to Prometheus (runs on the management node).
+#[cfg(feature = "mgmt")]
+#[derive(FromArgs)]
+#[argh(subcommand, name = "metrics-server")]
+struct MetricsServerCmd {
+    /// the scope of the rete whose nodes push here
+    #[argh(option)]
+    rete: Option<String>,
+    /// loopback address for POST /push/<node> (the `metrics-push` service's upstream)
+    #[argh(option)]
+    push_listen: std::net::SocketAddr,
+    /// address for GET /metrics in the Prometheus text format (the `metrics` service's upstream, scraped by Prometheus)
+    #[argh(option)]
+    read_listen: std::net::SocketAddr,
+}
+
 /// How long `flor agent sync` waits for the agent: fetch, restart and the health window.
 const SYNC_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -285,6 +307,11 @@ fn run(cmd: Cmd) -> Result<bool, String> {
         Cmd::ConfigServer(c) => {
             let scope = scope::Scope::find(c.rete.as_deref()).map_err(|e| e.to_string())?;
             config_server::run(scope, c.read_listen, c.publish_listen, c.store).map(|()| true)
+        }
+        #[cfg(feature = "mgmt")]
+        Cmd::MetricsServer(c) => {
+            let scope = scope::Scope::find(c.rete.as_deref()).map_err(|e| e.to_string())?;
+            metrics_server::run(scope, c.push_listen, c.read_listen).map(|()| true)
         }
     }
 }

@@ -21,6 +21,7 @@
 //! - [`identity`]: trust domains, SPIFFE IDs, `Dialable`, `render`/`resolve`/`sni_for` (ADR-0007).
 //! - [`artifact`]: the `agent.json` and `vertices/<name>.json` shapes.
 //! - [`bundle`]: enrollment bundles and CSR requests (operator <-> device).
+//! - [`certtime`]: a certificate's validity window and the days/seconds left of it.
 //! - [`envelope`]: the Ed25519-signed wrapper and its verifier.
 //! - [`contract`]: artifact paths, what a reader trusts ([`contract::Trust`]),
 //!   open-and-validate, and the version rule of stores.
@@ -29,6 +30,7 @@
 //! - [`wire`]: the stream preamble and close codes of the data plane.
 //! - [`http`]: sans-IO HTTP/1.1 heads and the publish body for the config-server and its clients.
 //! - [`control`]: the agent's control-socket request line.
+//! - [`counters`]: process-wide event counters of the vertex and the agent (fixed, atomic).
 //! - [`limits`]: every capacity, with its reason.
 //! - `net` (feature `net`): the QUIC/mTLS data plane on smol.
 //! - `file` (feature `file`): atomic file writes and bounded reads, for the
@@ -39,8 +41,10 @@
 pub mod acl;
 pub mod artifact;
 pub mod bundle;
+pub mod certtime;
 pub mod contract;
 pub mod control;
+pub mod counters;
 pub mod envelope;
 #[cfg(feature = "file")]
 pub mod file;

@@ -17,6 +17,7 @@ use super::forward::pump;
 use super::take_slot;
 use super::tls::spiffe_id_of;
 use crate::acl::{AclHandle, Verdict as AclVerdict};
+use crate::counters::{self, HandshakeFailure};
 use crate::identity::{Dialable, SniRegistry, SpiffeId, TrustDomain};
 use crate::limits::{HANDSHAKE_TIMEOUT_S, MAX_CONNECTIONS, MAX_FLOWS, UPSTREAM_CONNECT_TIMEOUT_S};
 use crate::wire::{close, Verdict, STREAM_HELLO};
@@ -54,13 +55,19 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<ServerCtx>) {
                     "refused connection from {}: at MAX_CONNECTIONS ({MAX_CONNECTIONS})",
                     incoming.remote_address()
                 );
+                counters::SERVE.refused(counters::Refusal::Overloaded);
                 incoming.refuse();
                 return;
             };
             let remote = incoming.remote_address();
-            let handshake = async { incoming.await.ok() };
+            let handshake = async {
+                let r = incoming.await;
+                r.map_err(|e| counters::SERVE_HANDSHAKES.failed_with(&e))
+                    .ok()
+            };
             let timeout = async {
                 Timer::after(Duration::from_secs(HANDSHAKE_TIMEOUT_S)).await;
+                counters::SERVE_HANDSHAKES.failed(HandshakeFailure::Timeout);
                 None
             };
             match future::or(handshake, timeout).await {
@@ -122,6 +129,7 @@ async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
                 Some(id) => log::warn!("refused {id} from {}: {reason}", conn.remote_address()),
                 None => log::warn!("refused caller from {}: {reason}", conn.remote_address()),
             }
+            counters::SERVE.refused(counters::Refusal::Identity);
             conn.close(code(c), reason.as_bytes());
             return;
         }
@@ -133,6 +141,7 @@ async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
         } else {
             close::UNKNOWN_SERVICE
         };
+        counters::SERVE.refused_with(reason);
         conn.close(code(c), reason.as_str().as_bytes());
         return;
     }
@@ -164,6 +173,7 @@ fn acl_refusal(ctx: &ServerCtx, caller: &SpiffeId, target: &SpiffeId) -> Option<
 }
 
 async fn refuse_stream(mut send: quinn::SendStream, verdict: Verdict) {
+    counters::SERVE.refused_with(verdict);
     let _ = send.write_all(&[verdict as u8]).await;
     let _ = send.finish();
     // Wait for the verdict to be delivered before the stream is dropped.
@@ -184,6 +194,7 @@ async fn stream(
     let mut hello = [0u8; 1];
     if recv.read_exact(&mut hello).await.is_err() || hello[0] != STREAM_HELLO {
         log::warn!("refused stream {caller} -> {target}: bad preamble");
+        counters::SERVE.refused(counters::Refusal::Other);
         let _ = send.reset(code(close::BAD_PREAMBLE));
         return;
     }
@@ -224,7 +235,8 @@ async fn stream(
     if send.write_all(&[Verdict::Allowed as u8]).await.is_err() {
         return;
     }
-    match pump(send, recv, tcp, ctx.idle).await {
+    counters::SERVE.opened();
+    match counters::SERVE.ended(pump(send, recv, tcp, ctx.idle).await) {
         Ok(m) => log::debug!(
             "flow {caller} -> {target} done: {} bytes in, {} out",
             m.to_peer,
