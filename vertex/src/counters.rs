@@ -15,7 +15,7 @@
 //!
 //! Counters only grow; a restarted process starts again at zero, which
 //! Prometheus reads as a counter reset. Byte counts are taken once per flow
-//! when it ends cleanly (the totals [`crate::net::pump`] returns), so a flow
+//! when it ends cleanly (the totals `net::pump` returns), so a flow
 //! that ends in an error or is still running adds nothing yet.
 
 use core::fmt::{self, Write};
@@ -175,18 +175,6 @@ impl Flows {
         self.received.add(received);
     }
 
-    /// Counts the bytes of a flow's end (when it ended cleanly) and hands the result on.
-    #[cfg(feature = "net")]
-    pub fn ended(
-        &self,
-        r: std::io::Result<crate::net::Moved>,
-    ) -> std::io::Result<crate::net::Moved> {
-        if let Ok(m) = &r {
-            self.moved(m.to_peer, m.from_peer);
-        }
-        r
-    }
-
     /// How many flows were refused for `why` so far.
     pub fn refused_count(&self, why: Refusal) -> u64 {
         self.refused[why as usize].get()
@@ -338,25 +326,6 @@ impl Handshakes {
 pub static SERVE_HANDSHAKES: Handshakes = Handshakes::new("serve");
 /// Handshakes of connections this vertex dialled.
 pub static DIAL_HANDSHAKES: Handshakes = Handshakes::new("dial");
-
-/// Counts a failed dial of the SOCKS5 side by its error.
-#[cfg(feature = "net")]
-pub fn dial_failed(e: &crate::net::DialError) {
-    use crate::net::DialError as E;
-    let why = match e {
-        E::Denied => Refusal::Acl,
-        E::UnknownService => Refusal::UnknownService,
-        E::UpstreamRefused | E::UpstreamUnreachable => Refusal::Upstream,
-        E::Overloaded => Refusal::Overloaded,
-        E::Unreachable => Refusal::Unreachable,
-        E::Handshake(h) => {
-            DIAL_HANDSHAKES.failed_with(h);
-            Refusal::Handshake
-        }
-        _ => Refusal::Other,
-    };
-    DIAL.refused(why);
-}
 
 /// Renders the vertex's counters as exposition lines, each ended by `sep`.
 pub fn render_vertex(out: &mut dyn Write, sep: char) -> fmt::Result {

@@ -13,6 +13,7 @@ use smol::future;
 use smol::net::TcpStream;
 use smol::Timer;
 
+use super::counting;
 use super::forward::pump;
 use super::take_slot;
 use super::tls::spiffe_id_of;
@@ -236,7 +237,7 @@ async fn stream(
         return;
     }
     counters::SERVE.opened();
-    match counters::SERVE.ended(pump(send, recv, tcp, ctx.idle).await) {
+    match counting::ended(&counters::SERVE, pump(send, recv, tcp, ctx.idle).await) {
         Ok(m) => log::debug!(
             "flow {caller} -> {target} done: {} bytes in, {} out",
             m.to_peer,

@@ -13,6 +13,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 use smol::Timer;
 
+use super::counting;
 use super::dial::{DialError, Dialer};
 use super::forward::pump;
 use super::tls::Credentials;
@@ -228,7 +229,7 @@ async fn session(mut tcp: TcpStream, caller: &Arc<Credentials>, ctx: &SocksCtx) 
         Ok(f) => f,
         Err(e) => {
             log::warn!("refused {} -> {target}: {e}", caller.id);
-            counters::dial_failed(&e);
+            counting::dial_failed(&e);
             return refuse(tcp, reply_for(&e)).await;
         }
     };
@@ -245,7 +246,7 @@ async fn session(mut tcp: TcpStream, caller: &Arc<Credentials>, ctx: &SocksCtx) 
     if early_len > 0 && send.write_all(&early[..early_len]).await.is_err() {
         return;
     }
-    match counters::DIAL.ended(pump(send, recv, tcp, ctx.idle).await) {
+    match counting::ended(&counters::DIAL, pump(send, recv, tcp, ctx.idle).await) {
         Ok(m) => log::debug!(
             "flow {} -> {target} done: {} bytes out, {} in",
             caller.id,
