@@ -17,7 +17,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use flor_vertex::artifact::MetricsPush;
-use flor_vertex::certtime::Validity;
+use flor_vertex::validity::Validity;
 use flor_vertex::counters::{render_agent, series};
 use flor_vertex::http;
 use flor_vertex::identity::Name;

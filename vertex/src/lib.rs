@@ -21,7 +21,6 @@
 //! - [`identity`]: trust domains, SPIFFE IDs, `Dialable`, `render`/`resolve`/`sni_for` (ADR-0007).
 //! - [`artifact`]: the `agent.json` and `vertices/<name>.json` shapes.
 //! - [`bundle`]: enrollment bundles and CSR requests (operator <-> device).
-//! - [`certtime`]: a certificate's validity window and the days/seconds left of it.
 //! - [`envelope`]: the Ed25519-signed wrapper and its verifier.
 //! - [`contract`]: artifact paths, what a reader trusts ([`contract::Trust`]),
 //!   open-and-validate, and the version rule of stores.
@@ -32,6 +31,7 @@
 //! - [`control`]: the agent's control-socket request line.
 //! - [`counters`]: process-wide event counters of the vertex and the agent (fixed, atomic).
 //! - [`limits`]: every capacity, with its reason.
+//! - [`validity`]: a certificate's validity window and the time left (expiry).
 //! - `net` (feature `net`): the QUIC/mTLS data plane on smol.
 //! - `file` (feature `file`): atomic file writes and bounded reads, for the
 //!   agent, retectl and size-report. `net` and `file` are the only I/O in this crate.
@@ -41,7 +41,6 @@
 pub mod acl;
 pub mod artifact;
 pub mod bundle;
-pub mod certtime;
 pub mod contract;
 pub mod control;
 pub mod counters;
@@ -55,4 +54,5 @@ pub mod limits;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod socks5;
+pub mod validity;
 pub mod wire;
