@@ -17,10 +17,10 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use flor_vertex::artifact::MetricsPush;
-use flor_vertex::validity::Validity;
 use flor_vertex::counters::{render_agent, series};
 use flor_vertex::http;
 use flor_vertex::identity::Name;
+use flor_vertex::validity::Validity;
 use smol::io::AsyncWriteExt;
 
 use crate::fetch::{with_timeout, FetchError, Florete};
