@@ -77,8 +77,7 @@ say "laptop (the operator's machine and the users' device): enroll, start, publi
 on laptop flor enroll laptop.bundle.json --from out
 bg laptop agent.log flor agent run --rete demo.flor
 healthy laptop
-(cd "$WORK/operator/my-rete" && retectl publish ../out \
-  --as "$WORK/laptop/.flor/retes/demo.flor/certs/user/olga.crt" --key "$WORK/laptop/.flor/retes/demo.flor/keys/user/olga.key")
+(cd "$WORK/operator/my-rete" && FLOR_HOME="$WORK/laptop/.flor" retectl publish ../out --as olga)
 
 say "alpha: a real HTTP server on 127.0.0.2:8080, enrolled from the config-server over Florete"
 mkdir -p "$WORK/alpha/www" && echo "hello from the demo.flor wiki on alpha" >"$WORK/alpha/www/index.html"

@@ -806,9 +806,11 @@ impl Shell {
             }
             l
         });
+        let install = self.scope.install.display().to_string();
         let status = Status {
             schema: SCHEMA,
             scope: &self.scope.name,
+            install: &install,
             rete: self.info.rete.as_str(),
             node: self.info.node.as_str(),
             port_offset: self.info.port_offset,

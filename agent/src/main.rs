@@ -18,6 +18,7 @@
 //! ```
 
 mod agent;
+#[cfg(feature = "mgmt")]
 mod config_server;
 mod control;
 mod core;
@@ -58,8 +59,10 @@ enum Cmd {
     Id(IdCmd),
     Enroll(EnrollCmd),
     Agent(AgentCmd),
+    // Parsed without `mgmt` too, so the refusal names the build, not an unknown command.
+    #[cfg_attr(not(feature = "mgmt"), allow(dead_code))]
     ConfigServer(ConfigServerCmd),
-    #[cfg(feature = "mgmt")]
+    #[cfg_attr(not(feature = "mgmt"), allow(dead_code))]
     MetricsServer(MetricsServerCmd),
     Vertex(vertex_cmd::VertexCmd),
     Service(ServiceCmd),
@@ -196,6 +199,7 @@ struct AgentStatus {
 /// Store and serve the published tree (runs on the management node).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "config-server")]
+#[cfg_attr(not(feature = "mgmt"), allow(dead_code))]
 struct ConfigServerCmd {
     /// the scope whose rete and signers this server checks publishes against
     #[argh(option)]
@@ -212,7 +216,7 @@ struct ConfigServerCmd {
 }
 
 /// Keep the counters each node pushes and serve them to Prometheus (runs on the management node).
-#[cfg(feature = "mgmt")]
+#[cfg_attr(not(feature = "mgmt"), allow(dead_code))]
 #[derive(FromArgs)]
 #[argh(subcommand, name = "metrics-server")]
 struct MetricsServerCmd {
@@ -226,6 +230,12 @@ struct MetricsServerCmd {
     #[argh(option)]
     read_listen: std::net::SocketAddr,
 }
+
+/// Why `flor config-server` and `flor metrics-server` refuse on a build without the `mgmt` feature.
+#[cfg(not(feature = "mgmt"))]
+const NO_MGMT: &str = "this flor was built for a router without the management roles \
+(the `mgmt` cargo feature: config-server, metrics-server); run them on a node with the \
+x86_64, Debian or Raspberry Pi build";
 
 /// How long `flor agent sync` waits for the agent: fetch, restart and the health window.
 const SYNC_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -304,6 +314,7 @@ fn run(cmd: Cmd) -> Result<bool, String> {
         Cmd::Service(ServiceCmd {
             cmd: ServiceSub::Run(_),
         }) => service::run().map(|()| true),
+        #[cfg(feature = "mgmt")]
         Cmd::ConfigServer(c) => {
             let scope = scope::Scope::find(c.rete.as_deref()).map_err(|e| e.to_string())?;
             config_server::run(scope, c.read_listen, c.publish_listen, c.store).map(|()| true)
@@ -313,6 +324,8 @@ fn run(cmd: Cmd) -> Result<bool, String> {
             let scope = scope::Scope::find(c.rete.as_deref()).map_err(|e| e.to_string())?;
             metrics_server::run(scope, c.push_listen, c.read_listen).map(|()| true)
         }
+        #[cfg(not(feature = "mgmt"))]
+        Cmd::ConfigServer(_) | Cmd::MetricsServer(_) => Err(NO_MGMT.to_owned()),
     }
 }
 

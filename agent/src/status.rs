@@ -21,6 +21,8 @@ pub struct Status<'a> {
     pub schema: u32,
     /// The local scope name.
     pub scope: &'a str,
+    /// The scope's install root: says which flor home this agent uses.
+    pub install: &'a str,
     /// The rete (trust domain).
     pub rete: &'a str,
     /// This node.
@@ -145,6 +147,7 @@ impl Status<'_> {
             "scope:    {} (rete {}, node {})",
             self.scope, self.rete, self.node
         );
+        let _ = writeln!(o, "home:     {}", self.install);
         let _ = writeln!(o, "version:  v{}", self.version);
         match &self.pending {
             Some(p) => {
@@ -229,6 +232,7 @@ mod tests {
         Status {
             schema: SCHEMA,
             scope: "demo.flor",
+            install: "/etc/flor/retes/demo.flor",
             rete: "demo.flor",
             node: "laptop",
             port_offset: 0,
@@ -296,6 +300,7 @@ mod tests {
     #[test]
     fn text_says_what_a_person_needs() {
         let t = sample().to_text(1_000_000);
+        assert!(t.contains("home:     /etc/flor/retes/demo.flor"));
         assert!(t.contains("pending:  v4 (healthy), rolls back to v3 in 60 s unless confirmed"));
         assert!(
             t.contains("vertex:   flor pid 42 healthy, 1 restarts, 2 versions applied in place")

@@ -39,7 +39,7 @@
 //! validate                                 the rules: model in, checked out
 //! artifacts                                build, seal, the device-limits rule
 //! ports                                    SOCKS5 ports of a node's principals
-//! checked  ca                              the checked model; the `ca` command
+//! checked  ca  operator                    the checked model; the `ca` command; who publishes
 //! pki                                      the rete's PKI (file backend)
 //! model  fsutil                            YAML and Problem; writing files
 //! ```
@@ -64,6 +64,7 @@ pub mod fsutil;
 pub mod landing;
 pub mod model;
 pub mod new;
+pub mod operator;
 pub mod pki;
 pub mod ports;
 pub mod publish;
