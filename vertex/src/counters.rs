@@ -84,7 +84,7 @@ pub enum Refusal {
     Overloaded,
     /// The hosting node did not answer (dialling side).
     Unreachable,
-    /// The mTLS handshake failed (dialling side; the server counts [`HANDSHAKES_FAILED`]).
+    /// The mTLS handshake failed (dialling side; the server counts [`SERVE_HANDSHAKES`]).
     Handshake,
     /// The caller's certificate names no principal of this rete (serving side).
     Identity,
