@@ -216,7 +216,7 @@ pub static DIAL: Flows = Flows::new("dial");
 /// (RFC 8446 6.2), so the label is the same whichever end refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
-pub enum HandshakeFailure {
+pub enum HandshakeAlert {
     /// Alert 45: a certificate is expired or not yet valid (rustls sends one alert for both).
     CertificateExpired,
     /// Alert 48: a certificate chains to another CA.
@@ -231,57 +231,57 @@ pub enum HandshakeFailure {
     Other,
 }
 
-impl HandshakeFailure {
-    const ALL: [HandshakeFailure; 6] = [
-        HandshakeFailure::CertificateExpired,
-        HandshakeFailure::UnknownCa,
-        HandshakeFailure::BadCertificate,
-        HandshakeFailure::CertificateRequired,
-        HandshakeFailure::Timeout,
-        HandshakeFailure::Other,
+impl HandshakeAlert {
+    const ALL: [HandshakeAlert; 6] = [
+        HandshakeAlert::CertificateExpired,
+        HandshakeAlert::UnknownCa,
+        HandshakeAlert::BadCertificate,
+        HandshakeAlert::CertificateRequired,
+        HandshakeAlert::Timeout,
+        HandshakeAlert::Other,
     ];
 
     /// The label value (the alert's RFC name).
     pub const fn label(self) -> &'static str {
         match self {
-            HandshakeFailure::CertificateExpired => "certificate_expired",
-            HandshakeFailure::UnknownCa => "unknown_ca",
-            HandshakeFailure::BadCertificate => "bad_certificate",
-            HandshakeFailure::CertificateRequired => "certificate_required",
-            HandshakeFailure::Timeout => "timeout",
-            HandshakeFailure::Other => "other",
+            HandshakeAlert::CertificateExpired => "certificate_expired",
+            HandshakeAlert::UnknownCa => "unknown_ca",
+            HandshakeAlert::BadCertificate => "bad_certificate",
+            HandshakeAlert::CertificateRequired => "certificate_required",
+            HandshakeAlert::Timeout => "timeout",
+            HandshakeAlert::Other => "other",
         }
     }
 
     /// From a TLS alert number.
-    pub const fn from_alert(alert: u8) -> HandshakeFailure {
+    pub const fn from_alert(alert: u8) -> HandshakeAlert {
         match alert {
-            45 => HandshakeFailure::CertificateExpired,
-            48 => HandshakeFailure::UnknownCa,
-            42 | 43 => HandshakeFailure::BadCertificate,
-            116 => HandshakeFailure::CertificateRequired,
-            _ => HandshakeFailure::Other,
+            45 => HandshakeAlert::CertificateExpired,
+            48 => HandshakeAlert::UnknownCa,
+            42 | 43 => HandshakeAlert::BadCertificate,
+            116 => HandshakeAlert::CertificateRequired,
+            _ => HandshakeAlert::Other,
         }
     }
 
     /// From a QUIC transport error code: crypto errors are `0x100 + alert` (RFC 9001 4.8).
-    pub const fn from_quic_code(code: u64) -> HandshakeFailure {
+    pub const fn from_quic_code(code: u64) -> HandshakeAlert {
         if code >= 0x100 && code <= 0x1ff {
-            HandshakeFailure::from_alert((code - 0x100) as u8)
+            HandshakeAlert::from_alert((code - 0x100) as u8)
         } else {
-            HandshakeFailure::Other
+            HandshakeAlert::Other
         }
     }
 
     /// From the error quinn reports for a failed handshake.
     #[cfg(feature = "net")]
-    pub fn of(e: &quinn::ConnectionError) -> HandshakeFailure {
+    pub fn of(e: &quinn::ConnectionError) -> HandshakeAlert {
         use quinn::ConnectionError as E;
         match e {
-            E::TransportError(t) => HandshakeFailure::from_quic_code(t.code.into()),
-            E::ConnectionClosed(c) => HandshakeFailure::from_quic_code(c.error_code.into()),
-            E::TimedOut => HandshakeFailure::Timeout,
-            _ => HandshakeFailure::Other,
+            E::TransportError(t) => HandshakeAlert::from_quic_code(t.code.into()),
+            E::ConnectionClosed(c) => HandshakeAlert::from_quic_code(c.error_code.into()),
+            E::TimedOut => HandshakeAlert::Timeout,
+            _ => HandshakeAlert::Other,
         }
     }
 }
@@ -290,30 +290,30 @@ impl HandshakeFailure {
 #[derive(Debug)]
 pub struct Handshakes {
     side: &'static str,
-    failed: [Counter; HandshakeFailure::ALL.len()],
+    failed: [Counter; HandshakeAlert::ALL.len()],
 }
 
 impl Handshakes {
     const fn new(side: &'static str) -> Handshakes {
         Handshakes {
             side,
-            failed: [const { Counter::new() }; HandshakeFailure::ALL.len()],
+            failed: [const { Counter::new() }; HandshakeAlert::ALL.len()],
         }
     }
 
     /// A handshake failed for `why`.
-    pub fn failed(&self, why: HandshakeFailure) {
+    pub fn failed(&self, why: HandshakeAlert) {
         self.failed[why as usize].inc();
     }
 
     /// A handshake failed with quinn's error `e`.
     #[cfg(feature = "net")]
     pub fn failed_with(&self, e: &quinn::ConnectionError) {
-        self.failed(HandshakeFailure::of(e));
+        self.failed(HandshakeAlert::of(e));
     }
 
     fn render(&self, out: &mut dyn Write, sep: char) -> fmt::Result {
-        for h in HandshakeFailure::ALL {
+        for h in HandshakeAlert::ALL {
             let labels = [("side", self.side), ("reason", h.label())];
             let v = self.failed[h as usize].get();
             series(out, "flor_handshakes_failed_total", &labels, v, sep)?;
@@ -566,28 +566,22 @@ mod tests {
     #[test]
     fn crypto_close_codes_name_the_alert() {
         assert_eq!(
-            HandshakeFailure::from_quic_code(0x100 + 45),
-            HandshakeFailure::CertificateExpired
+            HandshakeAlert::from_quic_code(0x100 + 45),
+            HandshakeAlert::CertificateExpired
         );
         assert_eq!(
-            HandshakeFailure::from_quic_code(0x100 + 48),
-            HandshakeFailure::UnknownCa
+            HandshakeAlert::from_quic_code(0x100 + 48),
+            HandshakeAlert::UnknownCa
         );
         assert_eq!(
-            HandshakeFailure::from_quic_code(0x100 + 116),
-            HandshakeFailure::CertificateRequired
+            HandshakeAlert::from_quic_code(0x100 + 116),
+            HandshakeAlert::CertificateRequired
         );
         assert_eq!(
-            HandshakeFailure::from_quic_code(0x100 + 42),
-            HandshakeFailure::BadCertificate
+            HandshakeAlert::from_quic_code(0x100 + 42),
+            HandshakeAlert::BadCertificate
         );
-        assert_eq!(
-            HandshakeFailure::from_quic_code(0x0a),
-            HandshakeFailure::Other
-        );
-        assert_eq!(
-            HandshakeFailure::from_quic_code(0x200),
-            HandshakeFailure::Other
-        );
+        assert_eq!(HandshakeAlert::from_quic_code(0x0a), HandshakeAlert::Other);
+        assert_eq!(HandshakeAlert::from_quic_code(0x200), HandshakeAlert::Other);
     }
 }

@@ -18,7 +18,7 @@ use super::forward::pump;
 use super::take_slot;
 use super::tls::spiffe_id_of;
 use crate::acl::{AclHandle, Verdict as AclVerdict};
-use crate::counters::{self, HandshakeFailure};
+use crate::counters;
 use crate::identity::{Dialable, SniRegistry, SpiffeId, TrustDomain};
 use crate::limits::{HANDSHAKE_TIMEOUT_S, MAX_CONNECTIONS, MAX_FLOWS, UPSTREAM_CONNECT_TIMEOUT_S};
 use crate::wire::{close, Verdict, STREAM_HELLO};
@@ -68,7 +68,7 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<ServerCtx>) {
             };
             let timeout = async {
                 Timer::after(Duration::from_secs(HANDSHAKE_TIMEOUT_S)).await;
-                counters::SERVE_HANDSHAKES.failed(HandshakeFailure::Timeout);
+                counters::SERVE_HANDSHAKES.failed(counters::HandshakeAlert::Timeout);
                 None
             };
             match future::or(handshake, timeout).await {
