@@ -7,6 +7,8 @@ command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 # Headless Chromium renders `retectl landing`'s page (retectl/tests/landing.rs).
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+# A real Prometheus scrapes `flor metrics-server` (retectl/tests/metrics.rs).
+command -v prometheus >/dev/null 2>&1 || need_pkgs+=(prometheus)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"

@@ -16,6 +16,10 @@
 //!
 //! A dead config-server only makes polls fail (with backoff); the vertex keeps
 //! running what it runs.
+//!
+//! When agent.json names a `metrics` push service, the loop also asks the
+//! vertex for its counters every interval (`counters` on the same pipe) and
+//! pushes them with its own ([`crate::metrics_push`]).
 
 use std::fs;
 use std::io::Write as _;
@@ -25,6 +29,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flor_vertex::artifact::{AgentConfig, Change, RestartField};
+use flor_vertex::counters::AGENT;
 use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncBufReadExt, AsyncWriteExt};
 use smol::stream::StreamExt;
@@ -32,6 +37,7 @@ use smol::stream::StreamExt;
 use crate::control::{self, Request, FAILED, OK};
 use crate::core::machine::{Action, ClientId, FetchOutcome, Input, Machine, Now, Scoped, Start};
 use crate::fetch::Source;
+use crate::metrics_push::{self, Gauges, Pusher};
 use crate::process;
 use crate::scope::{Scope, ScopeInfo};
 use crate::status::{
@@ -40,7 +46,7 @@ use crate::status::{
 };
 use crate::store::{self, Recovered, Verified};
 use crate::sync::{self, Fetched, SyncError};
-use crate::vertex_cmd::{VertexStatus, APPLIED, APPLY};
+use crate::vertex_cmd::{VertexStatus, APPLIED, APPLY, COUNTERS, COUNTERS_ANSWER};
 use flor_vertex::contract::AGENT_REL;
 
 /// How often the loop looks at the child and the clocks when nothing else happens.
@@ -58,6 +64,8 @@ enum Msg {
     Fetched(Result<Fetched, SyncError>),
     /// A line the vertex with this pid wrote on its control pipe.
     Vertex(u32, String),
+    /// A metrics push ended.
+    Pushed(Result<(), String>),
 }
 
 /// The shell: everything with a clock, a socket, a process or a file.
@@ -77,6 +85,10 @@ struct Shell {
     next_client: ClientId,
     tx: Sender<Msg>,
     ex: Rc<smol::LocalExecutor<'static>>,
+    /// Pushes counters, when agent.json names a metrics service.
+    metrics: Option<Pusher>,
+    /// Whether a vertex was started before (the next start is a restart).
+    spawned_before: bool,
 }
 
 fn unix(t: u64) -> i64 {
@@ -132,6 +144,19 @@ fn scoped(scope: &Scope, info: &ScopeInfo) -> Result<(Scoped, Option<Source>), S
     ))
 }
 
+/// The counters pusher agent.json asks for, if any.
+fn pusher(scope: &Scope, info: &ScopeInfo) -> Option<Pusher> {
+    let cfg = installed_cfg(scope, info).ok()?;
+    let m = cfg.metrics.as_ref()?;
+    match Pusher::new(scope, info, m) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            log::warn!("cannot push metrics to {}: {e}", m.service);
+            None
+        }
+    }
+}
+
 /// Runs the agent for `scope` until SIGTERM/SIGINT.
 pub fn run(scope: Scope) -> Result<(), String> {
     let mut info = scope.info().map_err(|e| e.to_string())?;
@@ -153,6 +178,7 @@ pub fn run(scope: Scope) -> Result<(), String> {
         rand: random(&rng),
     };
     let machine = Machine::new(now, &scope.name, start_of(recovered), cfg);
+    let metrics = pusher(&scope, &info);
     let mut shell = Shell {
         scope,
         info,
@@ -167,6 +193,8 @@ pub fn run(scope: Scope) -> Result<(), String> {
         next_client: 0,
         tx,
         ex: Rc::clone(&ex),
+        metrics,
+        spawned_before: false,
     };
     smol::block_on(async move {
         log::info!(
@@ -345,12 +373,29 @@ impl Shell {
                 self.input(Input::Request { from, req });
             }
             Msg::Fetched(r) => {
+                match &r {
+                    Ok(_) => AGENT.syncs.inc(),
+                    Err(_) => AGENT.poll_failures.inc(),
+                }
                 let outcome = self.outcome(r);
                 self.input(Input::Fetched(outcome));
+            }
+            Msg::Pushed(r) => {
+                let ok = r.is_ok();
+                let changed = self.metrics.as_mut().is_some_and(|p| p.record(ok));
+                match r {
+                    Err(e) if changed => log::warn!("{e} (retrying every interval)"),
+                    Err(e) => log::debug!("{e}"),
+                    Ok(()) if changed => log::info!("metrics pushed again"),
+                    Ok(()) => log::debug!("metrics pushed"),
+                }
             }
             Msg::Vertex(pid, line) => {
                 if self.child.as_ref().map(Child::id) != Some(pid) {
                     return;
+                }
+                if let Some(counters) = line.strip_prefix(COUNTERS_ANSWER) {
+                    return self.push_metrics(Some(counters));
                 }
                 let applied = line
                     .strip_prefix(APPLIED)
@@ -385,6 +430,57 @@ impl Shell {
         // writes the status file only after every listener is bound).
         let reported = self.vertex_report().is_some();
         self.input(Input::Tick { reported });
+        self.metrics_tick();
+    }
+
+    /// Asks the vertex for its counters when a push is due; pushes without
+    /// them when it cannot answer.
+    fn metrics_tick(&mut self) {
+        let Some(p) = self.metrics.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if p.due(now) {
+            let asked = self.vertex_in.as_mut().is_some_and(|w| {
+                w.write_all(COUNTERS.as_bytes())
+                    .and_then(|()| w.flush())
+                    .is_ok()
+            });
+            if !asked {
+                self.push_metrics(None);
+            }
+        } else if p.gave_up_waiting(now) {
+            self.push_metrics(None);
+        }
+    }
+
+    /// Pushes one snapshot (in the background) with the vertex's counters if it answered.
+    fn push_metrics(&mut self, vertex: Option<&str>) {
+        let Some(p) = self.metrics.as_mut() else {
+            return;
+        };
+        if !p.waiting() {
+            return; // an answer after the wait was given up: the next push has it
+        }
+        let (client, interval_s) = p.take();
+        let gauges = Gauges {
+            version: self.machine.live(),
+            interval_s,
+            vertex_up: vertex.is_some(),
+            certs: metrics_push::cert_expiry(
+                &crate::certs::held(&self.scope, &self.info, VERTEX_NAME),
+                unix(now_unix()),
+            ),
+        };
+        let body = metrics_push::body(vertex, &gauges);
+        let node = self.info.node.clone();
+        let tx = self.tx.clone();
+        self.ex
+            .spawn(async move {
+                let r = metrics_push::push(&client, &node, &body).await;
+                let _ = tx.send(Msg::Pushed(r.map_err(|e| e.to_string()))).await;
+            })
+            .detach();
     }
 
     /// Turns a fetch result into what the machine decides on; keeps a new version's bytes.
@@ -490,6 +586,7 @@ impl Shell {
                 self.machine.handle(now, Input::Staged(result));
             }
             Action::Commit { version } => {
+                AGENT.commits.inc();
                 // The previous version is the one before this stage; keep it for rollback.
                 let prev = self.prev_generation(version);
                 if let Err(e) = store::commit(&self.scope, &mut self.info, version, prev) {
@@ -498,6 +595,7 @@ impl Shell {
                 self.reload_agent_cfg();
             }
             Action::RollBack { failed, previous } => {
+                AGENT.rollbacks.inc();
                 if let Err(e) = store::roll_back(&self.scope, failed, previous) {
                     self.store_failed(format!("rolling back v{failed} failed: {e}"));
                 }
@@ -513,6 +611,7 @@ impl Shell {
                         let (s, source) = scoped(&self.scope, &info)?;
                         self.info = info;
                         self.source = source;
+                        self.metrics = pusher(&self.scope, &self.info);
                         Ok(s)
                     });
                 let now = self.now();
@@ -563,6 +662,7 @@ impl Shell {
 
     fn reload_agent_cfg(&mut self) {
         self.watch_certificates();
+        self.metrics = pusher(&self.scope, &self.info);
         if let Ok(cfg) = installed_cfg(&self.scope, &self.info) {
             let now = self.now();
             self.machine.handle(
@@ -609,6 +709,9 @@ impl Shell {
     }
 
     fn spawn_vertex(&mut self) {
+        if std::mem::replace(&mut self.spawned_before, true) {
+            AGENT.vertex_restarts.inc();
+        }
         let _ = fs::remove_file(self.status_file());
         let spawned = process::self_exe().and_then(|exe| {
             Command::new(exe)

@@ -144,7 +144,13 @@ async fn accept_loop(
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: u16, ctype: &str, body: &[u8]) -> io::Result<()> {
+/// Writes one whole response (head and body) and flushes it.
+pub(crate) async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &[u8],
+) -> io::Result<()> {
     let mut head = [0u8; 256];
     let n = http::write_response(status, ctype, body.len() as u64, &mut head)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;

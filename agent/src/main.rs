@@ -14,6 +14,7 @@
 //! flor doctor         check clock, certificates, artifact, vertex, config service, routes
 //! flor ping           open one flow to a service and report the verdict and timings
 //! flor config-server  store and serve the published tree (management node)
+//! flor metrics-server keep each node's pushed counters, serve them to Prometheus (management node)
 //! flor vertex run     the data plane (started by the agent)
 //! flor service run    an agent for every enrolled scope (the Windows service)
 //! ```
@@ -29,6 +30,9 @@ mod enroll;
 mod fetch;
 mod live;
 mod logging;
+mod metrics_push;
+#[cfg(feature = "mgmt")]
+mod metrics_server;
 mod ping;
 mod process;
 mod scope;
@@ -64,6 +68,8 @@ enum Cmd {
     // Parsed without `mgmt` too, so the refusal names the build, not an unknown command.
     #[cfg_attr(not(feature = "mgmt"), allow(dead_code))]
     ConfigServer(ConfigServerCmd),
+    #[cfg_attr(not(feature = "mgmt"), allow(dead_code))]
+    MetricsServer(MetricsServerCmd),
     Vertex(vertex_cmd::VertexCmd),
     Service(ServiceCmd),
     Doctor(DoctorCmd),
@@ -244,10 +250,26 @@ struct ConfigServerCmd {
     store: PathBuf,
 }
 
-/// Why `flor config-server` refuses on a build without the `mgmt` feature.
+/// Keep the counters each node pushes and serve them to Prometheus (runs on the management node).
+#[cfg_attr(not(feature = "mgmt"), allow(dead_code))]
+#[derive(FromArgs)]
+#[argh(subcommand, name = "metrics-server")]
+struct MetricsServerCmd {
+    /// the scope of the rete whose nodes push here
+    #[argh(option)]
+    rete: Option<String>,
+    /// loopback address for POST /push/<node> (the `metrics-push` service's upstream)
+    #[argh(option)]
+    push_listen: std::net::SocketAddr,
+    /// address for GET /metrics in the Prometheus text format (the `metrics` service's upstream, scraped by Prometheus)
+    #[argh(option)]
+    read_listen: std::net::SocketAddr,
+}
+
+/// Why `flor config-server` and `flor metrics-server` refuse on a build without the `mgmt` feature.
 #[cfg(not(feature = "mgmt"))]
 const NO_MGMT: &str = "this flor was built for a router without the management roles \
-(the `mgmt` cargo feature: config-server); run the config-server on a node with the \
+(the `mgmt` cargo feature: config-server, metrics-server); run them on a node with the \
 x86_64, Debian or Raspberry Pi build";
 
 /// How long `flor agent sync` waits for the agent: fetch, restart and the health window.
@@ -355,8 +377,13 @@ fn run(cmd: Cmd) -> Result<bool, String> {
             let scope = scope::Scope::find(c.rete.as_deref()).map_err(|e| e.to_string())?;
             config_server::run(scope, c.read_listen, c.publish_listen, c.store).map(|()| true)
         }
+        #[cfg(feature = "mgmt")]
+        Cmd::MetricsServer(c) => {
+            let scope = scope::Scope::find(c.rete.as_deref()).map_err(|e| e.to_string())?;
+            metrics_server::run(scope, c.push_listen, c.read_listen).map(|()| true)
+        }
         #[cfg(not(feature = "mgmt"))]
-        Cmd::ConfigServer(_) => Err(NO_MGMT.to_owned()),
+        Cmd::ConfigServer(_) | Cmd::MetricsServer(_) => Err(NO_MGMT.to_owned()),
     }
 }
 

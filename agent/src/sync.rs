@@ -55,6 +55,19 @@ pub fn default_source(scope: &Scope, info: &ScopeInfo) -> Result<Source, String>
 
 /// The config-server over Florete, with this node's identity and the scope's CA.
 pub fn florete_source(scope: &Scope, info: &ScopeInfo) -> Result<Source, String> {
+    let cs = &info.config_server;
+    florete_client(scope, info, &cs.service, cs.addr.0).map(|f| Source::Florete(Box::new(f)))
+}
+
+/// A Florete client of `service` at `addr`, as this node's `node/<name>`
+/// identity with the scope's CA: how the agent reaches the rete's own
+/// infrastructure (the config-server, the metrics collector).
+pub fn florete_client(
+    scope: &Scope,
+    info: &ScopeInfo,
+    service: &flor_vertex::identity::SpiffeId,
+    addr: std::net::SocketAddr,
+) -> Result<crate::fetch::Florete, String> {
     use flor_vertex::artifact::{cert_path, key_path, CA_PATH};
     use flor_vertex::identity::{Dialable, Kind, SpiffeId};
     use flor_vertex::limits::MAX_PEM_LEN;
@@ -70,14 +83,13 @@ pub fn florete_source(scope: &Scope, info: &ScopeInfo) -> Result<Source, String>
     let caller = flor_vertex::net::Credentials::from_pem(me, &cert, &key)
         .map_err(|e| format!("node credentials: {e}"))?;
     let dialer = flor_vertex::net::Dialer::new(&ca).map_err(|e| format!("dialer: {e}"))?;
-    let target = Dialable::new(info.config_server.service.clone())
-        .map_err(|e| format!("config_server.service: {e}"))?;
-    Ok(Source::Florete(Box::new(crate::fetch::Florete {
+    let target = Dialable::new(service.clone()).map_err(|e| format!("{service}: {e}"))?;
+    Ok(crate::fetch::Florete {
         dialer: std::sync::Arc::new(dialer),
         caller: std::sync::Arc::new(caller),
         target,
-        addr: info.config_server.addr.0,
-    })))
+        addr,
+    })
 }
 
 /// Fetches and verifies a full set for a first install (enroll): any version.

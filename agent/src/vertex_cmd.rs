@@ -71,6 +71,13 @@ struct RunArgs {
 pub const APPLY: &str = "apply\n";
 /// How a vertex's answer to [`APPLY`] starts when it applied; the version follows.
 pub const APPLIED: &str = "applied ";
+/// The request line that asks a vertex for its counters.
+pub const COUNTERS: &str = "counters\n";
+/// How a vertex's answer to [`COUNTERS`] starts; exposition lines follow,
+/// each ended by [`COUNTERS_SEP`] instead of a newline (one answer, one line).
+pub const COUNTERS_ANSWER: &str = "counters ";
+/// What ends each exposition line inside a [`COUNTERS_ANSWER`].
+pub const COUNTERS_SEP: char = ';';
 
 /// Why a vertex could not start.
 #[derive(Debug)]
@@ -248,6 +255,25 @@ fn apply(
     format!("{APPLIED}{version}")
 }
 
+/// Answers one `counters`: the process's counters and its flows in progress.
+fn counters(running: &net::RunningVertex) -> String {
+    use flor_vertex::counters::{render_vertex, series};
+    let mut out = String::from(COUNTERS_ANSWER);
+    let (serving, dialing) = running.active_flows();
+    // Writing into a String cannot fail.
+    let _ = render_vertex(&mut out, COUNTERS_SEP);
+    for (side, n) in [("serve", serving), ("dial", dialing)] {
+        let _ = series(
+            &mut out,
+            "flor_flows_active",
+            &[("side", side)],
+            n,
+            COUNTERS_SEP,
+        );
+    }
+    out
+}
+
 /// The serving endpoint's stateless-reset secret: from the node principal's
 /// key, which every version of the artifact shares, so a vertex restarted for
 /// a new version still resets its predecessor's connections. A scope laid
@@ -316,6 +342,8 @@ impl VertexCmd {
                         while let Ok(line) = rx.recv().await {
                             let answer = if line.trim() == APPLY.trim() {
                                 apply(&scope, &args.name, &status_path, &mut running)
+                            } else if line.trim() == COUNTERS.trim() {
+                                counters(&running)
                             } else {
                                 format!("refused: unknown request {:?}", line.trim())
                             };

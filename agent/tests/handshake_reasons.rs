@@ -232,7 +232,7 @@ fn no_certificate_client(addr: std::net::SocketAddr, target: &str) {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
         .with_no_client_auth();
-    tls.alpn_protocols = vec![flor_vertex::wire::ALPN.to_vec()];
+    tls.alpn_protocols = vec![flor_vertex::wire::ALPN_V1.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let cfg = quinn::ClientConfig::new(Arc::new(quic));
     let target = Dialable::new(SpiffeId::parse(target).unwrap()).unwrap();

@@ -340,6 +340,14 @@ pub fn build(
         }
     }
 
+    // Every node hosting services listens (validate), so the push service's node has an address.
+    let metrics = rete.metrics_push_service().and_then(|m| {
+        Some(artifact::MetricsPush {
+            service: m.id.clone(),
+            addr: Addr(rete.nodes.get(&m.node)?.listen?),
+            interval_s: rete.metrics_interval_s,
+        })
+    });
     let mut vertices = artifact::VertexRefs::default();
     let vref = VertexRef {
         name: vertex.name.clone(),
@@ -363,6 +371,7 @@ pub fn build(
         poll_interval_s: rete.poll_interval_s,
         commit_timeout_s: rete.commit_timeout_s,
         vertices,
+        metrics,
     };
     if !errs.is_empty() {
         return Err(errs);

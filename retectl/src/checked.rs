@@ -26,6 +26,8 @@ pub const GROUP_CONFIG_WRITE: &str = "config-write";
 pub const SERVICE_CONFIG: &str = "config";
 /// The config-server's write service.
 pub const SERVICE_CONFIG_PUBLISH: &str = "config-publish";
+/// The metrics collector's push service (agents push as their node; optional).
+pub const SERVICE_METRICS_PUSH: &str = "metrics-push";
 
 /// A node, checked.
 #[derive(Clone, Debug)]
@@ -123,6 +125,8 @@ pub struct Rete {
     pub commit_timeout_s: u32,
     /// Vertex idle timeout.
     pub idle_timeout_s: u32,
+    /// Seconds between agents' metrics pushes.
+    pub metrics_interval_s: u32,
     /// Nodes by name.
     pub nodes: BTreeMap<String, Node>,
     /// Users by name.
@@ -148,6 +152,11 @@ impl Rete {
     /// The SPIFFE ID of the config-server read service.
     pub fn config_service(&self) -> Option<&Service> {
         self.services.get(SERVICE_CONFIG)
+    }
+
+    /// The metrics collector's rete-scoped push service, if the rete has one.
+    pub fn metrics_push_service(&self) -> Option<&Service> {
+        self.services.get(SERVICE_METRICS_PUSH)
     }
 
     /// Service keys each role grants, with groups expanded.

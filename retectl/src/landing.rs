@@ -34,7 +34,7 @@ use std::path::{Component, Path, PathBuf};
 
 use flor_vertex::identity::{self, Dialable, Kind};
 
-use crate::checked::{Rete, SERVICE_CONFIG, SERVICE_CONFIG_PUBLISH};
+use crate::checked::{Rete, SERVICE_CONFIG, SERVICE_CONFIG_PUBLISH, SERVICE_METRICS_PUSH};
 use crate::fsutil::{self, FsError, MODE_PUBLIC};
 use crate::validate::{self, ValidateError};
 
@@ -178,9 +178,9 @@ fn rows(rete: &Rete) -> Vec<(String, Row)> {
     rows
 }
 
-/// The config-server's own two services: listed apart, people do not use them.
+/// The config-server's own two services and the metrics push: listed apart, people do not use them.
 fn is_infra(key: &str) -> bool {
-    key == SERVICE_CONFIG || key == SERVICE_CONFIG_PUBLISH
+    key == SERVICE_CONFIG || key == SERVICE_CONFIG_PUBLISH || key == SERVICE_METRICS_PUSH
 }
 
 /// The service the curl example uses: one people reach (most users first),

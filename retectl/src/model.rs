@@ -138,6 +138,8 @@ pub struct TimingsFile {
     pub commit_timeout_s: Option<S<u32>>,
     /// Seconds of silence before a QUIC connection or flow is closed.
     pub idle_timeout_s: Option<S<u32>>,
+    /// Seconds between agents' pushes to `metrics-push` (when the rete has one).
+    pub metrics_interval_s: Option<S<u32>>,
 }
 
 /// `nodes.yaml`.

@@ -50,6 +50,10 @@ pub const DEFAULT_POLL_INTERVAL_S: u32 = 60;
 pub const DEFAULT_COMMIT_TIMEOUT_S: u32 = 300;
 /// Default idle timeout for QUIC connections and flows.
 pub const DEFAULT_IDLE_TIMEOUT_S: u32 = 60;
+/// Default seconds between agents' metrics pushes: twice a minute, so a
+/// Prometheus scraping every 15-30 s sees a fresh snapshot and the management
+/// node takes one small request per node and half-minute.
+pub const DEFAULT_METRICS_INTERVAL_S: u32 = 30;
 
 /// Collects problems while building the [`Rete`].
 struct Checker {
@@ -168,6 +172,7 @@ struct Settings {
     poll_interval_s: u32,
     commit_timeout_s: u32,
     idle_timeout_s: u32,
+    metrics_interval_s: u32,
 }
 
 /// The rete as the passes build it: the declarations first, so that every
@@ -236,6 +241,7 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
         poll_interval_s,
         commit_timeout_s,
         idle_timeout_s,
+        metrics_interval_s,
     } = settings;
     let rete = td.map(|td| Rete {
         td,
@@ -246,6 +252,7 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
         poll_interval_s,
         commit_timeout_s,
         idle_timeout_s,
+        metrics_interval_s,
         nodes: d.nodes,
         users: d.users,
         services: d.services,
@@ -341,6 +348,12 @@ fn settings(c: &mut Checker, r: &model::ReteFile) -> Settings {
             t.and_then(|t| t.idle_timeout_s.as_ref()),
             DEFAULT_IDLE_TIMEOUT_S,
             "idle_timeout_s",
+        ),
+        metrics_interval_s: timing(
+            c,
+            t.and_then(|t| t.metrics_interval_s.as_ref()),
+            DEFAULT_METRICS_INTERVAL_S,
+            "metrics_interval_s",
         ),
     }
 }

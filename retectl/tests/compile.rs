@@ -200,7 +200,7 @@ fn artifacts_carry_only_what_the_node_needs() {
         s.push_str(&fs::read_to_string(out.join(node).join("mgmt/agent.json")).unwrap());
         s
     };
-    // alpha hosts wiki; its node principal reaches config and metrics (role node).
+    // alpha hosts wiki; its node principal reaches config and metrics-push (role node).
     let alpha = text_of("alpha");
     for absent in [
         "tcp-echo",
@@ -229,7 +229,7 @@ fn artifacts_carry_only_what_the_node_needs() {
         ids(v.routes.iter().map(|r| r.target.to_string()).collect()),
         [
             "spiffe://demo.flor/service/config",
-            "spiffe://demo.flor/service/metrics"
+            "spiffe://demo.flor/service/metrics-push"
         ]
     );
     assert_eq!(v.listen.unwrap().to_string(), "127.0.0.2:7443");
@@ -272,8 +272,8 @@ fn artifacts_carry_only_what_the_node_needs() {
     );
     assert_eq!(
         v.routes.len(),
-        5,
-        "olga, bob and carol together reach every service"
+        6,
+        "olga, bob and carol together reach every service; node/laptop reaches metrics-push"
     );
 
     // mgmt01: config is reachable by every node and the operator only.

@@ -32,7 +32,7 @@ fn example_passes() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(
-        out.contains("ok: rete demo.flor version 1: 4 nodes, 3 users, 5 services"),
+        out.contains("ok: rete demo.flor version 1: 4 nodes, 3 users, 6 services"),
         "{out}"
     );
 }
@@ -150,7 +150,7 @@ fn reserved_names_must_be_present() {
     let d = Demo::new();
     d.edit(
         "roles.yaml",
-        "  - name: node\n    groups: [config-read, infra]\n",
+        "  - name: node\n    groups: [config-read, metrics-write]\n",
         "",
     );
     d.edit(
@@ -285,7 +285,7 @@ fn ports_do_not_clash() {
     let d = Demo::new();
     d.edit(
         "services.yaml",
-        "upstream: 127.0.0.1:9100",
+        "upstream: 127.0.0.1:9101",
         "upstream: 127.0.0.1:7080",
     );
     d.edit(
@@ -298,7 +298,7 @@ fn ports_do_not_clash() {
         &err,
         &format!(
             "services.yaml:{}:",
-            d.line_of("services.yaml", "name: metrics")
+            d.line_of("services.yaml", "name: metrics-push")
         ),
         "clashes with service \"config\"",
     );

@@ -25,7 +25,7 @@ use crate::limits::{self, record_exceeded, Limit};
 /// Schema major version this build understands; a different major is refused.
 pub const SCHEMA_MAJOR: u16 = 1;
 /// Schema version this build writes (`major.minor`); minors only add optional fields.
-pub const SCHEMA_VERSION: &str = "1.0";
+pub const SCHEMA_VERSION: &str = "1.1";
 
 /// Why an artifact was refused after (or while) parsing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -462,6 +462,18 @@ pub struct ConfigServer {
     pub addr: Addr,
 }
 
+/// Where and how often the agent pushes its counters: the rete's
+/// `metrics-push` service (schema 1.1; absent when the rete declares none).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsPush {
+    /// The push service (`spiffe://<td>/service/metrics-push`).
+    pub service: SpiffeId,
+    /// The UDP address of the vertex hosting it.
+    pub addr: Addr,
+    /// Seconds between pushes.
+    pub interval_s: u32,
+}
+
 /// Payload of `mgmt/agent.json` (envelope kind `agent`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentConfig {
@@ -481,6 +493,10 @@ pub struct AgentConfig {
     pub commit_timeout_s: u32,
     /// Vertices to supervise.
     pub vertices: VertexRefs,
+    /// Where to push counters (schema 1.1); `None`: the rete collects none.
+    /// Agents of schema 1.0 ignore the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsPush>,
 }
 
 /// Payload of `mgmt/vertices/<name>.json` (envelope kind `vertex`).
@@ -574,6 +590,12 @@ impl AgentConfig {
         }
         for v in self.vertices.iter() {
             check_path(&v.artifact)?;
+        }
+        if let Some(m) = &self.metrics {
+            check_td(&m.service, &self.rete)?;
+            if m.service.kind() != Kind::Service {
+                return Err(ArtifactError::NotAService);
+            }
         }
         check_unique(&self.vertices, |v| &v.name)
     }

@@ -29,6 +29,7 @@
 //! - [`wire`]: the stream preamble and close codes of the data plane.
 //! - [`http`]: sans-IO HTTP/1.1 heads and the publish body for the config-server and its clients.
 //! - [`control`]: the agent's control-socket request line.
+//! - [`counters`]: process-wide event counters of the vertex and the agent (fixed, atomic).
 //! - [`limits`]: every capacity, with its reason.
 //! - [`validity`]: a certificate's validity window and the time left (expiry).
 //! - `net` (feature `net`): the QUIC/mTLS data plane on smol.
@@ -42,6 +43,7 @@ pub mod artifact;
 pub mod bundle;
 pub mod contract;
 pub mod control;
+pub mod counters;
 pub mod envelope;
 #[cfg(feature = "file")]
 pub mod file;

@@ -13,6 +13,7 @@
 //! Every flow copies through two fixed buffers of [`FLOW_BUFFER_BYTES`];
 //! connections, streams and flows are capped by [`crate::limits`].
 
+mod counting;
 mod dial;
 mod forward;
 mod reset;

@@ -13,10 +13,12 @@ use smol::future;
 use smol::net::TcpStream;
 use smol::Timer;
 
+use super::counting;
 use super::forward::pump;
 use super::take_slot;
 use super::tls::{spiffe_id_of, HandshakeFailure};
 use crate::acl::{AclHandle, Verdict as AclVerdict};
+use crate::counters;
 use crate::identity::{Dialable, SniRegistry, SpiffeId, TrustDomain};
 use crate::limits::{HANDSHAKE_TIMEOUT_S, MAX_CONNECTIONS, MAX_FLOWS, UPSTREAM_CONNECT_TIMEOUT_S};
 use crate::wire::{close, Preamble, Verdict};
@@ -54,6 +56,7 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<ServerCtx>) {
                     "refused connection from {}: at MAX_CONNECTIONS ({MAX_CONNECTIONS})",
                     incoming.remote_address()
                 );
+                counters::SERVE.refused(counters::Refusal::Overloaded);
                 incoming.refuse();
                 return;
             };
@@ -61,17 +64,21 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<ServerCtx>) {
             let handshake = async { Some(incoming.await) };
             let timeout = async {
                 Timer::after(Duration::from_secs(HANDSHAKE_TIMEOUT_S)).await;
+                counters::SERVE_HANDSHAKES.failed(counters::HandshakeAlert::Timeout);
                 None
             };
             match future::or(handshake, timeout).await {
                 Some(Ok(conn)) => connection(conn, &ctx).await,
-                Some(Err(error)) => log::warn!(
-                    "refused connection from {remote}: {}",
-                    HandshakeFailure {
-                        error: &error,
-                        ours_is_client: false
-                    }
-                ),
+                Some(Err(error)) => {
+                    counters::SERVE_HANDSHAKES.failed_with(&error);
+                    log::warn!(
+                        "refused connection from {remote}: {}",
+                        HandshakeFailure {
+                            error: &error,
+                            ours_is_client: false
+                        }
+                    )
+                }
                 None => log::warn!(
                     "refused connection from {remote}: no handshake within {HANDSHAKE_TIMEOUT_S} s"
                 ),
@@ -139,6 +146,7 @@ async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
                 Some(id) => log::warn!("refused {id} from {}: {reason}", conn.remote_address()),
                 None => log::warn!("refused caller from {}: {reason}", conn.remote_address()),
             }
+            counters::SERVE.refused(counters::Refusal::Identity);
             conn.close(code(c), reason.as_bytes());
             return;
         }
@@ -150,6 +158,7 @@ async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
         } else {
             close::UNKNOWN_SERVICE
         };
+        counters::SERVE.refused_with(reason);
         conn.close(code(c), reason.as_str().as_bytes());
         return;
     }
@@ -186,6 +195,7 @@ fn acl_refusal(ctx: &ServerCtx, caller: &SpiffeId, target: &SpiffeId) -> Option<
 /// (preamble version 2) are discarded unread: STOP_SENDING tells the caller
 /// to send no more of them.
 async fn refuse_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, verdict: Verdict) {
+    counters::SERVE.refused_with(verdict);
     let _ = recv.stop(code(close::DONE));
     drop(recv);
     let _ = send.write_all(&[verdict as u8]).await;
@@ -212,6 +222,7 @@ async fn stream(
     let mut hello = [0u8; 1];
     if recv.read_exact(&mut hello).await.is_err() || hello[0] != preamble.hello() {
         log::warn!("refused stream {caller} -> {target}: bad preamble");
+        counters::SERVE.refused(counters::Refusal::Other);
         let _ = send.reset(code(close::BAD_PREAMBLE));
         return;
     }
@@ -252,7 +263,8 @@ async fn stream(
     if send.write_all(&[Verdict::Allowed as u8]).await.is_err() {
         return;
     }
-    match pump(send, recv, tcp, ctx.idle).await {
+    counters::SERVE.opened();
+    match counting::ended(&counters::SERVE, pump(send, recv, tcp, ctx.idle).await) {
         Ok(m) => log::debug!(
             "flow {caller} -> {target} done: {} bytes in, {} out",
             m.to_peer,

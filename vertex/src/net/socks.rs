@@ -13,11 +13,13 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 use smol::Timer;
 
+use super::counting;
 use super::dial::{DialError, Dialer};
 use super::forward::pump;
 use super::tls::Credentials;
 use crate::acl::Swap;
 use crate::artifact::SOCKS_FALLBACK_MIN_PORT;
+use crate::counters::{self, Refusal};
 use crate::identity::{resolve, SpiffeId, TrustDomain};
 use crate::limits::{HANDSHAKE_TIMEOUT_S, MAX_FLOWS};
 use crate::socks5::{self, Destination, Reply, MAX_MESSAGE};
@@ -206,11 +208,13 @@ async fn session(mut tcp: TcpStream, caller: &Arc<Credentials>, ctx: &SocksCtx) 
         Ok(t) => t,
         Err(e) => {
             log::warn!("SOCKS5 {} -> {host}: {e}", caller.id);
+            counters::DIAL.refused(Refusal::UnknownService);
             return refuse(tcp, Reply::HostUnreachable).await;
         }
     };
     let Some(&addr) = ctx.routes.load().get(target.id()) else {
         log::warn!("SOCKS5 {} -> {target}: no route (unknown service, or not granted to any principal here)", caller.id);
+        counters::DIAL.refused(Refusal::UnknownService);
         return refuse(tcp, Reply::HostUnreachable).await;
     };
     let Some(_flow) = super::take_slot(&ctx.flows, MAX_FLOWS) else {
@@ -218,6 +222,7 @@ async fn session(mut tcp: TcpStream, caller: &Arc<Credentials>, ctx: &SocksCtx) 
             "SOCKS5 {} -> {target}: at MAX_FLOWS ({MAX_FLOWS})",
             caller.id
         );
+        counters::DIAL.refused(Refusal::Overloaded);
         return refuse(tcp, Reply::GeneralFailure).await;
     };
     // The bytes the client sent behind its request go with the flow's start
@@ -230,6 +235,7 @@ async fn session(mut tcp: TcpStream, caller: &Arc<Credentials>, ctx: &SocksCtx) 
         Ok(f) => f,
         Err(e) => {
             log::warn!("refused {} -> {target}: {e}", caller.id);
+            counting::dial_failed(&e);
             return refuse(tcp, reply_for(&e)).await;
         }
     };
@@ -241,8 +247,9 @@ async fn session(mut tcp: TcpStream, caller: &Arc<Credentials>, ctx: &SocksCtx) 
         return;
     }
     let _ = tcp.set_nodelay(true);
+    counters::DIAL.opened();
     let (send, recv) = flow.into_parts();
-    match pump(send, recv, tcp, ctx.idle).await {
+    match counting::ended(&counters::DIAL, pump(send, recv, tcp, ctx.idle).await) {
         Ok(m) => log::debug!(
             "flow {} -> {target} done: {} bytes out, {} in",
             caller.id,

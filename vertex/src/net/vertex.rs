@@ -63,6 +63,8 @@ pub struct RunningVertex {
     endpoint: Option<quinn::Endpoint>,
     /// The dialer's endpoint, if this vertex has SOCKS5 listeners.
     client: Option<quinn::Endpoint>,
+    serving: Option<Arc<ServerCtx>>,
+    dialing: Option<Arc<SocksCtx>>,
     _tasks: Vec<smol::Task<()>>,
 }
 
@@ -74,6 +76,15 @@ fn route_table(cfg: &VertexConfig) -> RouteTable {
 }
 
 impl RunningVertex {
+    /// Flows being forwarded now: (served, dialled for SOCKS5 clients).
+    pub fn active_flows(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.serving.as_ref().map_or(0, |c| c.flows.load(Relaxed)),
+            self.dialing.as_ref().map_or(0, |c| c.flows.load(Relaxed)),
+        )
+    }
+
     /// Moves the running vertex to `new` in place if only its permission
     /// tables change ([`VertexConfig::change_to`]): new flows see the new ACL
     /// and routes at once, established flows keep running. Returns the change;
@@ -144,6 +155,8 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
         upstreams.insert(s.id.clone(), s.upstream.0);
     }
 
+    // Kept to read the flows in progress (`active_flows`).
+    let (mut serving, mut dialing) = (None, None);
     let (udp, endpoint) = match cfg.listen {
         Some(listen) => {
             let tls = server_config(Arc::clone(&roots), Arc::new(registry(&published)))?;
@@ -173,6 +186,7 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
                 connections: AtomicUsize::new(0),
                 flows: AtomicUsize::new(0),
             });
+            serving = Some(Arc::clone(&ctx));
             tasks.push(smol::spawn(serve(ep.clone(), ctx)));
             (Some(bound), Some(ep))
         }
@@ -192,6 +206,7 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
             idle,
             flows: AtomicUsize::new(0),
         });
+        dialing = Some(Arc::clone(&ctx));
         for l in cfg.socks.iter() {
             let Some(creds) = creds_of(&l.principal) else {
                 continue;
@@ -232,6 +247,8 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
         cfg: setup.cfg,
         endpoint,
         client,
+        serving,
+        dialing,
         _tasks: tasks,
     })
 }

@@ -1,0 +1,404 @@
+#![allow(clippy::unwrap_used)] // test fixtures: a failed setup step should abort the test loudly
+//! The metrics service end to end on the example rete: mgmt01, alpha and the
+//! laptop run real `flor` agents and vertices on loopback (their addresses
+//! moved to free ports), mgmt01 runs `flor metrics-server` behind its vertex
+//! (`metrics-push` for role node, `metrics` for role operator), and a real
+//! `prometheus` (Debian's package, ci/setup.sh) scrapes its read address.
+//!
+//! The test causes one allowed flow (bob -> wiki) and one refused by alpha's
+//! ACL (carol -> wiki), then reads them back from Prometheus's query API for
+//! every running node, and through olga's SOCKS5 port with curl as
+//! `metrics.demo.flor.rete`; bob, who is no operator, is refused.
+//!
+//! Here rather than in agent/tests because it compiles the example rete with
+//! this crate's `retectl`; `flor` is the workspace's (`workspace_flor`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use testkit::{free_tcp, free_udp, workspace_flor, Group};
+
+fn flor(home: &Path) -> Command {
+    let mut c = Command::new(workspace_flor(env!("CARGO_MANIFEST_DIR")));
+    c.env("FLOR_HOME", home)
+        .env("FLOR_RUNTIME_DIR", home.join("run"))
+        .env("RUST_LOG", "info");
+    c
+}
+
+/// Starts `flor args` in its own process group, its log in `<home>/<log>`.
+fn spawn(home: &Path, args: &[&str], log: &str) -> Group {
+    std::fs::create_dir_all(home).unwrap();
+    let log = std::fs::File::create(home.join(log)).unwrap();
+    Group(
+        flor(home)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `flor agent status --json`, once the vertex is healthy.
+fn healthy(home: &Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = flor(home)
+            .args(["agent", "status", "--rete", "demo.flor", "--json"])
+            .output()
+            .unwrap();
+        if o.status.success() {
+            let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+            if s["vertex"]["health"] == "healthy" && s["listeners"].is_array() {
+                return s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} not healthy: {}",
+            home.display(),
+            std::fs::read_to_string(home.join("agent.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The bound SOCKS5 port of `principal` in a status.
+fn socks_port(status: &Value, principal: &str) -> u16 {
+    status["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["principal"] == principal)
+        .unwrap_or_else(|| panic!("no SOCKS5 listener for {principal}: {status}"))["actual"]
+        .as_u64()
+        .unwrap() as u16
+}
+
+/// A SOCKS5 CONNECT to `host:80`: the reply code and, when it succeeded, the stream.
+fn socks_connect(port: u16, host: &str) -> (u8, Option<TcpStream>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m).unwrap();
+    let mut req = vec![5, 1, 0, 3, host.len() as u8];
+    req.extend_from_slice(host.as_bytes());
+    req.extend_from_slice(&80u16.to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).unwrap();
+    (reply[1], (reply[1] == 0).then_some(s))
+}
+
+/// A wiki upstream: answers every connection with one HTTP response.
+fn start_wiki() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nwiki");
+        }
+    });
+    port
+}
+
+/// A GET to a loopback HTTP server: the body (empty while nothing listens yet).
+fn http_get(port: u16, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// Prometheus's instant query: (labels, value) of every result.
+fn query(prom: u16, q: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let enc: String = q
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let body = http_get(prom, &format!("/api/v1/query?query={enc}"));
+    let v: Value = match serde_json::from_str(&body) {
+        Ok(v) => v,
+        Err(_) => return vec![],
+    };
+    v["data"]["result"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    let labels = r["metric"]
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect();
+                    let value = r["value"][1].as_str().unwrap().parse().unwrap();
+                    (labels, value)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The value Prometheus has for `q` on `node` (with `side` when given).
+fn value_of(prom: u16, q: &str, node: &str) -> Option<f64> {
+    query(prom, q)
+        .into_iter()
+        .find(|(l, _)| l.get("node").map(String::as_str) == Some(node))
+        .map(|(_, v)| v)
+}
+
+#[test]
+fn prometheus_and_the_operator_read_every_nodes_counters() {
+    let d = Demo::with_ca();
+    let tmp = d.tmp.path();
+    let (mgmt_udp, alpha_udp) = (free_udp().port(), free_udp().port());
+    let (read, publish, push, metrics, wiki) =
+        (free_tcp(), free_tcp(), free_tcp(), free_tcp(), start_wiki());
+    for (file, from, to) in [
+        (
+            "nodes.yaml",
+            "listen: 127.0.0.1:7443",
+            format!("listen: 127.0.0.1:{mgmt_udp}"),
+        ),
+        (
+            "nodes.yaml",
+            "listen: 127.0.0.2:7443",
+            format!("listen: 127.0.0.1:{alpha_udp}"),
+        ),
+        (
+            "services.yaml",
+            "upstream: 127.0.0.1:7080",
+            format!("upstream: 127.0.0.1:{read}"),
+        ),
+        (
+            "services.yaml",
+            "upstream: 127.0.0.1:7081",
+            format!("upstream: 127.0.0.1:{publish}"),
+        ),
+        (
+            "services.yaml",
+            "upstream: 127.0.0.1:9101",
+            format!("upstream: 127.0.0.1:{push}"),
+        ),
+        (
+            "services.yaml",
+            "upstream: 127.0.0.1:9100",
+            format!("upstream: 127.0.0.1:{metrics}"),
+        ),
+        (
+            "services.yaml",
+            "upstream: 127.0.0.2:8080",
+            format!("upstream: 127.0.0.1:{wiki}"),
+        ),
+        (
+            "rete.yaml",
+            "metrics_interval_s: 30",
+            "metrics_interval_s: 1".to_string(),
+        ),
+    ] {
+        d.edit(file, from, &to);
+    }
+    let out = tmp.join("out");
+    d.ok(&[
+        "compile",
+        d.repo_s(),
+        "--all",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let agent_json = std::fs::read_to_string(out.join("alpha/mgmt/agent.json")).unwrap();
+    assert!(agent_json.contains("service/metrics-push"), "{agent_json}");
+
+    // Every node enrolls from the compiled tree (mgmt01's bootstrap; the
+    // others could fetch it from the config-server, which is not the point here).
+    let mut groups = Vec::new();
+    let mut homes = BTreeMap::new();
+    for node in ["mgmt01", "alpha", "laptop"] {
+        let bundle = tmp.join(format!("{node}.bundle.json"));
+        d.issue_bundle(node, None, &bundle);
+        let home = tmp.join(format!("{node}-home"));
+        let o = flor(&home)
+            .args([
+                "enroll",
+                bundle.to_str().unwrap(),
+                "--from",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{node}: {:?}", text(&o));
+        homes.insert(node, home);
+    }
+    let mgmt = &homes["mgmt01"];
+    let (push_l, read_l) = (format!("127.0.0.1:{push}"), format!("127.0.0.1:{metrics}"));
+    groups.push(spawn(
+        mgmt,
+        &[
+            "metrics-server",
+            "--rete",
+            "demo.flor",
+            "--push-listen",
+            &push_l,
+            "--read-listen",
+            &read_l,
+        ],
+        "metrics-server.log",
+    ));
+    for home in homes.values() {
+        groups.push(spawn(
+            home,
+            &["agent", "run", "--rete", "demo.flor"],
+            "agent.log",
+        ));
+    }
+    for home in homes.values() {
+        healthy(home);
+    }
+    let laptop = healthy(&homes["laptop"]);
+    let port_of = |user: &str| socks_port(&laptop, &format!("spiffe://demo.flor/user/{user}"));
+
+    // A real Prometheus on "mgmt01" scrapes the collector's read address directly.
+    let prom = free_tcp();
+    let prom_dir = tmp.join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let cfg = prom_dir.join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: florete\n    static_configs:\n      - targets: [\"127.0.0.1:{metrics}\"]\n"
+        ),
+    )
+    .unwrap();
+    let prom_log = std::fs::File::create(prom_dir.join("log")).unwrap();
+    let _prometheus = Group(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                prom_dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom}"))
+            .stdout(Stdio::null())
+            .stderr(prom_log)
+            .process_group(0)
+            .spawn()
+            .expect("prometheus (apt-get install prometheus; ci/setup.sh does)"),
+    );
+
+    // The traffic: one allowed flow, one refused by alpha's ACL.
+    let (code, stream) = socks_connect(port_of("bob"), "wiki.demo.flor.rete");
+    assert_eq!(code, 0, "bob may reach the wiki");
+    let mut s = stream.unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    assert!(page.ends_with("wiki"), "{page}");
+    drop(s); // both directions end: the flow ends cleanly and its bytes count
+    let (code, _) = socks_connect(port_of("carol"), "wiki.demo.flor.rete");
+    assert_eq!(
+        code, 2,
+        "carol is refused by the ACL (SOCKS5 'not allowed')"
+    );
+
+    // Prometheus's query API: every running node, and the counts caused above.
+    let opened = "flor_flows_opened_total";
+    let acl = "flor_flows_refused_total{reason=\"acl\",side=\"serve\"}";
+    let expect = [
+        (format!("{opened}{{side=\"serve\"}}"), "alpha", 1.0),
+        (format!("{opened}{{side=\"dial\"}}"), "laptop", 1.0),
+        (acl.to_string(), "alpha", 1.0),
+        (acl.replace("serve", "dial"), "laptop", 1.0),
+        ("flor_artifact_version".to_string(), "mgmt01", 1.0),
+        ("flor_artifact_version".to_string(), "alpha", 1.0),
+        ("flor_artifact_version".to_string(), "laptop", 1.0),
+        ("flor_vertex_up".to_string(), "mgmt01", 1.0),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let seen: Vec<Option<f64>> = expect
+            .iter()
+            .map(|(q, n, _)| value_of(prom, q, n))
+            .collect();
+        if expect
+            .iter()
+            .zip(&seen)
+            .all(|((_, _, want), got)| *got == Some(*want))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus has {seen:?} for {expect:?}\nprometheus log:\n{}\nmetrics-server log:\n{}\nlaptop agent log:\n{}",
+            std::fs::read_to_string(prom_dir.join("log")).unwrap_or_default(),
+            std::fs::read_to_string(mgmt.join("metrics-server.log")).unwrap_or_default(),
+            std::fs::read_to_string(homes["laptop"].join("agent.log")).unwrap_or_default(),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The wiki page's bytes, both ways, on both ends of bob's flow.
+    let bytes = "flor_flow_bytes_total{direction=\"received\",side=\"serve\"}";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while value_of(prom, bytes, "alpha") != Some(18.0) {
+        assert!(Instant::now() < deadline, "{:?}", query(prom, bytes));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let days = value_of(
+        prom,
+        "flor_certificate_expiry_seconds{cert=\"ca\"}",
+        "alpha",
+    )
+    .unwrap()
+        / 86_400.0;
+    assert!(days > 300.0 && days < 3700.0, "CA expires in {days} days");
+
+    // olga (operator) reads the same text through her SOCKS5 port with curl.
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--socks5-hostname"])
+        .arg(format!("127.0.0.1:{}", port_of("olga")))
+        .arg("http://metrics.demo.flor.rete/metrics")
+        .output()
+        .unwrap();
+    let text_read = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{:?}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for line in [
+        "flor_flows_opened_total{node=\"alpha\",side=\"serve\"} 1\n",
+        "flor_flows_refused_total{node=\"alpha\",side=\"serve\",reason=\"acl\"} 1\n",
+        "flor_artifact_version{node=\"laptop\"} 1\n",
+        "# TYPE flor_flows_refused_total counter\n",
+    ] {
+        assert!(text_read.contains(line), "{line:?} not in:\n{text_read}");
+    }
+
+    // bob holds no operator role: mgmt01's vertex refuses him before the collector.
+    let (code, _) = socks_connect(port_of("bob"), "metrics.demo.flor.rete");
+    assert_eq!(code, 2, "bob may not read metrics");
+    drop(groups);
+}
