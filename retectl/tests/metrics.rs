@@ -25,15 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use testkit::{free_tcp, free_udp, workspace_flor, Group};
-
-fn flor(home: &Path) -> Command {
-    let mut c = Command::new(workspace_flor(env!("CARGO_MANIFEST_DIR")));
-    c.env("FLOR_HOME", home)
-        .env("FLOR_RUNTIME_DIR", home.join("run"))
-        .env("RUST_LOG", "info");
-    c
-}
+use testkit::{free_tcp, free_udp, Group};
 
 /// Starts `flor args` in its own process group, its log in `<home>/<log>`.
 fn spawn(home: &Path, args: &[&str], log: &str) -> Group {

@@ -12,24 +12,11 @@ mod common;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use testkit::{free_tcp, free_udp, workspace_flor, Group};
-
-fn flor(home: &Path) -> Command {
-    let mut c = Command::new(workspace_flor(env!("CARGO_MANIFEST_DIR")));
-    c.env("FLOR_HOME", home)
-        .env("FLOR_RUNTIME_DIR", home.join("run"))
-        .env("RUST_LOG", "info");
-    c
-}
-
-fn out(o: &Output) -> String {
-    let (a, b) = text(o);
-    format!("{a}{b}")
-}
+use testkit::{free_tcp, free_udp, Group};
 
 /// Writes one user's certificate and key out of a Flow A bundle.
 fn user_credentials(bundle: &Path, user: &str, dir: &Path) -> PathBuf {

@@ -155,3 +155,18 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// This workspace's `flor` with its own home and runtime directory, logging at info.
+pub fn flor(home: &Path) -> Command {
+    let mut c = Command::new(testkit::workspace_flor(env!("CARGO_MANIFEST_DIR")));
+    c.env("FLOR_HOME", home)
+        .env("FLOR_RUNTIME_DIR", home.join("run"))
+        .env("RUST_LOG", "info");
+    c
+}
+
+/// stdout then stderr, as one text.
+pub fn out(o: &Output) -> String {
+    let (a, b) = text(o);
+    format!("{a}{b}")
+}
