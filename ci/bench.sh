@@ -34,8 +34,12 @@ CLIENT=$(cargo bench --locked -p flor --bench dataplane --no-run 2>&1 |
   sed -n 's/.*Executable .*(\(.*dataplane-[0-9a-f]*\)).*/\1/p' | tail -1)
 case "$CLIENT" in /*) ;; *) CLIENT="$SRC/$CLIENT" ;; esac
 [ -x "$CLIENT" ] || { echo "bench client not built" >&2; exit 1; }
-cargo build --locked --release -p flor
+# FLOR_BIN: measure another flor (e.g. a build of main for the "before" rows).
+if [ -z "${FLOR_BIN:-}" ]; then
+  cargo build --locked --release -p flor
+  FLOR_BIN="$SRC/target/release/flor"
+fi
 # retectl only prepares the rete: a debug build is enough.
 cargo build --locked -p retectl
-exec python3 ci/bench.py --src "$SRC" --flor "$SRC/target/release/flor" \
+exec python3 ci/bench.py --src "$SRC" --flor "$FLOR_BIN" \
   --retectl "$SRC/target/debug/retectl" --client "$CLIENT" "$@"
