@@ -344,6 +344,8 @@ def main():
     ap.add_argument("--section", help="name of the docs/performance.md section to rewrite")
     ap.add_argument("--note", default="", help="one line under the table (what was measured)")
     ap.add_argument("--only", default="", help="comma list of row groups: bulk,rust,latency,memory")
+    ap.add_argument("--paths", default="direct,stunnel4,flor",
+                    help="comma list of paths to measure (e.g. flor alone under perf)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     want = lambda g: not only or g in only
@@ -378,6 +380,7 @@ def main():
                          echo=f"socks:{bob}:echo.{TD}.rete:{ECHO_PORT}",
                          pids=[p for n in nodes.values() for p in n]),
         }
+        paths = {k: v for k, v in paths.items() if k in args.paths.split(",")}
         client = lambda *a: json.loads(subprocess.run(
             [args.client, *a], capture_output=True, text=True, check=True).stdout.splitlines()[-1])
         # Warm every path (Florete's QUIC connection, page cache, ARP-free loopback).
@@ -451,7 +454,7 @@ def main():
             if want("memory"):
                 memory("memory after bulk")
         if want("memory"):
-            for name in ("stunnel4", "flor"):
+            for name in [n for n in ("stunnel4", "flor") if n in paths]:
                 flag = os.path.join(work, f"held-{name}")
                 h = subprocess.Popen([args.client, "hold", paths[name]["echo"], str(FLOWS), flag],
                                      stdout=subprocess.PIPE, text=True)

@@ -111,26 +111,29 @@ fn bulk(t: &Target, bytes: u64) {
     let s = t.connect();
     let mut w = s.try_clone().unwrap();
     let mut r = s;
+    let block = 256 * 1024;
+    let bytes = bytes.div_ceil(block) * block;
     let start = Instant::now();
-    // The echo sends everything back: one side writes, the other drains.
+    // The echo sends everything back: one thread writes, the other drains
+    // until it has it all. No half-close: stunnel ends both directions on the
+    // first EOF, which would cut the echo short.
     let drain = thread::spawn(move || {
         let mut buf = vec![0u8; 256 * 1024];
         let mut got = 0u64;
-        while let Ok(n) = r.read(&mut buf) {
-            if n == 0 {
-                break;
+        while got < bytes {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n as u64,
             }
-            got += n as u64;
         }
         got
     });
-    let buf = vec![0x5au8; 256 * 1024];
+    let buf = vec![0x5au8; block as usize];
     let mut sent = 0u64;
     while sent < bytes {
         w.write_all(&buf).unwrap();
-        sent += buf.len() as u64;
+        sent += block;
     }
-    w.shutdown(Shutdown::Write).unwrap();
     let got = drain.join().unwrap();
     assert_eq!(got, sent, "the echo returned fewer bytes than were sent");
     let secs = start.elapsed().as_secs_f64();
