@@ -38,9 +38,9 @@ impl Target {
         if let Some(addr) = spec.strip_prefix("tcp:") {
             return Target::Tcp(addr.to_string());
         }
-        let rest = spec
-            .strip_prefix("socks:")
-            .unwrap_or_else(|| panic!("target {spec}: want tcp:HOST:PORT or socks:PORT:NAME:DPORT"));
+        let rest = spec.strip_prefix("socks:").unwrap_or_else(|| {
+            panic!("target {spec}: want tcp:HOST:PORT or socks:PORT:NAME:DPORT")
+        });
         let parts: Vec<&str> = rest.split(':').collect();
         assert_eq!(parts.len(), 3, "target {spec}: want socks:PORT:NAME:DPORT");
         Target::Socks {
@@ -182,7 +182,11 @@ fn main() {
         "echo" => echo(arg(1)),
         "latency" => latency(&Target::parse(arg(1)), arg(2).parse().unwrap()),
         "bulk" => bulk(&Target::parse(arg(1)), arg(2).parse().unwrap()),
-        "hold" => hold(&Target::parse(arg(1)), arg(2).parse().unwrap(), Path::new(arg(3))),
+        "hold" => hold(
+            &Target::parse(arg(1)),
+            arg(2).parse().unwrap(),
+            Path::new(arg(3)),
+        ),
         other => panic!("unknown command {other}: see agent/benches/dataplane.rs"),
     }
 }

@@ -101,6 +101,25 @@ pub const MAX_FLOWS: usize = 1024;
 /// keeps syscalls per megabyte low on loopback and RAM bounded on a router.
 pub const FLOW_BUFFER_BYTES: usize = 16 * 1024;
 
+/// Most bytes the QUIC -> TCP direction of a flow hands the upstream socket in
+/// one vectored write. The chunks are quinn's received packets, already in
+/// memory under the stream window, so batching costs no RAM: it turns one
+/// syscall (and one wake-up of the upstream reader) per ~1.4 KB packet into
+/// one per batch. 64 KiB is what a loopback or LAN socket takes in one go.
+pub const UPSTREAM_WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// Most chunks in one such write (an `iovec` each; far under `IOV_MAX`,
+/// 1,024 on Linux). 64 covers [`UPSTREAM_WRITE_BATCH_BYTES`] of 1,200-byte
+/// packets, the smallest QUIC allows.
+pub const UPSTREAM_WRITE_BATCH_CHUNKS: usize = 64;
+
+/// Kernel queue asked for on each QUIC UDP socket, receive and send. Kernel
+/// memory, used only while datagrams wait; 1 MiB holds ~700 full datagrams,
+/// a few milliseconds of a fast flow, where Linux's default of ~208 KiB
+/// dropped about 1% of a loopback bulk transfer's datagrams (each drop a
+/// congestion signal). The kernel caps it at `net.core.rmem_max`.
+pub const UDP_SOCKET_BUFFER_BYTES: usize = 1024 * 1024;
+
 /// QUIC receive window of one stream: how much one flow may have in flight.
 /// 1 MiB keeps a LAN link full; a router pays it only for flows that fill it.
 pub const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;

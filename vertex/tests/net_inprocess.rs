@@ -123,7 +123,7 @@ fn acl_swap_keeps_live_flows_and_refuses_new_ones() {
     let pki = Pki::new();
     let udp = free_udp();
     let (setup, bob, echo) = serving(&pki, udp, false, 30);
-    smol::block_on(async {
+    net::block_on(async {
         let vertex = net::start(setup).unwrap();
         let dialer = Dialer::new(pki.ca_pem.as_bytes()).unwrap();
         let mut live = dialer.connect(&bob, &echo, udp).await.unwrap();
@@ -160,7 +160,7 @@ fn a_quiet_flow_is_closed_after_the_idle_timeout() {
     let pki = Pki::new();
     let udp = free_udp();
     let (setup, bob, echo) = serving(&pki, udp, false, 1);
-    smol::block_on(async {
+    net::block_on(async {
         let _vertex = net::start(setup).unwrap();
         let dialer = Dialer::new(pki.ca_pem.as_bytes()).unwrap();
         let mut flow = dialer.connect(&bob, &echo, udp).await.unwrap();
@@ -187,7 +187,7 @@ fn a_peer_that_stops_reading_cannot_grow_memory() {
     let pki = Pki::new();
     let udp = free_udp();
     let (setup, bob, echo) = serving(&pki, udp, true, 30);
-    smol::block_on(async {
+    net::block_on(async {
         let _vertex = net::start(setup).unwrap();
         let dialer = Dialer::new(pki.ca_pem.as_bytes()).unwrap();
         let mut flow = dialer.connect(&bob, &echo, udp).await.unwrap();
