@@ -97,6 +97,20 @@ def private_kib(pid):
     return total
 
 
+def smaps_private(pid):
+    """Private KiB per mapping (largest first), to see where memory went."""
+    out, name = {}, None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                a, b = (int(x, 16) for x in head[0].split("-"))
+                name = head[5] if len(head) > 5 else f"anon {(b - a) >> 10} KiB"
+            elif head[0] in ("Private_Clean:", "Private_Dirty:"):
+                out[name] = out.get(name, 0) + int(head[1])
+    return sorted(((v, k) for k, v in out.items() if v), reverse=True)[:6]
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return f.read().split()[0]
@@ -390,6 +404,8 @@ def main():
 
         def memory(row, flor=True, stun=True):
             for n, (agent, vertex) in nodes.items() if flor else []:
+                if os.environ.get("BENCH_SMAPS"):
+                    log(f"{row}: {n} vertex private KiB by mapping:", smaps_private(vertex))
                 a_rss, v_rss, v_priv = (status_kib(agent, "VmRSS"), status_kib(vertex, "VmRSS"),
                                         private_kib(vertex))
                 m.add(f"{row}: {n} agent RSS + vertex private, KiB", "flor", a_rss + v_priv)
@@ -470,6 +486,14 @@ def main():
                 if h.wait(timeout=60) != 0:
                     sys.exit(f"bench: a held flow through {name} broke")
         load_end = loadavg()
+        pause = os.environ.get("BENCH_PAUSE")
+        if pause:
+            # For a look at the live processes (perf, heaptrack, gdb): the
+            # rete stays up until the file BENCH_PAUSE names is removed.
+            open(pause, "w").close()
+            log("paused until", pause, "is removed; vertices:", nodes)
+            while os.path.exists(pause):
+                time.sleep(0.5)
     finally:
         procs.stop()
         if os.environ.get("BENCH_KEEP"):
