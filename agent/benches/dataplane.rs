@@ -19,6 +19,8 @@
 //!   FLAG and holds the flows open until FLAG is removed.
 #![allow(clippy::unwrap_used)] // a bench aborts loudly on a broken setup
 
+// Only `socks_connect` is used: the rest of the fixtures (and their re-exports) idle here.
+#[allow(unused_imports)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 
