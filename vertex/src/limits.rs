@@ -92,13 +92,17 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// A stream costs quinn a few hundred bytes until data flows.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = (MAX_FLOWS + MAX_FLOWS / 4) as u32;
 
-/// Concurrent flows a vertex forwards, server and client side each. Every flow
-/// costs two [`FLOW_BUFFER_BYTES`] buffers, so 1,024 flows cap forwarding
-/// buffers at 32 MiB; beyond it new flows get "overloaded".
+/// Concurrent flows a vertex forwards, server and client side each. A flow
+/// holds one [`FLOW_BUFFER_BYTES`] buffer only while its TCP side has data to
+/// read, so 1,024 flows cap copy buffers at 16 MiB when all move bytes at
+/// once and cost ~4-5 KiB each when quiet (`agent/tests/flow_memory.rs`);
+/// beyond it new flows get "overloaded".
 pub const MAX_FLOWS: usize = 1024;
 
-/// Bytes of the fixed buffer each direction of a flow copies through. 16 KiB
-/// keeps syscalls per megabyte low on loopback and RAM bounded on a router.
+/// Bytes of the buffer a flow's TCP -> QUIC direction reads through, taken
+/// while the socket is readable and given back when it would block (QUIC ->
+/// TCP writes quinn's own chunks). 16 KiB keeps syscalls per megabyte low on
+/// loopback and RAM bounded on a router.
 pub const FLOW_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Most bytes the QUIC -> TCP direction of a flow hands the upstream socket in

@@ -10,8 +10,10 @@
 //!        verdict byte; upstream TCP connect; pump both ways
 //! ```
 //!
-//! Every flow copies through two fixed buffers of [`FLOW_BUFFER_BYTES`];
-//! connections, streams and flows are capped by [`crate::limits`].
+//! A flow reads TCP through one [`FLOW_BUFFER_BYTES`] buffer while data moves
+//! and writes quinn's received chunks to TCP in batches (`forward`); every
+//! task runs on the thread in [`block_on`] (`exec`). Connections, streams and
+//! flows are capped by [`crate::limits`].
 
 mod dial;
 mod exec;
