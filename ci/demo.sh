@@ -77,8 +77,7 @@ say "laptop (the operator's machine and the users' device): enroll, start, publi
 on laptop flor enroll laptop.bundle.json --from out
 bg laptop agent.log flor agent run --rete demo.flor
 healthy laptop
-(cd "$WORK/operator/my-rete" && retectl publish ../out \
-  --as "$WORK/laptop/.flor/retes/demo.flor/certs/user/olga.crt" --key "$WORK/laptop/.flor/retes/demo.flor/keys/user/olga.key")
+(cd "$WORK/operator/my-rete" && FLOR_HOME="$WORK/laptop/.flor" retectl publish ../out --as olga)
 
 say "alpha: a real HTTP server on 127.0.0.2:8080, enrolled from the config-server over Florete"
 mkdir -p "$WORK/alpha/www" && echo "hello from the demo.flor wiki on alpha" >"$WORK/alpha/www/index.html"
@@ -103,5 +102,15 @@ if curl -sS --max-time 20 --socks5-hostname "127.0.0.1:$CAROL" http://wiki.demo.
 fi
 echo "refused, as the rete says. alpha's vertex logged:"
 grep "refused spiffe://demo.flor/user/carol" "$WORK/alpha/.run/demo.flor/"*.log "$WORK/alpha/agent.log" 2>/dev/null | tail -1 || true
+
+say "flor ping from the laptop: bob is allowed, carol denied"
+on laptop flor ping wiki.demo.flor.rete --as bob
+if on laptop flor ping wiki.demo.flor.rete --as carol; then
+  echo "flor ping says carol is allowed: that is a bug" >&2
+  exit 1
+fi
+
+say "flor doctor on alpha: clock, certificates, artifact, vertex, config service, routes"
+on alpha flor doctor
 
 say "The demo rete carried real traffic: bob in, carol refused."

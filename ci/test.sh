@@ -24,6 +24,12 @@ fi
 step "fuzz targets compile (fuzz/, one per parser of outside input)"
 cargo build --manifest-path fuzz/Cargo.toml --locked
 
+step "fuzz: every target for 20 s from fuzz/corpus with ASan (ci/fuzz.sh)"
+ci/fuzz.sh
+
+step "flor without the management roles (router boards: --no-default-features)"
+cargo clippy -p flor --no-default-features --locked -- -D warnings
+
 step "cargo test"
 cargo test --workspace --locked
 

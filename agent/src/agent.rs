@@ -35,7 +35,8 @@ use crate::fetch::Source;
 use crate::process;
 use crate::scope::{Scope, ScopeInfo};
 use crate::status::{
-    Listener, PendingStatus, PollStatus, QuicListener, SocksListener, Status, VertexHealth, SCHEMA,
+    CertStatus, Listener, PendingStatus, PollStatus, QuicListener, SocksListener, Status,
+    VertexHealth, SCHEMA,
 };
 use crate::store::{self, Recovered, Verified};
 use crate::sync::{self, Fetched, SyncError};
@@ -76,6 +77,10 @@ struct Shell {
     next_client: ClientId,
     tx: Sender<Msg>,
     ex: Rc<smol::LocalExecutor<'static>>,
+}
+
+fn unix(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
 }
 
 fn now_unix() -> u64 {
@@ -172,6 +177,7 @@ pub fn run(scope: Scope) -> Result<(), String> {
             shell.machine.live(),
             listener.path().display()
         );
+        shell.watch_certificates();
         shell.perform_all();
         ex.spawn(accept(ex.clone(), listener, shell.tx.clone()))
             .detach();
@@ -511,11 +517,28 @@ impl Shell {
                     });
                 let now = self.now();
                 self.machine.handle(now, Input::Rescoped { to, result });
+                self.watch_certificates();
             }
             Action::Reply { to, line } => self.reply(to, line),
             Action::Status { to, json } => {
                 let s = self.status(json);
                 self.reply(to, s);
+            }
+            Action::WarnExpiry {
+                who,
+                seconds_left,
+                not_after,
+            } => {
+                let v = flor_vertex::validity::Validity {
+                    not_before: i64::MIN,
+                    not_after,
+                };
+                let now = not_after.saturating_sub(seconds_left);
+                log::warn!(
+                    "certificate of {who}: {}; renew it (retectl issue-bundle --node {}, then flor enroll the new bundle)",
+                    crate::certs::Left(&v, now),
+                    self.info.node
+                );
             }
             Action::Finish { to, ok } => {
                 self.reply(to, if ok { OK } else { FAILED }.into());
@@ -530,7 +553,16 @@ impl Shell {
         self.machine.handle(now, Input::StoreFailed(msg));
     }
 
+    /// Tells the machine which certificates the scope holds now.
+    fn watch_certificates(&mut self) {
+        let held = crate::certs::held(&self.scope, &self.info, VERTEX_NAME);
+        let now = self.now();
+        self.machine
+            .handle(now, Input::Certificates(crate::certs::watched(&held)));
+    }
+
     fn reload_agent_cfg(&mut self) {
+        self.watch_certificates();
         if let Ok(cfg) = installed_cfg(&self.scope, &self.info) {
             let now = self.now();
             self.machine.handle(
@@ -613,6 +645,11 @@ impl Shell {
                             use std::io::BufRead as _;
                             for l in std::io::BufReader::new(out).lines() {
                                 let Ok(l) = l else { return };
+                                if let Some(log) = l.strip_prefix(crate::logging::PIPED_LOG) {
+                                    // The vertex's info line under procd: ours to print.
+                                    println!("{log}");
+                                    continue;
+                                }
                                 if tx.send_blocking(Msg::Vertex(pid, l)).is_err() {
                                     return;
                                 }
@@ -681,9 +718,11 @@ impl Shell {
             }
             l
         });
+        let install = self.scope.install.display().to_string();
         let status = Status {
             schema: SCHEMA,
             scope: &self.scope.name,
+            install: &install,
             rete: self.info.rete.as_str(),
             node: self.info.node.as_str(),
             port_offset: self.info.port_offset,
@@ -710,6 +749,19 @@ impl Shell {
             },
             last_event: v.last_event,
             listeners,
+            certificates: crate::certs::held(&self.scope, &self.info, VERTEX_NAME)
+                .iter()
+                .map(|h| CertStatus {
+                    who: h.who.clone(),
+                    not_after_unix: h.validity.as_ref().ok().map(|v| v.not_after),
+                    days_left: h
+                        .validity
+                        .as_ref()
+                        .ok()
+                        .map(|v| v.days_left(unix(now.unix))),
+                    note: h.left(unix(now.unix)),
+                })
+                .collect(),
         };
         if json {
             status.to_json().unwrap_or_else(|e| e.to_string())

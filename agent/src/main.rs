@@ -11,18 +11,25 @@
 //! flor agent run      supervise the vertex, poll with backoff, serve agent.sock
 //! flor agent sync     fetch now; stage, restart, confirm or roll back
 //! flor agent status   what runs, what is pending, which ports are bound
+//! flor doctor         check clock, certificates, artifact, vertex, config service, routes
+//! flor ping           open one flow to a service and report the verdict and timings
 //! flor config-server  store and serve the published tree (management node)
 //! flor vertex run     the data plane (started by the agent)
 //! flor service run    an agent for every enrolled scope (the Windows service)
 //! ```
 
 mod agent;
+mod certs;
+#[cfg(feature = "mgmt")]
 mod config_server;
 mod control;
 mod core;
+mod doctor;
 mod enroll;
 mod fetch;
 mod live;
+mod logging;
+mod ping;
 mod process;
 mod scope;
 mod service;
@@ -54,9 +61,40 @@ enum Cmd {
     Id(IdCmd),
     Enroll(EnrollCmd),
     Agent(AgentCmd),
+    // Parsed without `mgmt` too, so the refusal names the build, not an unknown command.
+    #[cfg_attr(not(feature = "mgmt"), allow(dead_code))]
     ConfigServer(ConfigServerCmd),
     Vertex(vertex_cmd::VertexCmd),
     Service(ServiceCmd),
+    Doctor(DoctorCmd),
+    Ping(PingCmd),
+}
+
+/// Check every enrolled rete (or one): clock, certificates, artifact, vertex, config service, routes; exit 1 if any fails.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "doctor")]
+struct DoctorCmd {
+    /// check only this scope
+    #[argh(option)]
+    rete: Option<String>,
+    /// print one JSON object
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Open one flow to a service as one of this node's principals; print the verdict and timings; exit 1 unless allowed.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "ping")]
+struct PingCmd {
+    /// the service, e.g. wiki.demo.flor.rete
+    #[argh(positional)]
+    host: String,
+    /// the caller: bob, user/bob or a SPIFFE ID (default: the first SOCKS5 principal)
+    #[argh(option, long = "as")]
+    as_principal: Option<String>,
+    /// the scope (needed when several retes are enrolled)
+    #[argh(option)]
+    rete: Option<String>,
 }
 
 /// One agent for every enrolled rete (the Windows service).
@@ -190,6 +228,7 @@ struct AgentStatus {
 /// Store and serve the published tree (runs on the management node).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "config-server")]
+#[cfg_attr(not(feature = "mgmt"), allow(dead_code))]
 struct ConfigServerCmd {
     /// the scope whose rete and signers this server checks publishes against
     #[argh(option)]
@@ -204,6 +243,12 @@ struct ConfigServerCmd {
     #[argh(option)]
     store: PathBuf,
 }
+
+/// Why `flor config-server` refuses on a build without the `mgmt` feature.
+#[cfg(not(feature = "mgmt"))]
+const NO_MGMT: &str = "this flor was built for a router without the management roles \
+(the `mgmt` cargo feature: config-server); run the config-server on a node with the \
+x86_64, Debian or Raspberry Pi build";
 
 /// How long `flor agent sync` waits for the agent: fetch, restart and the health window.
 const SYNC_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -282,17 +327,42 @@ fn run(cmd: Cmd) -> Result<bool, String> {
         Cmd::Service(ServiceCmd {
             cmd: ServiceSub::Run(_),
         }) => service::run().map(|()| true),
+        Cmd::Doctor(d) => {
+            let scopes = match d.rete.as_deref() {
+                Some(r) => vec![scope::Scope::find(Some(r)).map_err(|e| e.to_string())?],
+                None => {
+                    let all = scope::Scope::enrolled();
+                    if all.is_empty() {
+                        // The same message as every other command without a scope.
+                        scope::Scope::find(None).map_err(|e| e.to_string())?;
+                    }
+                    all.iter()
+                        .map(|n| scope::Scope::named(n).map_err(|e| e.to_string()))
+                        .collect::<Result<_, _>>()?
+                }
+            };
+            doctor::run(&scopes, d.json)
+        }
+        Cmd::Ping(p) => {
+            let scope = scope::Scope::find(p.rete.as_deref()).map_err(|e| e.to_string())?;
+            let r = ping::ping(&scope, &p.host, p.as_principal.as_deref())
+                .map_err(|e| e.to_string())?;
+            println!("{r}");
+            Ok(matches!(r.verdict, ping::Verdict::Allowed))
+        }
+        #[cfg(feature = "mgmt")]
         Cmd::ConfigServer(c) => {
             let scope = scope::Scope::find(c.rete.as_deref()).map_err(|e| e.to_string())?;
             config_server::run(scope, c.read_listen, c.publish_listen, c.store).map(|()| true)
         }
+        #[cfg(not(feature = "mgmt"))]
+        Cmd::ConfigServer(_) => Err(NO_MGMT.to_owned()),
     }
 }
 
 fn main() {
     let flor: Flor = argh::from_env();
-    let mut logger =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let mut log_file = None;
     if let Some(Cmd::Service(ServiceCmd {
         cmd: ServiceSub::Run(ServiceRun { log: Some(path) }),
     })) = &flor.cmd
@@ -306,16 +376,15 @@ fn main() {
             .append(true)
             .open(path)
         {
-            Ok(f) => {
-                logger.target(env_logger::Target::Pipe(Box::new(f)));
-            }
+            Ok(f) => log_file = Some(f),
             Err(e) => {
                 eprintln!("flor: --log {}: {e}", path.display());
                 std::process::exit(1);
             }
         }
     }
-    logger.init();
+    let agent_pipe = matches!(&flor.cmd, Some(Cmd::Vertex(v)) if v.agent_pipe());
+    logging::init(log_file, agent_pipe);
     let Some(cmd) = flor.cmd else {
         println!("flor {}", env!("CARGO_PKG_VERSION"));
         return;

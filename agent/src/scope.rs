@@ -9,8 +9,9 @@
 //! <runtime>/<scope>/             runtime root: vertex status files (C1: FlorIO sockets)
 //! ```
 //!
-//! `<base>` is `$FLOR_HOME`, else `~/.flor`, else `/etc/flor` (a system service
-//! with no home); on Windows `%ProgramData%\Florete`. The runtime root is `$FLOR_RUNTIME_DIR/<scope>`, else
+//! `<base>` is `$FLOR_HOME`, else `/etc/flor` when it exists and the caller may
+//! write it (the packages create it), else `~/.flor`, else `/etc/flor` (a
+//! system service with no home); on Windows `%ProgramData%\Florete`. The runtime root is `$FLOR_RUNTIME_DIR/<scope>`, else
 //! `/run/flor/<scope>` for a system install, else `$XDG_RUNTIME_DIR/flor/<scope>`,
 //! else `<install>/run`. Paths inside artifacts are scope-relative and resolved here.
 
@@ -18,6 +19,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use flor_vertex::artifact::{ConfigServer, MgmtSigners, ScopePath};
+use flor_vertex::contract;
 use flor_vertex::file;
 use flor_vertex::identity::{Name, TrustDomain};
 use serde::{Deserialize, Serialize};
@@ -98,28 +100,30 @@ pub struct Scope {
     pub runtime: PathBuf,
 }
 
-/// The directory holding every scope's install root.
+/// The directory holding every scope's install root (the flor home): the rule
+/// is [`contract::choose_home`]; on Windows one machine-wide place,
+/// `%ProgramData%\Florete`, so the service (LocalSystem) finds what an
+/// administrator enrolled from a console.
 pub fn base_dir() -> PathBuf {
-    if let Some(h) = std::env::var_os("FLOR_HOME") {
-        return PathBuf::from(h);
-    }
-    // Windows: one machine-wide place, so the service (LocalSystem) finds what
-    // an administrator enrolled from a console.
     #[cfg(windows)]
-    if let Some(p) = crate::windows::program_data() {
-        return p.join("Florete");
+    if std::env::var_os(contract::HOME_ENV).is_none() {
+        if let Some(p) = crate::windows::program_data() {
+            return p.join("Florete");
+        }
     }
-    match std::env::var_os("HOME") {
-        Some(h) if !h.is_empty() && h != "/" => PathBuf::from(h).join(".flor"),
-        _ => PathBuf::from("/etc/flor"),
-    }
+    file::flor_home()
+}
+
+/// Every scope's install root lives here.
+pub fn scopes_dir() -> PathBuf {
+    base_dir().join(contract::SCOPES_DIR)
 }
 
 fn runtime_base(install: &Path) -> Option<PathBuf> {
     if let Some(r) = std::env::var_os("FLOR_RUNTIME_DIR") {
         return Some(PathBuf::from(r));
     }
-    if install.starts_with("/etc/flor") {
+    if install.starts_with(contract::SYSTEM_HOME) {
         return Some(PathBuf::from("/run/flor"));
     }
     std::env::var_os("XDG_RUNTIME_DIR").map(|x| PathBuf::from(x).join("flor"))
@@ -140,7 +144,7 @@ impl Scope {
         if !valid_scope_name(name) {
             return Err(ScopeError::BadName(name.to_string()));
         }
-        let install = base_dir().join("retes").join(name);
+        let install = scopes_dir().join(name);
         let runtime = match runtime_base(&install) {
             Some(r) => r.join(name),
             None => install.join("run"),
@@ -154,7 +158,7 @@ impl Scope {
 
     /// Every enrolled scope name, sorted.
     pub fn enrolled() -> Vec<String> {
-        let mut out: Vec<String> = std::fs::read_dir(base_dir().join("retes"))
+        let mut out: Vec<String> = std::fs::read_dir(scopes_dir())
             .into_iter()
             .flatten()
             .flatten()
@@ -176,7 +180,7 @@ impl Scope {
         }
         let all = Scope::enrolled();
         match all.len() {
-            0 => Err(ScopeError::NoneEnrolled(base_dir().join("retes"))),
+            0 => Err(ScopeError::NoneEnrolled(scopes_dir())),
             1 => Scope::named(&all[0]),
             _ => Err(ScopeError::Ambiguous(all)),
         }

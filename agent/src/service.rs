@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::scope::{base_dir, Scope};
+use crate::scope::{scopes_dir, Scope};
 
 /// How often the enrolled scopes are looked for and agents checked: a new
 /// enrollment starts its agent within this time.
@@ -174,7 +174,7 @@ pub fn supervise(mut stop_within: impl FnMut(Duration) -> bool) -> Result<(), St
         crate::process::self_exe().map_err(|e| format!("cannot find the flor binary: {e}"))?;
     log::info!(
         "service: running an agent for every rete enrolled under {}",
-        base_dir().join("retes").display()
+        scopes_dir().display()
     );
     let mut agents: Vec<Supervised> = Vec::new();
     loop {

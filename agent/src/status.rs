@@ -21,6 +21,8 @@ pub struct Status<'a> {
     pub schema: u32,
     /// The local scope name.
     pub scope: &'a str,
+    /// The scope's install root: says which flor home this agent uses.
+    pub install: &'a str,
     /// The rete (trust domain).
     pub rete: &'a str,
     /// This node.
@@ -39,6 +41,21 @@ pub struct Status<'a> {
     pub last_event: Option<&'a str>,
     /// Every listener with its preferred and actual address; `None` until the vertex reported.
     pub listeners: Option<Vec<Listener>>,
+    /// Every held certificate with its expiry (added in schema 1).
+    pub certificates: Vec<CertStatus>,
+}
+
+/// One held certificate and its time left.
+#[derive(Clone, Debug, Serialize)]
+pub struct CertStatus {
+    /// A SPIFFE ID, or "the rete CA".
+    pub who: String,
+    /// Its `notAfter`; `None` if it could not be read.
+    pub not_after_unix: Option<i64>,
+    /// Whole days until `notAfter` (negative: expired).
+    pub days_left: Option<i64>,
+    /// Why it could not be read, or the time left in words.
+    pub note: String,
 }
 
 /// A version that runs but is not committed.
@@ -145,6 +162,7 @@ impl Status<'_> {
             "scope:    {} (rete {}, node {})",
             self.scope, self.rete, self.node
         );
+        let _ = writeln!(o, "home:     {}", self.install);
         let _ = writeln!(o, "version:  v{}", self.version);
         match &self.pending {
             Some(p) => {
@@ -216,6 +234,16 @@ impl Status<'_> {
                 }
             }
         }
+        o.push_str("certificates:\n");
+        for c in &self.certificates {
+            let warn = match c.days_left {
+                Some(d) if d < 0 => "  EXPIRED",
+                Some(d) if d < 30 => "  RENEW SOON",
+                Some(_) => "",
+                None => "  UNREADABLE",
+            };
+            let _ = writeln!(o, "  {}: {}{warn}", c.who, c.note);
+        }
         o.truncate(o.trim_end().len());
         o
     }
@@ -229,6 +257,7 @@ mod tests {
         Status {
             schema: SCHEMA,
             scope: "demo.flor",
+            install: "/etc/flor/retes/demo.flor",
             rete: "demo.flor",
             node: "laptop",
             port_offset: 0,
@@ -267,6 +296,12 @@ mod tests {
                     actual: 40_000,
                 }),
             ]),
+            certificates: vec![CertStatus {
+                who: "spiffe://demo.flor/user/bob".into(),
+                not_after_unix: Some(1_000_000 + 5 * 86_400),
+                days_left: Some(5),
+                note: "5 days left (until 1970-01-17T01:46:40Z)".into(),
+            }],
         }
     }
 
@@ -286,6 +321,7 @@ mod tests {
             "spiffe://demo.flor/user/bob"
         );
         assert_eq!(v["listeners"][1]["actual"], 40_000);
+        assert_eq!(v["certificates"][0]["days_left"], 5);
         let mut s = sample();
         s.listeners = None;
         s.pending = None;
@@ -296,12 +332,16 @@ mod tests {
     #[test]
     fn text_says_what_a_person_needs() {
         let t = sample().to_text(1_000_000);
+        assert!(t.contains("home:     /etc/flor/retes/demo.flor"));
         assert!(t.contains("pending:  v4 (healthy), rolls back to v3 in 60 s unless confirmed"));
         assert!(
             t.contains("vertex:   flor pid 42 healthy, 1 restarts, 2 versions applied in place")
         );
         assert!(t.contains(
             "preferred 127.0.0.1:1080 actual 127.0.0.1:40000 (preferred port was taken)"
+        ));
+        assert!(t.contains(
+            "  spiffe://demo.flor/user/bob: 5 days left (until 1970-01-17T01:46:40Z)  RENEW SOON"
         ));
         let mut s = sample();
         s.listeners = None;

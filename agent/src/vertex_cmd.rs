@@ -156,7 +156,7 @@ fn read(path: PathBuf, max: usize) -> Result<Vec<u8>, VertexCmdError> {
 }
 
 /// Reads and verifies the live artifact of vertex `name`: its configuration and version.
-fn load_config(scope: &Scope, name: &str) -> Result<(VertexConfig, u32), VertexCmdError> {
+pub fn load_config(scope: &Scope, name: &str) -> Result<(VertexConfig, u32), VertexCmdError> {
     let info = scope.info().map_err(VertexCmdError::Scope)?;
     let vname = flor_vertex::identity::Name::new(name)
         .map_err(|_| VertexCmdError::BadName(name.to_string()))?;
@@ -265,6 +265,13 @@ fn reset_secret(name: &str, node_key: Option<&[u8]>, keys: &[Vec<u8>]) -> ResetS
 }
 
 impl VertexCmd {
+    /// Whether standard output is the agent's apply pipe (`--agent-pipe`).
+    pub fn agent_pipe(&self) -> bool {
+        match &self.cmd {
+            VertexSub::Run(a) => a.agent_pipe,
+        }
+    }
+
     /// Runs the subcommand until SIGTERM or SIGINT (Ctrl-C; Windows has only
     /// that), then closes every connection with SHUTDOWN, waits at most
     /// [`SHUTDOWN_GRACE_MS`] for the close frames to leave, removes the status

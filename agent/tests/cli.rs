@@ -9,7 +9,15 @@ fn help_lists_every_command_and_bad_flags_fail_cleanly() {
     let out = Command::new(exe).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["id", "enroll", "agent", "config-server", "vertex"] {
+    for cmd in [
+        "id",
+        "enroll",
+        "agent",
+        "config-server",
+        "vertex",
+        "doctor",
+        "ping",
+    ] {
         assert!(
             text.contains(cmd),
             "`flor --help` does not mention {cmd}: {text}"

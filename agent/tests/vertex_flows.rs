@@ -271,6 +271,60 @@ fn user_without_the_role_is_not_allowed_and_nothing_reaches_upstream() {
     );
 }
 
+/// A SOCKS5 client that does not wait: greeting, CONNECT and `data` in one
+/// write, then half-close. Returns the SOCKS5 reply code and what came back.
+fn pipelined(port: u16, host: &str, data: &[u8]) -> (u8, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut all = vec![5, 1, 0, 5, 1, 0, 3, host.len() as u8];
+    all.extend_from_slice(host.as_bytes());
+    all.extend_from_slice(&80u16.to_be_bytes());
+    all.extend_from_slice(data);
+    s.write_all(&all).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut replies = [0u8; 12];
+    s.read_exact(&mut replies).unwrap();
+    assert_eq!(replies[..2], [5, 0], "no-auth method accepted");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    (replies[3], rest)
+}
+
+#[test]
+fn bytes_sent_behind_the_connect_arrive_once_and_never_for_a_denied_caller() {
+    let net = setup();
+    // The first flow of a connection: preamble version 2 carries these bytes
+    // behind its hello.
+    let data = pattern(7, 64);
+    let (code, back) = pipelined(net.alice_port, "bulk.demo.flor.rete", &data);
+    assert_eq!(code, 0x00);
+    // The upstream answers with the SHA-256 of all it received: once, intact.
+    assert_eq!(
+        back[..32],
+        sha256(&data)[..],
+        "the upstream got other bytes"
+    );
+    assert_eq!(net.bulk_hits.load(Ordering::SeqCst), 1);
+    // A second flow on the now warm connection: the bytes wait for the verdict.
+    let (code, back) = pipelined(net.alice_port, "bulk.demo.flor.rete", &data);
+    assert_eq!(code, 0x00);
+    assert_eq!(
+        back[..32],
+        sha256(&data)[..],
+        "the upstream got other bytes"
+    );
+    assert_eq!(net.bulk_hits.load(Ordering::SeqCst), 2);
+    // bob may not reach bulk: his request goes nowhere.
+    let (code, _) = pipelined(net.bob_port, "bulk.demo.flor.rete", b"GET /secret");
+    assert_eq!(code, 0x02);
+    assert_eq!(
+        net.bulk_hits.load(Ordering::SeqCst),
+        2,
+        "the upstream saw a denied caller"
+    );
+}
+
 #[test]
 fn two_listeners_are_two_identities() {
     let net = setup();
@@ -462,6 +516,14 @@ fn server_presenting_another_san_is_refused_by_the_client() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
     assert!(laptop.log().contains("presented spiffe://demo.flor/service/evil where spiffe://demo.flor/service/wiki was dialed"), "{}", laptop.log());
+    // The dialer's own line names the reason with the address.
+    assert!(
+        laptop.log().contains(&format!(
+            "handshake with spiffe://demo.flor/service/wiki at {udp} failed: server certificate for another principal than the one dialed (wrong SAN)"
+        )),
+        "{}",
+        laptop.log()
+    );
     drop(impostor);
 }
 

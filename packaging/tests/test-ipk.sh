@@ -144,7 +144,7 @@ EOF
 got=$(FLOR_HOME="$T/home" FLOR_RUNTIME_DIR="$T/run" "${sh_[@]}" "$T/harness.sh" "$init")
 want="instance demo.flor
   command /usr/bin/flor agent run --rete demo.flor
-  env FLOR_HOME=$T/home FLOR_RUNTIME_DIR=$T/run RUST_LOG=warn
+  env FLOR_HOME=$T/home FLOR_RUNTIME_DIR=$T/run RUST_LOG=warn FLOR_LOG=procd
   respawn 3600 5 0
   stdout 1
   stderr 1
@@ -152,7 +152,7 @@ want="instance demo.flor
 close
 instance home
   command /usr/bin/flor agent run --rete home
-  env FLOR_HOME=$T/home FLOR_RUNTIME_DIR=$T/run RUST_LOG=warn
+  env FLOR_HOME=$T/home FLOR_RUNTIME_DIR=$T/run RUST_LOG=warn FLOR_LOG=procd
   respawn 3600 5 0
   stdout 1
   stderr 1

@@ -39,7 +39,8 @@
 //! validate                                 the rules: model in, checked out
 //! artifacts                                build, seal, the device-limits rule
 //! ports                                    SOCKS5 ports of a node's principals
-//! checked  ca                              the checked model; the `ca` command
+//! checked  ca  operator                    the checked model; the `ca` command; who publishes
+//! certs                                    enrollment.log's certificates and their expiry
 //! pki                                      the rete's PKI (file backend)
 //! model  fsutil                            YAML and Problem; writing files
 //! ```
@@ -58,12 +59,14 @@
 pub mod artifacts;
 pub mod bundle;
 pub mod ca;
+pub mod certs;
 pub mod checked;
 pub mod compile;
 pub mod fsutil;
 pub mod landing;
 pub mod model;
 pub mod new;
+pub mod operator;
 pub mod pki;
 pub mod ports;
 pub mod publish;

@@ -26,6 +26,8 @@ enum Command {
     Ca(retectl::ca::Command),
     /// Issue a node's enrollment bundle (Flow A: new keys; Flow B: --csr from `flor id create`).
     IssueBundle(retectl::bundle::Args),
+    /// List the certificates enrollment.log records with their expiry; --expiring 30d fails when one is inside.
+    Certs(retectl::certs::Args),
     /// Push a compiled tree to the config-server over Florete, as the operator's user identity.
     Publish(retectl::publish::Args),
     /// Write the rete's static landing page (index.html + landing.css) into --out.
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Compile(a) => retectl::compile::run(a).map_err(Into::into),
         Command::Ca(c) => retectl::ca::run(c).map_err(Into::into),
         Command::IssueBundle(a) => retectl::bundle::run(a).map_err(Into::into),
+        Command::Certs(a) => retectl::certs::run(a).map_err(Into::into),
         Command::Publish(a) => retectl::publish::run(a).map_err(Into::into),
         Command::Landing(a) => retectl::landing::run(a).map_err(Into::into),
     };

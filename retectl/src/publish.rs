@@ -27,6 +27,7 @@ use flor_vertex::identity::{Dialable, Kind, Name, SpiffeId};
 use flor_vertex::net::{read_response, Credentials, Dialer, ResponseError};
 use smol::io::AsyncWriteExt;
 
+use crate::operator::{self, Operator};
 use crate::pki::CertInfo;
 
 /// The Florete service name of the config-server's publish listener.
@@ -41,18 +42,28 @@ const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 pub struct Args {
     /// The compiled tree (`retectl compile --out <dir>`).
     pub compiled: PathBuf,
-    /// The operator's user certificate (PEM, an X.509-SVID for user/<name>).
+    /// The operator: a user name (olga), found in this machine's flor scope of
+    /// the tree's rete or in --key-dir; or the path of a user certificate (PEM).
     #[arg(long = "as")]
-    pub cert: PathBuf,
-    /// Its private key (default: the certificate path with extension `.key`).
+    pub who: String,
+    /// The private key (default: found with a user name; next to a certificate
+    /// path, with extension `.key`).
     #[arg(long)]
     pub key: Option<PathBuf>,
-    /// The rete CA certificate.
-    #[arg(long, default_value = "certs/ca.crt")]
-    pub ca: PathBuf,
+    /// Where a user name's certificate and key are: a flor scope's install root
+    /// or a directory holding <name>.crt and <name>.key.
+    #[arg(long)]
+    pub key_dir: Option<PathBuf>,
+    /// The rete CA certificate (default: certs/ca.crt of the rete repo around
+    /// the current directory, else the flor scope's ca.crt).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
     /// UDP address of the vertex publishing config-publish (default: from the tree's agent.json).
     #[arg(long)]
     pub to: Option<SocketAddr>,
+    /// Print one JSON object (docs/config-server.md lists its fields).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Why a publish failed.
@@ -72,6 +83,9 @@ pub enum PublishError {
         /// Why.
         reason: String,
     },
+    /// The operator's identity or the CA could not be found.
+    #[error(transparent)]
+    Operator(#[from] crate::operator::OperatorError),
     /// The certificate is not a user SVID.
     #[error("{0}: expected a certificate with one URI SAN spiffe://<rete>/user/<name>")]
     NotAUser(PathBuf),
@@ -181,28 +195,24 @@ pub fn run(args: Args) -> Result<(), PublishError> {
         Some(a) => a,
         None => config_server_addr(&args.compiled, &files)?,
     };
-    let cert = read(&args.cert)?;
-    let key_path = args
-        .key
-        .clone()
-        .unwrap_or_else(|| args.cert.with_extension("key"));
-    let key = read(&key_path)?;
-    let ca = read(&args.ca)?;
-    let info =
-        CertInfo::parse(&args.cert, &cert).map_err(|e| PublishError::Setup(e.to_string()))?;
+    let who = operator(&args, &files)?;
+    let cert = read(&who.cert)?;
+    let key = read(&who.key)?;
+    let ca = read(&who.ca)?;
+    let info = CertInfo::parse(&who.cert, &cert).map_err(|e| PublishError::Setup(e.to_string()))?;
     let me = match info.uris.as_slice() {
         [uri] => SpiffeId::parse(uri).ok(),
         _ => None,
     }
     .filter(|id| id.kind() == Kind::User)
-    .ok_or_else(|| PublishError::NotAUser(args.cert.clone()))?;
+    .ok_or_else(|| PublishError::NotAUser(who.cert.clone()))?;
     let target = Dialable::service(
         me.trust_domain().clone(),
         None,
         Name::new(PUBLISH_SERVICE).map_err(|e| PublishError::Setup(e.to_string()))?,
     );
     let creds = Credentials::from_pem(me.clone(), &cert, &key)
-        .map_err(|e| PublishError::Setup(format!("{}: {e}", args.cert.display())))?;
+        .map_err(|e| PublishError::Setup(format!("{}: {e}", who.cert.display())))?;
     let body = body(&files);
     let answer = smol::block_on(async {
         smol::future::or(send(&ca, creds, &target, addr, &body), async {
@@ -211,13 +221,66 @@ pub fn run(args: Args) -> Result<(), PublishError> {
         })
         .await
     })?;
-    println!(
-        "published {} artifacts as {me} to {} at {addr}: {}",
-        files.len(),
-        target.id(),
-        answer.trim_end()
-    );
+    if args.json {
+        let out = serde_json::json!({
+            "published": files.len(),
+            "as": me.to_string(),
+            "service": target.id().to_string(),
+            "to": addr.to_string(),
+            "answer": answer.trim_end(),
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "published {} artifacts as {me} to {} at {addr}: {}",
+            files.len(),
+            target.id(),
+            answer.trim_end()
+        );
+    }
     Ok(())
+}
+
+/// The operator's certificate, key and CA from `--as` (a name or a path).
+fn operator(args: &Args, files: &[(String, Vec<u8>)]) -> Result<Operator, PublishError> {
+    if operator::is_path(&args.who) {
+        let cert = PathBuf::from(&args.who);
+        let ca = match &args.ca {
+            Some(c) => c.clone(),
+            None => std::env::current_dir()
+                .ok()
+                .and_then(|d| operator::repo_root(&d))
+                .map(|r| r.join(crate::pki::CA_CERT))
+                .filter(|c| c.is_file())
+                .unwrap_or_else(|| PathBuf::from(crate::pki::CA_CERT)),
+        };
+        return Ok(Operator {
+            key: args
+                .key
+                .clone()
+                .unwrap_or_else(|| cert.with_extension("key")),
+            cert,
+            ca,
+        });
+    }
+    // A name: the rete is the tree's own (every envelope names it).
+    let rete = files
+        .iter()
+        .find_map(|(_, b)| envelope::peek_header(b).ok().map(|h| h.rete))
+        .ok_or_else(|| PublishError::EmptyTree(args.compiled.clone()))?;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let mut who = operator::find(
+        &args.who,
+        &rete,
+        args.key_dir.as_deref(),
+        &operator::flor_home(),
+        &cwd,
+        args.ca.as_deref(),
+    )?;
+    if let Some(k) = &args.key {
+        who.key = k.clone();
+    }
+    Ok(who)
 }
 
 async fn send(

@@ -1102,6 +1102,10 @@ pub fn run(args: Args) -> Result<(), ValidateError> {
             crate::pki::CA_CERT
         );
     }
+    // Warnings, not problems: the rete is valid, but someone must act soon.
+    for w in crate::certs::warnings(&args.repo) {
+        eprintln!("warning: {w}");
+    }
     println!(
         "ok: rete {} version {}: {} nodes, {} users, {} services, {} roles, {} groups",
         c.rete.td,

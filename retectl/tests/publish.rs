@@ -203,4 +203,66 @@ fn operator_publishes_over_florete_and_others_are_refused() {
         std::fs::read(&stored).unwrap(),
         std::fs::read(v2.join("alpha/mgmt/agent.json")).unwrap()
     );
+
+    // `--as olga`: the name is found in the laptop's flor scope of the tree's
+    // rete (under FLOR_HOME, laid out as `flor enroll` lays it out), the CA in
+    // the repo around the current directory, from a subdirectory of it.
+    d.edit("rete.yaml", "version: 2", "version: 3");
+    let v3 = tmp.join("out-v3");
+    d.ok(&[
+        "compile",
+        d.repo_s(),
+        "--all",
+        "--out",
+        v3.to_str().unwrap(),
+    ]);
+    let laptop_home = tmp.join("laptop-home");
+    let scope = laptop_home.join("retes/demo.flor");
+    std::fs::create_dir_all(scope.join("certs/user")).unwrap();
+    std::fs::create_dir_all(scope.join("keys/user")).unwrap();
+    std::fs::copy(&olga, scope.join("certs/user/olga.crt")).unwrap();
+    std::fs::copy(olga.with_extension("key"), scope.join("keys/user/olga.key")).unwrap();
+    // bob's certificate filed under olga's name must not pass for olga.
+    let other = laptop_home.join("retes/aaa-other");
+    std::fs::create_dir_all(other.join("certs/user")).unwrap();
+    std::fs::create_dir_all(other.join("keys/user")).unwrap();
+    std::fs::copy(&bob, other.join("certs/user/olga.crt")).unwrap();
+    std::fs::copy(bob.with_extension("key"), other.join("keys/user/olga.key")).unwrap();
+    let sub = d.repo.join("notes");
+    std::fs::create_dir_all(&sub).unwrap();
+    let by_name = |tree: &Path, who: &str, cwd: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_retectl"))
+            .args(["publish", tree.to_str().unwrap(), "--as", who, "--json"])
+            .current_dir(cwd)
+            .env("FLOR_HOME", &laptop_home)
+            .output()
+            .unwrap()
+    };
+    let o = by_name(&v3, "olga", &sub);
+    assert!(o.status.success(), "{}", out(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["as"], "spiffe://demo.flor/user/olga", "{j}");
+    assert_eq!(j["service"], "spiffe://demo.flor/service/config-publish");
+    assert_eq!(j["published"], 8, "{j}");
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        std::fs::read(v3.join("alpha/mgmt/agent.json")).unwrap()
+    );
+    // Outside the repo, with no CA in the scope: the refusal says what to pass.
+    let o = by_name(&v3, "olga", tmp);
+    assert!(!o.status.success());
+    assert!(out(&o).contains("pass --ca"), "{}", out(&o));
+    // With the scope's ca.crt (flor enroll puts it there), outside the repo too.
+    std::fs::copy(&ca, scope.join("ca.crt")).unwrap();
+    // (The same bytes again: the config-server accepts an identical version.)
+    let o = by_name(&v3, "olga", tmp);
+    assert!(o.status.success(), "{}", out(&o));
+    // An unknown name: where it looked, and what to do.
+    let o = by_name(&v3, "nobody", &sub);
+    assert!(!o.status.success());
+    let e = out(&o);
+    assert!(
+        e.contains("no certificate for spiffe://demo.flor/user/nobody") && e.contains("--key-dir"),
+        "{e}"
+    );
 }

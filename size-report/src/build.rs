@@ -157,6 +157,9 @@ pub fn cargo_command(
     if !std_features.is_empty() {
         cmd.arg(format!("-Zbuild-std-features={std_features}"));
     }
+    // A board names every feature it carries: flor's defaults (the `mgmt`
+    // roles) are for the native x86_64 builds, not for a router's flash.
+    cmd.arg("--no-default-features");
     let features: Vec<&String> = board.features.iter().chain(&ov.features).collect();
     if !features.is_empty() {
         let list: Vec<&str> = features.iter().map(|f| f.as_str()).collect();

@@ -229,7 +229,8 @@ struct Rung {
     /// `CARGO_PROFILE_RELEASE_{OPT_LEVEL,LTO,CODEGEN_UNITS,PANIC}`; None: the workspace profile.
     profile: Option<[&'static str; 4]>,
     /// How many of the board's release_rustflags ([-Zlocation-detail=none,
-    /// -Zfmt-debug=none, -Zunstable-options, -Cpanic=immediate-abort]) apply.
+    /// -Zfmt-debug=none, -Zunstable-options, -Cpanic=immediate-abort, and on
+    /// the router boards -Cforce-unwind-tables=no]) apply.
     release_flags: usize,
     std_features: &'static str,
     features: &'static [&'static str],
@@ -342,7 +343,7 @@ const RUNGS: &[Rung] = &[
         extra: &[],
     },
     Rung {
-        what: "shipped `release` + -Cforce-unwind-tables=no (nothing unwinds with immediate-abort), vs the `release` row",
+        what: "the first four release flags + -Cforce-unwind-tables=no (nothing unwinds with immediate-abort; shipped on the router boards), vs the `release` row",
         profile: None,
         release_flags: 4,
         std_features: "optimize_for_size",

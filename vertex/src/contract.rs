@@ -15,6 +15,7 @@
 //! replaces a copy only under [`may_replace`].
 
 use core::fmt;
+use std::path::PathBuf;
 
 use crate::artifact::{AgentConfig, ArtifactError, MgmtSigner, VertexConfig};
 use crate::envelope::{self, ArtifactKind, EnvelopeError, Expect, Header};
@@ -26,6 +27,38 @@ pub const AGENT_REL: &str = "mgmt/agent.json";
 pub const VERTICES_REL: &str = "mgmt/vertices/";
 /// The directory both artifacts live under: the live-generation pointer on a device.
 pub const MGMT_DIR: &str = "mgmt";
+
+/// The directory under a flor home that holds one install root per scope:
+/// `<home>/retes/<scope>/` (scope.json, ca.crt, certs/, keys/, mgmt/).
+pub const SCOPES_DIR: &str = "retes";
+/// The environment variable that names a flor home outright.
+pub const HOME_ENV: &str = "FLOR_HOME";
+/// The system-wide home the Unix packages create (install.sh, the .ipk).
+pub const SYSTEM_HOME: &str = "/etc/flor";
+/// A user's own home, under their home directory.
+pub const USER_HOME_DIR: &str = ".flor";
+
+/// Which flor home a command uses, given what this host offers: `FLOR_HOME`
+/// when set; else the system home when it exists and the caller may write it
+/// (a root shell on a router or a Pi after a package install, so `flor agent
+/// status` finds what the service runs); else `~/.flor`; else the system home
+/// (a service with no home directory). Pure, so flor and retectl agree on it.
+pub fn choose_home(
+    flor_home: Option<PathBuf>,
+    system_writable: bool,
+    user_home: Option<PathBuf>,
+) -> PathBuf {
+    if let Some(h) = flor_home.filter(|h| !h.as_os_str().is_empty()) {
+        return h;
+    }
+    if system_writable {
+        return PathBuf::from(SYSTEM_HOME);
+    }
+    match user_home.filter(|h| !h.as_os_str().is_empty() && h.as_os_str() != "/") {
+        Some(h) => h.join(USER_HOME_DIR),
+        None => PathBuf::from(SYSTEM_HOME),
+    }
+}
 
 /// `mgmt/vertices/<name>.json`.
 pub fn vertex_rel(name: &Name) -> String {
@@ -188,6 +221,25 @@ pub fn may_replace(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_home_is_flor_home_then_a_writable_system_root_then_the_users() {
+        let pb = PathBuf::from;
+        let alice = || Some(pb("/home/alice"));
+        // FLOR_HOME wins over everything, even a writable /etc/flor.
+        assert_eq!(choose_home(Some(pb("/x")), true, alice()), pb("/x"));
+        // Root on a router after a package install: the package's home.
+        assert_eq!(choose_home(None, true, Some(pb("/root"))), pb(SYSTEM_HOME));
+        // A user who may not write /etc/flor (or it does not exist): their own.
+        assert_eq!(choose_home(None, false, alice()), pb("/home/alice/.flor"));
+        // A service with no home directory.
+        assert_eq!(choose_home(None, false, None), pb(SYSTEM_HOME));
+        assert_eq!(choose_home(None, false, Some(pb("/"))), pb(SYSTEM_HOME));
+        assert_eq!(
+            choose_home(Some(pb("")), false, alice()),
+            pb("/home/alice/.flor")
+        );
+    }
 
     #[test]
     fn paths_name_their_kind() {

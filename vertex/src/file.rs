@@ -11,6 +11,9 @@
 //!     -> write, fsync -> rename over <path> -> fsync <dir> (Unix)
 //! ```
 //!
+//! It also finds the flor home ([`flor_home`]): which directory a command uses
+//! is a question about files on this host, and flor and retectl must agree.
+//!
 //! This is the only I/O in the crate besides `net`; the sans-IO default build
 //! does not compile it.
 
@@ -27,6 +30,31 @@ pub use windows::make_private;
 pub const MODE_PRIVATE: u32 = 0o600;
 /// The mode of a file anyone may read: certificates, artifacts, reports.
 pub const MODE_PUBLIC: u32 = 0o644;
+
+/// The flor home on a Unix host ([`crate::contract::choose_home`] with what
+/// this process sees). Windows callers use `%ProgramData%\Florete` unless
+/// `FLOR_HOME` is set.
+pub fn flor_home() -> std::path::PathBuf {
+    use crate::contract;
+    contract::choose_home(
+        std::env::var_os(contract::HOME_ENV).map(Into::into),
+        system_home_writable(),
+        std::env::var_os("HOME").map(Into::into),
+    )
+}
+
+/// Whether the packages' system home exists and this process may write it
+/// (access(2): root, or a user the package made it writable for).
+fn system_home_writable() -> bool {
+    #[cfg(unix)]
+    {
+        rustix::fs::access(crate::contract::SYSTEM_HOME, rustix::fs::Access::WRITE_OK).is_ok()
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
 
 /// Writes `bytes` to `path` atomically: a temp file in the same directory,
 /// fsync, rename over the target, fsync the directory. Parent directories are

@@ -30,6 +30,7 @@
 //! - [`http`]: sans-IO HTTP/1.1 heads and the publish body for the config-server and its clients.
 //! - [`control`]: the agent's control-socket request line.
 //! - [`limits`]: every capacity, with its reason.
+//! - [`validity`]: a certificate's validity window and the time left (expiry).
 //! - `net` (feature `net`): the QUIC/mTLS data plane on smol.
 //! - `file` (feature `file`): atomic file writes and bounded reads, for the
 //!   agent, retectl and size-report. `net` and `file` are the only I/O in this crate.
@@ -51,4 +52,5 @@ pub mod limits;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod socks5;
+pub mod validity;
 pub mod wire;

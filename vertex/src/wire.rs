@@ -3,16 +3,71 @@
 //! A QUIC connection serves one (caller, target) pair: the SNI is
 //! `sni_for(target)` and the server presents the target's SVID. Each TCP flow
 //! is one bidirectional stream on it. The caller opens the stream with one
-//! [`STREAM_HELLO`] byte (a stream is invisible to the peer until it carries
-//! data); the server answers with one [`Verdict`] byte once it has checked the
-//! ACL and connected the upstream. Only after [`Verdict::Allowed`] do the
-//! caller's bytes flow.
+//! hello byte (a stream is invisible to the peer until it carries data); the
+//! server answers with one [`Verdict`] byte once it has checked the ACL and
+//! connected the upstream, and forwards nothing of the caller's before that.
+//!
+//! Two preamble versions exist, chosen per connection by ALPN ([`Preamble`]):
+//! version 1 (`florete/1`), where the caller sends nothing but the hello before
+//! the verdict, and version 2 (`florete/2`), where the caller may send the
+//! application's first bytes right behind the hello, in the same packet. Both
+//! sides offer both, so nodes upgrade one at a time.
 
-/// ALPN protocol of the Florete data plane; a peer without it is refused.
-pub const ALPN: &[u8] = b"florete/1";
+/// ALPN of preamble version 1: the caller sends only the hello before the verdict.
+pub const ALPN_V1: &[u8] = b"florete/1";
 
-/// The first byte of every stream: the preamble version.
+/// ALPN of preamble version 2: the hello may carry the application's first bytes.
+pub const ALPN_V2: &[u8] = b"florete/2";
+
+/// Hello byte of preamble version 1 (the first byte of every stream).
 pub const STREAM_HELLO: u8 = 0x01;
+
+/// Hello byte of preamble version 2.
+pub const STREAM_HELLO_V2: u8 = 0x02;
+
+/// A preamble version, fixed per connection by the negotiated ALPN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preamble {
+    /// `florete/1`: hello, verdict, then bytes.
+    V1,
+    /// `florete/2`: hello and the caller's first bytes at once, verdict, then bytes.
+    V2,
+}
+
+impl Preamble {
+    /// Every version this build speaks, most preferred first: the ALPN list
+    /// both sides offer. A peer that knows only `florete/1` still connects.
+    pub const ALL: [Preamble; 2] = [Preamble::V2, Preamble::V1];
+
+    /// The ALPN protocol id of this version.
+    pub fn alpn(self) -> &'static [u8] {
+        match self {
+            Preamble::V1 => ALPN_V1,
+            Preamble::V2 => ALPN_V2,
+        }
+    }
+
+    /// The version a negotiated ALPN protocol names; `None` for anything else
+    /// (no ALPN at all never happens: rustls refuses a peer without a common one).
+    pub fn from_alpn(alpn: &[u8]) -> Option<Preamble> {
+        Preamble::ALL.into_iter().find(|p| p.alpn() == alpn)
+    }
+
+    /// The first byte of every stream of this version.
+    pub fn hello(self) -> u8 {
+        match self {
+            Preamble::V1 => STREAM_HELLO,
+            Preamble::V2 => STREAM_HELLO_V2,
+        }
+    }
+
+    /// Whether the caller may put application bytes behind the hello before
+    /// the verdict. Only version 2 servers are told to expect them (a version
+    /// 1 peer was promised a lone hello).
+    pub fn early_data(self) -> bool {
+        self == Preamble::V2
+    }
+}
 
 /// The server's answer on a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +126,7 @@ pub mod close {
     pub const UNKNOWN_SERVICE: u32 = 0x103;
     /// The vertex is at its connection limit.
     pub const OVERLOADED: u32 = 0x104;
-    /// A stream did not start with [`super::STREAM_HELLO`].
+    /// A stream did not start with its version's hello byte ([`super::Preamble::hello`]).
     pub const BAD_PREAMBLE: u32 = 0x105;
     /// The vertex is shutting down (artifact change, restart).
     pub const SHUTDOWN: u32 = 0x106;
@@ -99,5 +154,20 @@ mod tests {
             assert_eq!(Verdict::from_byte(v as u8), Some(v));
         }
         assert_eq!(Verdict::from_byte(0x42), None);
+    }
+
+    #[test]
+    fn preambles_are_named_by_their_alpn_and_differ_in_their_hello() {
+        for p in Preamble::ALL {
+            assert_eq!(Preamble::from_alpn(p.alpn()), Some(p));
+        }
+        assert_eq!(Preamble::from_alpn(b"florete/3"), None);
+        assert_eq!(Preamble::from_alpn(b"h3"), None);
+        assert_ne!(Preamble::V1.hello(), Preamble::V2.hello());
+        assert_eq!(Preamble::V1.hello(), STREAM_HELLO);
+        assert!(!Preamble::V1.early_data());
+        assert!(Preamble::V2.early_data());
+        // The newest first: a peer offering both gets version 2.
+        assert_eq!(Preamble::ALL[0], Preamble::V2);
     }
 }

@@ -138,7 +138,21 @@ pub enum Input {
     },
     /// A commit or rollback on disk failed; the machine records it for status.
     StoreFailed(String),
+    /// The certificates the scope holds now (at start, after a reload, a commit or a rollback).
+    Certificates(Vec<HeldCert>),
 }
+
+/// A certificate the machine watches for expiry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldCert {
+    /// Whose: a SPIFFE ID, or "the rete CA".
+    pub who: String,
+    /// Its `notAfter`, Unix seconds.
+    pub not_after: i64,
+}
+
+/// Days before `notAfter` at which the agent warns, once each; and once more when expired.
+pub const EXPIRY_WARN_DAYS: [i64; 3] = [30, 7, 1];
 
 /// What the shell must do, in order ([`Machine::poll_action`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,6 +216,15 @@ pub enum Action {
         to: ClientId,
         /// Whether the request succeeded.
         ok: bool,
+    },
+    /// Log a warning: a held certificate crossed an [`EXPIRY_WARN_DAYS`] mark or expired.
+    WarnExpiry {
+        /// Whose certificate.
+        who: String,
+        /// Seconds until its `notAfter` (negative: expired).
+        seconds_left: i64,
+        /// Its `notAfter`, Unix seconds.
+        not_after: i64,
     },
 }
 
@@ -316,6 +339,8 @@ pub struct Machine {
     last_error: Option<String>,
     last_event: Option<String>,
     actions: VecDeque<Action>,
+    /// Held certificates, each with how many expiry marks were warned about.
+    certs: Vec<(HeldCert, usize)>,
 }
 
 impl Machine {
@@ -342,6 +367,7 @@ impl Machine {
             last_error: None,
             last_event: None,
             actions: VecDeque::new(),
+            certs: Vec::new(),
         };
         match start {
             Start::Committed(v) => m.live = v,
@@ -453,6 +479,41 @@ impl Machine {
             Input::StoreFailed(e) => {
                 self.event(e);
             }
+            Input::Certificates(held) => {
+                // A certificate seen before keeps its warnings; a renewed one starts afresh.
+                let old = std::mem::take(&mut self.certs);
+                self.certs = held
+                    .into_iter()
+                    .map(|c| {
+                        let warned = old.iter().find(|(o, _)| *o == c).map_or(0, |(_, w)| *w);
+                        (c, warned)
+                    })
+                    .collect();
+                self.check_expiry(now);
+            }
+        }
+    }
+
+    /// Queues one warning per certificate that crossed a mark since the last
+    /// check: 30, 7 and 1 days before `notAfter`, and once expired. A
+    /// certificate found already past several marks gets one warning.
+    fn check_expiry(&mut self, now: Now) {
+        let unix = i64::try_from(now.unix).unwrap_or(i64::MAX);
+        for (c, warned) in &mut self.certs {
+            let left = c.not_after.saturating_sub(unix);
+            let marks = EXPIRY_WARN_DAYS
+                .iter()
+                .filter(|&&d| left <= d * flor_vertex::validity::DAY_S)
+                .count()
+                + usize::from(left < 0);
+            if marks > *warned {
+                *warned = marks;
+                self.actions.push_back(Action::WarnExpiry {
+                    who: c.who.clone(),
+                    seconds_left: left,
+                    not_after: c.not_after,
+                });
+            }
         }
     }
 
@@ -492,6 +553,7 @@ impl Machine {
     }
 
     fn tick(&mut self, now: Now, reported: bool) {
+        self.check_expiry(now);
         // Deadlines first: a version rolled back now is not started once more.
         self.step(now, |c| c.tick(now.ms));
         match self.sup.tick(now.ms, reported) {
@@ -990,6 +1052,61 @@ mod tests {
                 diff: vec![format!("version: {} -> {version}", self.m.live())],
             }))
         }
+    }
+
+    #[test]
+    fn expiry_warns_once_at_30_7_and_1_days_and_when_expired() {
+        const DAY_MS: Millis = 86_400_000;
+        let mut t = T::running();
+        let not_after = i64::try_from(t.now.unix).unwrap() + 40 * 86_400;
+        let cert = HeldCert {
+            who: "spiffe://demo.flor/user/bob".into(),
+            not_after,
+        };
+        let warn = |left_days: i64, extra_s: i64| Action::WarnExpiry {
+            who: "spiffe://demo.flor/user/bob".into(),
+            seconds_left: left_days * 86_400 + extra_s,
+            not_after,
+        };
+        assert_eq!(t.input(Input::Certificates(vec![cert.clone()])), []);
+        // 40 days left: quiet until the 30-day mark, then one warning, not one per tick.
+        t.advance(9 * DAY_MS);
+        assert!(!t
+            .tick(true)
+            .iter()
+            .any(|a| matches!(a, Action::WarnExpiry { .. })));
+        t.advance(DAY_MS);
+        let expiry = |a: Vec<Action>| -> Vec<Action> {
+            a.into_iter()
+                .filter(|a| matches!(a, Action::WarnExpiry { .. }))
+                .collect()
+        };
+        assert_eq!(expiry(t.tick(true)), [warn(30, 0)]);
+        t.advance(1000);
+        assert_eq!(expiry(t.tick(true)), []);
+        // A reload with the same certificate does not repeat it.
+        assert_eq!(t.input(Input::Certificates(vec![cert.clone()])), []);
+        t.advance(23 * DAY_MS - 1000);
+        assert_eq!(expiry(t.tick(true)), [warn(7, 0)]);
+        t.advance(6 * DAY_MS);
+        assert_eq!(expiry(t.tick(true)), [warn(1, 0)]);
+        t.advance(DAY_MS + 1000);
+        assert_eq!(expiry(t.tick(true)), [warn(0, -1)]);
+        t.advance(DAY_MS);
+        assert_eq!(expiry(t.tick(true)), []);
+        // A renewed certificate (new notAfter) starts afresh; 5 days left: one warning.
+        let renewed = HeldCert {
+            who: cert.who.clone(),
+            not_after: i64::try_from(t.now.unix).unwrap() + 5 * 86_400,
+        };
+        assert_eq!(
+            t.input(Input::Certificates(vec![renewed.clone()])),
+            [Action::WarnExpiry {
+                who: renewed.who.clone(),
+                seconds_left: 5 * 86_400,
+                not_after: renewed.not_after,
+            }]
+        );
     }
 
     fn reply(to: ClientId, line: &str) -> Action {

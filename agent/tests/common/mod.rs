@@ -83,16 +83,38 @@ impl Ca {
 
     /// An X.509-SVID for `id` over an existing public key (Flow B: the key stays on the device).
     pub fn issue_for(&self, id: &str, key: &impl rcgen::PublicKeyData) -> String {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.signed_by(key, &self.issuer).unwrap().pem()
+        svid_params(id).signed_by(key, &self.issuer).unwrap().pem()
+    }
+
+    /// An X.509-SVID for `id` valid only from `from` to `to` (year, month,
+    /// day): an expired or a not-yet-valid certificate from this very CA.
+    pub fn issue_between(
+        &self,
+        id: &str,
+        from: (i32, u8, u8),
+        to: (i32, u8, u8),
+    ) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = svid_params(id);
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+        let pem = params.signed_by(&key, &self.issuer).unwrap().pem();
+        (pem, key.serialize_pem())
     }
 }
+
+fn svid_params(id: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params
+}
+
+impl Ca {}
 
 /// A throwaway rete: trust domain, CA, management signer.
 pub struct Rete {
@@ -147,6 +169,7 @@ impl Rete {
             scope,
             home,
             children: Vec::new(),
+            env: Vec::new(),
         };
         node.write_scope(0, &self.signer());
         node
@@ -170,6 +193,8 @@ pub struct Node {
     pub scope: PathBuf,
     pub home: TempDir,
     pub children: Vec<ChildGuard>,
+    /// Extra environment for this node's processes (e.g. `JOURNAL_STREAM`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -219,6 +244,7 @@ impl Node {
         c.env("FLOR_HOME", &self.home.0)
             .env("FLOR_RUNTIME_DIR", self.runtime())
             .env("RUST_LOG", "info");
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

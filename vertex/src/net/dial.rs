@@ -1,6 +1,11 @@
 //! The calling side: one warm QUIC connection per (caller, target, address),
 //! one stream per flow, so a new flow costs a stream open and one round trip
 //! for the verdict, never a handshake.
+//!
+//! Bytes the application sent before its flow was allowed (SOCKS5 early data)
+//! ride behind the hello when the connection speaks preamble version 2 and no
+//! retry can follow ([`early_rides_with_hello`]); otherwise they follow the
+//! verdict. Either way they are sent exactly once.
 
 use core::fmt;
 use std::collections::HashMap;
@@ -16,14 +21,14 @@ use smol::future;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::Timer;
 
-use super::tls::{client_config, Credentials};
+use super::tls::{client_config, Credentials, HandshakeFailure};
 use super::{transport, NetError};
 use crate::identity::{sni_for, Dialable, SpiffeId};
 use crate::limits::{
     HANDSHAKE_ATTEMPT_INTERVAL_MS, HANDSHAKE_TIMEOUT_S, MAX_HANDSHAKE_ATTEMPTS,
     PEER_SILENCE_FLOOR_MS, PEER_SILENCE_RTTS, UPSTREAM_CONNECT_TIMEOUT_S,
 };
-use crate::wire::{close, Verdict, STREAM_HELLO};
+use crate::wire::{close, Preamble, Verdict};
 
 /// Why a flow could not be opened. Each maps to one SOCKS5 reply.
 #[derive(Debug)]
@@ -60,7 +65,14 @@ impl fmt::Display for DialError {
             DialError::UpstreamUnreachable => f.write_str("the service's upstream did not answer"),
             DialError::Overloaded => f.write_str("the service's vertex is at its limit"),
             DialError::Unreachable => f.write_str("the service's node did not answer"),
-            DialError::Handshake(e) => write!(f, "mTLS handshake failed: {e}"),
+            DialError::Handshake(e) => write!(
+                f,
+                "mTLS handshake failed: {}",
+                HandshakeFailure {
+                    error: e,
+                    ours_is_client: true
+                }
+            ),
             DialError::Protocol => f.write_str("the peer broke the Florete stream preamble"),
             DialError::Setup(e) => write!(f, "{e}"),
         }
@@ -207,19 +219,38 @@ impl Dialer {
         }
     }
 
-    /// Opens one flow to `target` at the vertex on `addr`, as `caller`.
+    /// Opens one flow to `target` at the vertex on `addr`, as `caller`
+    /// ([`Dialer::connect_with`] without early bytes).
+    ///
+    /// Not an `async fn` of its own: it returns [`Dialer::connect_with`]'s
+    /// future as is, so the state machine exists once in the binary.
+    pub fn connect<'a>(
+        &'a self,
+        caller: &'a Arc<Credentials>,
+        target: &'a Dialable,
+        addr: SocketAddr,
+    ) -> impl Future<Output = Result<Flow, DialError>> + 'a {
+        self.connect_with(caller, target, addr, &[])
+    }
+
+    /// Opens one flow to `target` at the vertex on `addr`, as `caller`, and
+    /// sends `early` (bytes the application already sent, may be empty) on it
+    /// exactly once: behind the hello where [`early_rides_with_hello`],
+    /// otherwise right after the verdict.
     ///
     /// A pooled connection may have died since its last flow (the peer's
     /// vertex restarted or went away): if it fails before the verdict
     /// ([`retry_on_fresh`]) or stays silent after the stream open
     /// ([`silence_window`]), the flow is retried once on a fresh connection.
-    /// That is safe because nothing of the application's has been sent yet:
-    /// at most the server repeats a TCP connect to its upstream.
-    pub async fn connect(
+    /// That is safe because on a pooled connection nothing of the
+    /// application's is sent before the verdict: at most the server repeats a
+    /// TCP connect to its upstream.
+    pub async fn connect_with(
         &self,
         caller: &Arc<Credentials>,
         target: &Dialable,
         addr: SocketAddr,
+        early: &[u8],
     ) -> Result<Flow, DialError> {
         let key: PoolKey = (caller.id.clone(), target.clone(), addr);
         let slot = {
@@ -243,10 +274,12 @@ impl Dialer {
                     }
                 }
             };
-            let failure = match open_flow(&conn, pooled).await {
+            let failure = match open_flow(&conn, pooled, early).await {
                 Ok(flow) => return Ok(flow),
                 Err(f) => f,
             };
+            // Only a pooled connection is retried, and on a pooled connection
+            // the stream carried the hello alone (early_rides_with_hello).
             let retry = pooled
                 && dead.is_none()
                 && match &failure {
@@ -318,11 +351,43 @@ impl Dialer {
             .await;
             match done {
                 // The other attempts are dropped: quinn closes them.
-                Some(r) => return r.map_err(DialError::from_connection),
+                Some(r) => {
+                    return r.map_err(|error| {
+                        let failure = HandshakeFailure {
+                            error: &error,
+                            ours_is_client: true,
+                        };
+                        if failure.problem().is_some() {
+                            log::warn!("handshake with {target} at {addr} failed: {failure}");
+                        }
+                        DialError::from_connection(error)
+                    })
+                }
                 None if Instant::now() >= deadline => return Err(DialError::Unreachable),
                 None => log::debug!("no answer from {target} at {addr} yet; one more attempt"),
             }
         }
+    }
+
+    /// Completes a handshake with `target` at `addr` as `caller` and keeps
+    /// the connection for the next [`Dialer::connect`]; returns how long the
+    /// handshake took (`flor doctor`, `flor ping`).
+    pub async fn warm(
+        &self,
+        caller: &Arc<Credentials>,
+        target: &Dialable,
+        addr: SocketAddr,
+    ) -> Result<Duration, DialError> {
+        let key: PoolKey = (caller.id.clone(), target.clone(), addr);
+        let slot = {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(pool.entry(key).or_default())
+        };
+        let started = Instant::now();
+        let conn = self.handshake(caller, target, addr).await?;
+        let took = started.elapsed();
+        *slot.lock().await = Some(conn);
+        Ok(took)
     }
 
     /// The local UDP address flows leave from.
@@ -375,19 +440,59 @@ pub(crate) fn silence_window(rtt: Duration) -> Duration {
     (rtt * PEER_SILENCE_RTTS).max(Duration::from_millis(PEER_SILENCE_FLOOR_MS))
 }
 
-/// Opens a stream, sends the hello and reads the verdict. On a `pooled`
-/// connection, a peer that sends no datagram at all within
-/// [`silence_window`] is taken for gone ([`Failure::Silent`]). A live peer
-/// acknowledges the hello within its ACK delay even while it connects the
-/// upstream, so a slow verdict is never mistaken for a dead peer.
-async fn open_flow(conn: &quinn::Connection, pooled: bool) -> Result<Flow, Failure> {
+/// Whether the application's early bytes go out behind the hello, before the
+/// verdict: only if the connection speaks a preamble that allows it
+/// ([`Preamble::early_data`]) and is not `pooled` (fresh from its
+/// handshake). A flow on a pooled connection may be retried on a fresh one if
+/// it fails before the verdict, and bytes the dead connection carried may
+/// already have reached the upstream (the old process forwards them right
+/// after its verdict, which may be lost with it): sending them again would
+/// deliver them twice. So on a pooled connection they wait for the verdict,
+/// and a flow on a fresh connection is never retried.
+pub(crate) fn early_rides_with_hello(preamble: Preamble, pooled: bool) -> bool {
+    preamble.early_data() && !pooled
+}
+
+/// The preamble version `conn` speaks, from its negotiated ALPN; `None` if
+/// it names none this build knows (rustls refuses such a handshake first).
+pub(crate) fn preamble_of(conn: &quinn::Connection) -> Option<Preamble> {
+    let data = conn.handshake_data()?;
+    let data = data
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?;
+    Preamble::from_alpn(data.protocol.as_deref()?)
+}
+
+/// Opens a stream, sends the hello (with `early` where
+/// [`early_rides_with_hello`]) and reads the verdict; sends `early` after it
+/// otherwise. On a `pooled` connection, a peer that sends no datagram at all
+/// within [`silence_window`] is taken for gone ([`Failure::Silent`]). A live
+/// peer acknowledges the hello within its ACK delay even while it connects
+/// the upstream, so a slow verdict is never mistaken for a dead peer.
+async fn open_flow(conn: &quinn::Connection, pooled: bool, early: &[u8]) -> Result<Flow, Failure> {
     let received_before = conn.stats().udp_rx.datagrams;
+    let preamble = preamble_of(conn).ok_or(Failure::Dial(DialError::Protocol))?;
+    let with_hello = early_rides_with_hello(preamble, pooled) && !early.is_empty();
     let flow = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(Failure::Connection)?;
-        send.write_all(&[STREAM_HELLO]).await.map_err(|e| match e {
+        let before_verdict = |e| match e {
             quinn::WriteError::ConnectionLost(c) => Failure::Connection(c),
             _ => Failure::Dial(DialError::Protocol),
-        })?;
+        };
+        // Both writes only fill quinn's send buffer, so the connection task
+        // usually sends them in one packet; the server reads the hello alone
+        // first either way.
+        send.write_all(&[preamble.hello()])
+            .await
+            .map_err(before_verdict)?;
+        if with_hello {
+            match send.write_all(early).await {
+                // The server refused the flow and stopped reading: its
+                // verdict says why.
+                Ok(()) | Err(quinn::WriteError::Stopped(_)) => {}
+                Err(e) => return Err(before_verdict(e)),
+            }
+        }
         let mut verdict = [0u8; 1];
         recv.read_exact(&mut verdict).await.map_err(|e| match e {
             quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(c)) => {
@@ -396,33 +501,46 @@ async fn open_flow(conn: &quinn::Connection, pooled: bool) -> Result<Flow, Failu
             _ => Failure::Dial(DialError::Protocol),
         })?;
         match Verdict::from_byte(verdict[0]) {
-            Some(Verdict::Allowed) => Ok(Flow { send, recv }),
-            Some(v) => Err(Failure::Dial(DialError::from_verdict(v))),
-            None => Err(Failure::Dial(DialError::Protocol)),
+            Some(Verdict::Allowed) => {}
+            Some(v) => return Err(Failure::Dial(DialError::from_verdict(v))),
+            None => return Err(Failure::Dial(DialError::Protocol)),
         }
+        if !with_hello && !early.is_empty() {
+            // After the verdict nothing is retried: a lost connection now is
+            // a flow cut short, reported as such.
+            send.write_all(early)
+                .await
+                .map_err(|_| Failure::Dial(DialError::Protocol))?;
+        }
+        Ok(Flow { send, recv })
     };
+    // One timer per flow (each one armed costs the reactor a wake-up): first
+    // the silence check on a pooled connection, then the overall deadline.
     // The server answers within its upstream connect timeout; past that the
     // peer is stuck, and a retry could repeat a connect that is still running.
-    let deadline = async {
-        Timer::after(Duration::from_secs(
-            HANDSHAKE_TIMEOUT_S + UPSTREAM_CONNECT_TIMEOUT_S,
-        ))
-        .await;
+    let guard = async {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(HANDSHAKE_TIMEOUT_S + UPSTREAM_CONNECT_TIMEOUT_S);
+        // A fresh connection needs no silence check: its handshake just now
+        // proved the peer alive.
+        let first = if pooled {
+            now + silence_window(conn.rtt())
+        } else {
+            deadline
+        };
+        let mut timer = Timer::at(first);
+        if pooled {
+            (&mut timer).await;
+            if conn.stats().udp_rx.datagrams == received_before {
+                return Err(Failure::Silent);
+            }
+            // Something came back: the peer is alive, however slow its verdict.
+            timer.set_at(deadline);
+        }
+        timer.await;
         Err(Failure::Dial(DialError::Unreachable))
     };
-    let watchdog = async {
-        if !pooled {
-            // The handshake just now proved the peer alive.
-            return future::pending().await;
-        }
-        Timer::after(silence_window(conn.rtt())).await;
-        if conn.stats().udp_rx.datagrams > received_before {
-            future::pending().await
-        } else {
-            Err(Failure::Silent)
-        }
-    };
-    future::or(flow, future::or(watchdog, deadline)).await
+    future::or(flow, guard).await
 }
 
 #[cfg(test)]
@@ -457,6 +575,18 @@ mod tests {
         assert!(retry_on_fresh(&E::LocallyClosed));
         assert!(!retry_on_fresh(&E::VersionMismatch));
         assert!(!retry_on_fresh(&E::CidsExhausted));
+    }
+
+    #[test]
+    fn early_data_never_rides_where_a_retry_can_follow() {
+        // Only flows on pooled connections are retried (`Dialer::connect_with`):
+        // on those the hello must travel alone, whatever the version.
+        for p in Preamble::ALL {
+            assert!(!early_rides_with_hello(p, true), "{p:?}");
+        }
+        assert!(early_rides_with_hello(Preamble::V2, false));
+        // A version 1 server was promised a lone hello.
+        assert!(!early_rides_with_hello(Preamble::V1, false));
     }
 
     #[test]

@@ -15,11 +15,11 @@ use smol::Timer;
 
 use super::forward::pump;
 use super::take_slot;
-use super::tls::spiffe_id_of;
+use super::tls::{spiffe_id_of, HandshakeFailure};
 use crate::acl::{AclHandle, Verdict as AclVerdict};
 use crate::identity::{Dialable, SniRegistry, SpiffeId, TrustDomain};
 use crate::limits::{HANDSHAKE_TIMEOUT_S, MAX_CONNECTIONS, MAX_FLOWS, UPSTREAM_CONNECT_TIMEOUT_S};
-use crate::wire::{close, Verdict, STREAM_HELLO};
+use crate::wire::{close, Preamble, Verdict};
 
 /// Everything the serving side needs, shared by all connections.
 #[derive(Debug)]
@@ -59,16 +59,23 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<ServerCtx>) {
                 return;
             };
             let remote = incoming.remote_address();
-            let handshake = async { incoming.await.ok() };
+            let handshake = async { Some(incoming.await) };
             let timeout = async {
                 Timer::after(Duration::from_secs(HANDSHAKE_TIMEOUT_S)).await;
                 None
             };
             match future::or(handshake, timeout).await {
-                Some(conn) => connection(conn, &ctx).await,
-                None => {
-                    log::warn!("refused connection from {remote}: handshake failed or timed out")
-                }
+                Some(Ok(conn)) => connection(conn, &ctx).await,
+                Some(Err(error)) => log::warn!(
+                    "refused connection from {remote}: {}",
+                    HandshakeFailure {
+                        error: &error,
+                        ours_is_client: false
+                    }
+                ),
+                None => log::warn!(
+                    "refused connection from {remote}: no handshake within {HANDSHAKE_TIMEOUT_S} s"
+                ),
             }
         })
         .detach();
@@ -78,8 +85,11 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<ServerCtx>) {
 /// Why a connection is closed right after its handshake: close code, reason, caller if known.
 type Refusal = (u32, &'static str, Option<Box<SpiffeId>>);
 
-/// Who is calling and what for, once the handshake is done.
-fn identify(conn: &quinn::Connection, ctx: &ServerCtx) -> Result<(SpiffeId, Dialable), Refusal> {
+/// Who is calling, what for, and in which preamble version, once the handshake is done.
+fn identify(
+    conn: &quinn::Connection,
+    ctx: &ServerCtx,
+) -> Result<(SpiffeId, Dialable, Preamble), Refusal> {
     let caller = conn
         .peer_identity()
         .and_then(|any| {
@@ -98,25 +108,32 @@ fn identify(conn: &quinn::Connection, ctx: &ServerCtx) -> Result<(SpiffeId, Dial
             None,
         )
     })?;
-    let sni = conn
+    let (sni, alpn) = conn
         .handshake_data()
         .and_then(|any| any.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-        .and_then(|h| h.server_name)
-        .ok_or((
-            close::UNKNOWN_SERVICE,
-            "no SNI",
-            Some(Box::new(caller.clone())),
-        ))?;
+        .map(|h| (h.server_name, h.protocol))
+        .unwrap_or_default();
+    let sni = sni.ok_or((
+        close::UNKNOWN_SERVICE,
+        "no SNI",
+        Some(Box::new(caller.clone())),
+    ))?;
     let (target, _) = ctx.registry.lookup(&sni).ok_or((
         close::UNKNOWN_SERVICE,
         "SNI names nothing published",
         Some(Box::new(caller.clone())),
     ))?;
-    Ok((caller, target.clone()))
+    // rustls already refused a client offering no version we speak.
+    let preamble = alpn.as_deref().and_then(Preamble::from_alpn).ok_or((
+        close::BAD_PREAMBLE,
+        "no Florete ALPN negotiated",
+        Some(Box::new(caller.clone())),
+    ))?;
+    Ok((caller, target.clone(), preamble))
 }
 
 async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
-    let (caller, target) = match identify(&conn, ctx) {
+    let (caller, target, preamble) = match identify(&conn, ctx) {
         Ok(x) => x,
         Err((c, reason, caller)) => {
             match caller {
@@ -138,7 +155,7 @@ async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
         return;
     }
     log::debug!(
-        "connection {caller} -> {target} from {}",
+        "connection {caller} -> {target} from {} ({preamble:?})",
         conn.remote_address()
     );
     let caller = Arc::new(caller);
@@ -148,8 +165,10 @@ async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
             Ok((send, recv)) => {
                 let ctx = Arc::clone(ctx);
                 let (caller, target) = (Arc::clone(&caller), Arc::clone(&target));
-                super::exec::spawn(async move { stream(send, recv, &ctx, &caller, &target).await })
-                    .detach();
+                super::exec::spawn(
+                    async move { stream(send, recv, &ctx, &caller, &target, preamble).await },
+                )
+                .detach();
             }
             Err(_) => return,
         }
@@ -164,7 +183,12 @@ fn acl_refusal(ctx: &ServerCtx, caller: &SpiffeId, target: &SpiffeId) -> Option<
     }
 }
 
-async fn refuse_stream(mut send: quinn::SendStream, verdict: Verdict) {
+/// Answers `verdict` and ends the stream. The caller's bytes behind the hello
+/// (preamble version 2) are discarded unread: STOP_SENDING tells the caller
+/// to send no more of them.
+async fn refuse_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, verdict: Verdict) {
+    let _ = recv.stop(code(close::DONE));
+    drop(recv);
     let _ = send.write_all(&[verdict as u8]).await;
     let _ = send.finish();
     // Wait for the verdict to be delivered before the stream is dropped.
@@ -175,31 +199,35 @@ async fn refuse_stream(mut send: quinn::SendStream, verdict: Verdict) {
     .await;
 }
 
+/// One flow: the hello, the checks, the upstream connect, the verdict, then
+/// the pump. Nothing the caller sent behind the hello is read before the
+/// verdict `Allowed` is written: the pump is the first reader of those bytes.
 async fn stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     ctx: &ServerCtx,
     caller: &SpiffeId,
     target: &Dialable,
+    preamble: Preamble,
 ) {
     let mut hello = [0u8; 1];
-    if recv.read_exact(&mut hello).await.is_err() || hello[0] != STREAM_HELLO {
+    if recv.read_exact(&mut hello).await.is_err() || hello[0] != preamble.hello() {
         log::warn!("refused stream {caller} -> {target}: bad preamble");
         let _ = send.reset(code(close::BAD_PREAMBLE));
         return;
     }
     let Some(_flow) = take_slot(&ctx.flows, MAX_FLOWS) else {
         log::warn!("refused flow {caller} -> {target}: at MAX_FLOWS ({MAX_FLOWS})");
-        return refuse_stream(send, Verdict::Overloaded).await;
+        return refuse_stream(send, recv, Verdict::Overloaded).await;
     };
     // Checked per flow as well: an ACL swapped since the handshake applies to new flows.
     if let Some(v) = acl_refusal(ctx, caller, target.id()) {
         log::warn!("refused flow {caller} -> {target}: {}", v.as_str());
-        return refuse_stream(send, v).await;
+        return refuse_stream(send, recv, v).await;
     }
     let Some(&upstream) = ctx.upstreams.get(target.id()) else {
         log::warn!("refused flow {caller} -> {target}: no upstream configured");
-        return refuse_stream(send, Verdict::UnknownService).await;
+        return refuse_stream(send, recv, Verdict::UnknownService).await;
     };
     let connect = async { Some(TcpStream::connect(upstream).await) };
     let timeout = async {
@@ -210,15 +238,15 @@ async fn stream(
         Some(Ok(tcp)) => tcp,
         Some(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             log::warn!("flow {caller} -> {target}: upstream {upstream} refused the connection");
-            return refuse_stream(send, Verdict::UpstreamRefused).await;
+            return refuse_stream(send, recv, Verdict::UpstreamRefused).await;
         }
         Some(Err(e)) => {
             log::warn!("flow {caller} -> {target}: upstream {upstream}: {e}");
-            return refuse_stream(send, Verdict::UpstreamUnreachable).await;
+            return refuse_stream(send, recv, Verdict::UpstreamUnreachable).await;
         }
         None => {
             log::warn!("flow {caller} -> {target}: upstream {upstream} did not answer");
-            return refuse_stream(send, Verdict::UpstreamUnreachable).await;
+            return refuse_stream(send, recv, Verdict::UpstreamUnreachable).await;
         }
     };
     let _ = tcp.set_nodelay(true);

@@ -221,7 +221,13 @@ async fn session(mut tcp: TcpStream, caller: &Arc<Credentials>, ctx: &SocksCtx) 
         );
         return refuse(tcp, Reply::GeneralFailure).await;
     };
-    let flow = match ctx.dialer.connect(caller, &target, addr).await {
+    // The bytes the client sent behind its request go with the flow's start
+    // (behind the hello where that is safe, see `Dialer::connect`).
+    let flow = match ctx
+        .dialer
+        .connect_with(caller, &target, addr, &early[..early_len])
+        .await
+    {
         Ok(f) => f,
         Err(e) => {
             log::warn!("refused {} -> {target}: {e}", caller.id);
@@ -236,10 +242,7 @@ async fn session(mut tcp: TcpStream, caller: &Arc<Credentials>, ctx: &SocksCtx) 
         return;
     }
     let _ = tcp.set_nodelay(true);
-    let (mut send, recv) = flow.into_parts();
-    if early_len > 0 && send.write_all(&early[..early_len]).await.is_err() {
-        return;
-    }
+    let (send, recv) = flow.into_parts();
     match pump(send, recv, tcp, ctx.idle).await {
         Ok(m) => log::debug!(
             "flow {} -> {target} done: {} bytes out, {} in",

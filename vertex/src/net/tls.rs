@@ -18,7 +18,7 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::NetError;
 use crate::identity::{Dialable, SniRegistry, SpiffeId, TrustDomain};
-use crate::wire::ALPN;
+use crate::wire::Preamble;
 
 /// A principal's certificate chain and private key, ready for TLS.
 #[derive(Debug)]
@@ -177,8 +177,15 @@ pub fn server_config(
         .map_err(|_| NetError::Tls("TLS 1.3"))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(SniResolver(registry)));
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = alpn_protocols();
     Ok(cfg)
+}
+
+/// Every preamble version this build speaks, newest first, as ALPN ids: the
+/// server picks the first the client also offers, so two new nodes speak the
+/// newest version and a node of an older release still gets `florete/1`.
+fn alpn_protocols() -> Vec<Vec<u8>> {
+    Preamble::ALL.iter().map(|p| p.alpn().to_vec()).collect()
 }
 
 /// The rustls client config for one (caller, target) connection.
@@ -199,7 +206,7 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(Arc::new(OneClientCert(Arc::clone(&caller.key))));
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = alpn_protocols();
     Ok(cfg)
 }
 
@@ -233,18 +240,14 @@ impl ServerCertVerifier for ExactSanVerifier {
             None,
             None,
         )
-        .map_err(|e| {
-            log::warn!(
-                "refused server {}: certificate does not chain to the rete CA ({e})",
-                self.expected
-            );
-            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
-        })?;
+        // The dialer logs the refusal with the address (HandshakeFailure);
+        // the error keeps the reason so that log line can name it.
+        .map_err(|e| rustls::Error::InvalidCertificate(certificate_error(e)))?;
         match spiffe_id_of(end_entity, self.expected.trust_domain()) {
             Ok(id) if id == self.expected => Ok(ServerCertVerified::assertion()),
             Ok(id) => {
                 log::warn!(
-                    "refused server: presented {id} where {} was dialed",
+                    "refused server: presented {id} where {} was dialed (wrong SAN)",
                     self.expected
                 );
                 Err(rustls::Error::InvalidCertificate(
@@ -290,5 +293,188 @@ impl ServerCertVerifier for ExactSanVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// The rustls error for a webpki refusal, keeping what an operator acts on:
+/// expired and not-yet-valid with their times, another CA as unknown issuer.
+fn certificate_error(e: webpki::Error) -> rustls::CertificateError {
+    use rustls::CertificateError as C;
+    match e {
+        webpki::Error::CertExpired { time, not_after } => C::ExpiredContext { time, not_after },
+        webpki::Error::CertNotValidYet { time, not_before } => {
+            C::NotValidYetContext { time, not_before }
+        }
+        webpki::Error::UnknownIssuer => C::UnknownIssuer,
+        webpki::Error::InvalidSignatureForPublicKey => C::BadSignature,
+        _ => C::BadEncoding,
+    }
+}
+
+/// Why a certificate was refused in a handshake, as an operator acts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertProblem {
+    /// Past its `notAfter`: issue a new one (`retectl issue-bundle`), re-enroll.
+    Expired,
+    /// Before its `notBefore`: a clock is wrong, or it was issued for later.
+    NotYetValid,
+    /// It does not chain to this rete's CA (another rete's, a stale CA, or
+    /// one that only bears its name).
+    OtherCa,
+    /// It names another principal than the one dialed.
+    WrongSan,
+    /// The client presented none.
+    NoCertificate,
+    /// Another TLS refusal, by its alert number.
+    Other(u8),
+}
+
+/// TLS alerts (RFC 8446 6.2) that rustls sends for certificate refusals.
+const ALERT_BAD_CERTIFICATE: u8 = 42;
+const ALERT_CERTIFICATE_EXPIRED: u8 = 45;
+const ALERT_UNKNOWN_CA: u8 = 48;
+/// A signature that does not verify: in a chain, a certificate signed by
+/// another CA that bears this CA's name (rustls' BadSignature).
+const ALERT_DECRYPT_ERROR: u8 = 51;
+const ALERT_CERTIFICATE_REQUIRED: u8 = 116;
+
+impl CertProblem {
+    /// From a TLS alert and the refusing side's message. One alert covers
+    /// expired and not-yet-valid (RFC 8446 `certificate_expired`), so the
+    /// message (rustls' own wording) tells the two apart.
+    fn of_alert(alert: u8, reason: &str) -> CertProblem {
+        match alert {
+            ALERT_CERTIFICATE_EXPIRED if reason.contains("not valid yet") => {
+                CertProblem::NotYetValid
+            }
+            ALERT_CERTIFICATE_EXPIRED => CertProblem::Expired,
+            ALERT_UNKNOWN_CA | ALERT_DECRYPT_ERROR => CertProblem::OtherCa,
+            ALERT_BAD_CERTIFICATE => CertProblem::WrongSan,
+            ALERT_CERTIFICATE_REQUIRED => CertProblem::NoCertificate,
+            a => CertProblem::Other(a),
+        }
+    }
+}
+
+impl core::fmt::Display for CertProblem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CertProblem::Expired => f.write_str("certificate expired"),
+            CertProblem::NotYetValid => f.write_str(
+                "certificate not yet valid (a clock is wrong, or it was issued for later)",
+            ),
+            CertProblem::OtherCa => f.write_str("certificate from another CA than this rete's"),
+            CertProblem::WrongSan => {
+                f.write_str("certificate for another principal than the one dialed (wrong SAN)")
+            }
+            CertProblem::NoCertificate => f.write_str("certificate missing (none presented)"),
+            CertProblem::Other(a) => write!(f, "certificate refused (TLS alert {a})"),
+        }
+    }
+}
+
+/// A failed handshake in words: who refused whose certificate, and why.
+///
+/// `ours_is_client`: this end dialed. A refusal made here names the peer's
+/// certificate; one the peer sent names ours, with the peer's own message.
+pub struct HandshakeFailure<'a> {
+    /// The error the handshake ended with.
+    pub error: &'a quinn::ConnectionError,
+    /// Whether this end is the client.
+    pub ours_is_client: bool,
+}
+
+impl HandshakeFailure<'_> {
+    /// The certificate problem, and whether the peer (not this end) refused.
+    pub fn problem(&self) -> Option<(CertProblem, bool)> {
+        let (code, reason, by_peer) = match self.error {
+            quinn::ConnectionError::TransportError(t) => (u64::from(t.code), &*t.reason, false),
+            quinn::ConnectionError::ConnectionClosed(c) => (
+                u64::from(c.error_code),
+                core::str::from_utf8(&c.reason).unwrap_or(""),
+                true,
+            ),
+            _ => return None,
+        };
+        // QUIC carries a TLS alert as crypto error 0x100 + alert (RFC 9001 4.8).
+        let alert = u8::try_from(code.checked_sub(0x100)?).ok()?;
+        Some((CertProblem::of_alert(alert, reason), by_peer))
+    }
+}
+
+impl core::fmt::Display for HandshakeFailure<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let peer = if self.ours_is_client {
+            "server"
+        } else {
+            "client"
+        };
+        match (self.problem(), self.error) {
+            (Some((p, false)), quinn::ConnectionError::TransportError(t)) => {
+                write!(f, "{peer} {p} ({})", t.reason)
+            }
+            (Some((p, _)), quinn::ConnectionError::ConnectionClosed(c)) => write!(
+                f,
+                "the {peer} refused our certificate: {p} (it said: {})",
+                String::from_utf8_lossy(&c.reason)
+            ),
+            _ => write!(f, "{}", self.error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_name_the_certificate_problem() {
+        let expired = "invalid peer certificate: certificate expired: verification time 2 (UNIX), but certificate is not valid after 1 (1 seconds ago)";
+        let early = "invalid peer certificate: certificate not valid yet: verification time 1 (UNIX), but certificate is not valid before 2 (1 seconds in future)";
+        assert_eq!(CertProblem::of_alert(45, expired), CertProblem::Expired);
+        assert_eq!(CertProblem::of_alert(45, early), CertProblem::NotYetValid);
+        assert_eq!(CertProblem::of_alert(48, ""), CertProblem::OtherCa);
+        assert_eq!(CertProblem::of_alert(51, ""), CertProblem::OtherCa);
+        assert_eq!(CertProblem::of_alert(42, ""), CertProblem::WrongSan);
+        assert_eq!(CertProblem::of_alert(116, ""), CertProblem::NoCertificate);
+        assert_eq!(CertProblem::of_alert(40, ""), CertProblem::Other(40));
+    }
+
+    #[test]
+    fn a_handshake_failure_says_who_refused_whom() {
+        let local = quinn::ConnectionError::TransportError(quinn_proto::TransportError {
+            code: quinn::TransportErrorCode::crypto(116),
+            frame: None,
+            reason: "peer sent no certificates".into(),
+        });
+        let f = HandshakeFailure {
+            error: &local,
+            ours_is_client: false,
+        };
+        assert_eq!(f.problem(), Some((CertProblem::NoCertificate, false)));
+        assert_eq!(
+            f.to_string(),
+            "client certificate missing (none presented) (peer sent no certificates)"
+        );
+        let remote = quinn::ConnectionError::ConnectionClosed(quinn_proto::ConnectionClose {
+            error_code: quinn::TransportErrorCode::crypto(48),
+            frame_type: None,
+            reason: b"invalid peer certificate: UnknownIssuer"[..].into(),
+        });
+        let f = HandshakeFailure {
+            error: &remote,
+            ours_is_client: true,
+        };
+        assert_eq!(
+            f.to_string(),
+            "the server refused our certificate: certificate from another CA than this rete's (it said: invalid peer certificate: UnknownIssuer)"
+        );
+        // Not a certificate matter: the error as quinn says it.
+        let f = HandshakeFailure {
+            error: &quinn::ConnectionError::TimedOut,
+            ours_is_client: true,
+        };
+        assert_eq!(f.problem(), None);
     }
 }
