@@ -165,9 +165,9 @@ async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
             Ok((send, recv)) => {
                 let ctx = Arc::clone(ctx);
                 let (caller, target) = (Arc::clone(&caller), Arc::clone(&target));
-                super::exec::spawn(
-                    async move { stream(send, recv, &ctx, &caller, &target, preamble).await },
-                )
+                super::exec::spawn(async move {
+                    stream(send, recv, &ctx, &caller, &target, preamble).await
+                })
                 .detach();
             }
             Err(_) => return,
