@@ -541,7 +541,7 @@ def report(args, m, started, load_start, load_end):
                 break
     head = (f"{started:%Y-%m-%d %H:%M} UTC, bench at commit {commit}"
             f"{' (with uncommitted changes)' if dirty else ''}, flor measured: "
-            f"{os.path.relpath(args.flor, args.src) if args.flor.startswith(args.src) else args.flor}"
+            f"{os.path.relpath(args.flor, args.src) if args.flor.startswith(args.src) else os.path.basename(args.flor)}"
             f" ({os.path.getsize(args.flor)} bytes), "
             f"{os.cpu_count()} × {cpu}, Linux {platform.release()}; load average (1 min) "
             f"{load_start} at the start, {load_end} at the end; {args.reps} runs, iperf3 "
