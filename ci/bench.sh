@@ -1,10 +1,45 @@
 #!/usr/bin/env bash
-# Data-plane measurements (not a test): Florete vs direct TCP in the same run,
-# release build, real flor processes on loopback. Prints a markdown table.
+# Data-plane measurements (not a test): direct TCP, a stunnel4 mTLS pair and
+# Florete on the example rete, side by side in one run on loopback (release
+# build of flor, real agents and vertices). Prints a markdown table; with
+# `--section NAME` also rewrites that section of docs/performance.md.
+# Options go to ci/bench.py (--reps, --seconds, --samples, --only, --note).
+# Takes ~6 minutes with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SRC="$PWD"
 # shellcheck source=ci/setup.sh
 source ci/setup.sh
-# 1,000 held flows need ~4,000 descriptors across the bench and both vertices.
+# The other tunnel and the clients the bench drives (Debian names).
+bench_pkgs=()
+command -v stunnel4 >/dev/null 2>&1 || bench_pkgs+=(stunnel4)
+command -v iperf3 >/dev/null 2>&1 || bench_pkgs+=(iperf3)
+command -v proxychains4 >/dev/null 2>&1 || bench_pkgs+=(proxychains4)
+command -v openssl >/dev/null 2>&1 || bench_pkgs+=(openssl)
+command -v git >/dev/null 2>&1 || bench_pkgs+=(git)
+if [ "${#bench_pkgs[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${bench_pkgs[@]}"
+  else
+    echo "missing packages: ${bench_pkgs[*]} (install them or run as root)" >&2
+    exit 1
+  fi
+fi
+# 1,000 held flows need ~4,000 descriptors across the clients and tunnels.
 ulimit -n 16384 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-cargo bench -p flor --bench dataplane
+
+# The client first: `cargo bench` builds flor in the bench profile too, and
+# the release build below is the one measured.
+CLIENT=$(cargo bench --locked -p flor --bench dataplane --no-run 2>&1 |
+  sed -n 's/.*Executable .*(\(.*dataplane-[0-9a-f]*\)).*/\1/p' | tail -1)
+case "$CLIENT" in /*) ;; *) CLIENT="$SRC/$CLIENT" ;; esac
+[ -x "$CLIENT" ] || { echo "bench client not built" >&2; exit 1; }
+# FLOR_BIN: measure another flor (e.g. a build of main for the "before" rows).
+if [ -z "${FLOR_BIN:-}" ]; then
+  cargo build --locked --release -p flor
+  FLOR_BIN="$SRC/target/release/flor"
+fi
+# retectl only prepares the rete: a debug build is enough.
+cargo build --locked -p retectl
+exec python3 ci/bench.py --src "$SRC" --flor "$FLOR_BIN" \
+  --retectl "$SRC/target/debug/retectl" --client "$CLIENT" "$@"

@@ -1,191 +1,194 @@
-//! Data-plane measurements against direct TCP, measured in the same run.
-//! Not a test: run it with `ci/bench.sh` (release build, real processes on loopback).
+//! The project's own data-plane client, driven by `ci/bench.sh` (not a test).
 //!
-//! - bulk: 256 MiB one way through SOCKS5 -> QUIC -> TCP vs straight TCP to the same sink;
-//! - new flow over a warm connection: SOCKS5 CONNECT + 1-byte echo vs TCP connect + 1-byte echo;
-//! - RSS of both vertex processes idle and while 1,000 flows are open.
+//! The script starts the example rete, a stunnel4 mTLS pair and iperf3, and
+//! runs this client against each path in turn, so every path sees the same
+//! client code. A path is a target spec:
+//!
+//! - `tcp:HOST:PORT`: a plain TCP connect (direct, or a stunnel client port);
+//! - `socks:PORT:NAME:DPORT`: SOCKS5 CONNECT through 127.0.0.1:PORT to NAME:DPORT.
+//!
+//! Commands (each prints one JSON line on stdout):
+//!
+//! - `echo LISTEN`: a TCP echo upstream (one thread per connection) until killed;
+//! - `latency TARGET SAMPLES`: new flow = connect (+ SOCKS5) + 1-byte echo + close;
+//!   prints the median and p99 in microseconds;
+//! - `bulk TARGET BYTES`: one flow through the echo upstream, BYTES written while
+//!   the echo is drained, so both directions carry BYTES at once; prints Gbit/s
+//!   of one direction (a cross-check of iperf3 with the project's own client);
+//! - `hold TARGET N FLAG`: opens N flows, echoes one byte on each, creates the file
+//!   FLAG and holds the flows open until FLAG is removed.
 #![allow(clippy::unwrap_used)] // a bench aborts loudly on a broken setup
 
+// Only `socks_connect` is used: the rest of the fixtures (and their re-exports) idle here.
+#[allow(unused_imports)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use testkit::rss_kib;
+enum Target {
+    Tcp(String),
+    Socks { port: u16, name: String, dport: u16 },
+}
 
-const BULK: usize = 256 << 20;
-const FLOWS: usize = 1000;
-const LATENCY_SAMPLES: usize = 300;
+impl Target {
+    fn parse(spec: &str) -> Target {
+        if let Some(addr) = spec.strip_prefix("tcp:") {
+            return Target::Tcp(addr.to_string());
+        }
+        let rest = spec.strip_prefix("socks:").unwrap_or_else(|| {
+            panic!("target {spec}: want tcp:HOST:PORT or socks:PORT:NAME:DPORT")
+        });
+        let parts: Vec<&str> = rest.split(':').collect();
+        assert_eq!(parts.len(), 3, "target {spec}: want socks:PORT:NAME:DPORT");
+        Target::Socks {
+            port: parts[0].parse().unwrap(),
+            name: parts[1].to_string(),
+            dport: parts[2].parse().unwrap(),
+        }
+    }
 
-fn sink() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            thread::spawn(move || {
-                let mut buf = vec![0u8; 256 * 1024];
-                let mut n = 0u64;
-                while let Ok(k) = s.read(&mut buf) {
-                    if k == 0 {
+    fn connect(&self) -> TcpStream {
+        let s = match self {
+            Target::Tcp(addr) => TcpStream::connect(addr.as_str()).unwrap(),
+            Target::Socks { port, name, dport } => {
+                let (code, s) = common::socks_connect(*port, name, *dport);
+                assert_eq!(code, 0, "SOCKS5 CONNECT {name}:{dport} refused with {code}");
+                s.unwrap()
+            }
+        };
+        s.set_nodelay(true).unwrap();
+        s
+    }
+}
+
+fn echo(listen: &str) {
+    let l = TcpListener::bind(listen).unwrap();
+    println!("{{\"echo\":\"{}\"}}", l.local_addr().unwrap());
+    for s in l.incoming() {
+        let Ok(mut s) = s else { continue };
+        // Small stacks: the hold test keeps 1,000 of these threads alive.
+        thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let _ = s.set_nodelay(true);
+                let mut r = s.try_clone().unwrap();
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
                         break;
                     }
-                    n += k as u64;
                 }
-                let _ = s.write_all(&n.to_be_bytes());
-            });
-        }
-    });
-    port
-}
-
-fn push(mut s: TcpStream) -> f64 {
-    let buf = vec![0x5au8; 256 * 1024];
-    let start = Instant::now();
-    let mut sent = 0;
-    while sent < BULK {
-        s.write_all(&buf).unwrap();
-        sent += buf.len();
+                let _ = s.shutdown(Shutdown::Write);
+            })
+            .unwrap();
     }
-    s.shutdown(Shutdown::Write).unwrap();
-    let mut n = [0u8; 8];
-    s.read_exact(&mut n).unwrap();
-    assert_eq!(u64::from_be_bytes(n) as usize, BULK);
-    (BULK as f64 * 8.0) / start.elapsed().as_secs_f64() / 1e9
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+fn latency(t: &Target, samples: usize) {
+    let mut v = Vec::with_capacity(samples);
+    let mut b = [0u8; 1];
+    for _ in 0..samples {
+        let start = Instant::now();
+        let mut s = t.connect();
+        s.write_all(b"x").unwrap();
+        s.read_exact(&mut b).unwrap();
+        drop(s);
+        v.push(start.elapsed());
+    }
     v.sort();
-    v[v.len() / 2]
+    let pick = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)].as_secs_f64() * 1e6;
+    println!(
+        "{{\"median_us\":{:.1},\"p99_us\":{:.1},\"samples\":{samples}}}",
+        pick(0.5),
+        pick(0.99)
+    );
+}
+
+fn bulk(t: &Target, bytes: u64) {
+    let s = t.connect();
+    let mut w = s.try_clone().unwrap();
+    let mut r = s;
+    let block = 256 * 1024;
+    let bytes = bytes.div_ceil(block) * block;
+    let start = Instant::now();
+    // The echo sends everything back: one thread writes, the other drains
+    // until it has it all. No half-close: stunnel ends both directions on the
+    // first EOF, which would cut the echo short.
+    let drain = thread::spawn(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0u64;
+        while got < bytes {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n as u64,
+            }
+        }
+        got
+    });
+    let buf = vec![0x5au8; block as usize];
+    let mut sent = 0u64;
+    while sent < bytes {
+        w.write_all(&buf).unwrap();
+        sent += block;
+    }
+    let got = drain.join().unwrap();
+    assert_eq!(got, sent, "the echo returned fewer bytes than were sent");
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{{\"gbit_s\":{:.3},\"bytes\":{sent}}}",
+        sent as f64 * 8.0 / secs / 1e9
+    );
+}
+
+fn hold(t: &Target, n: usize, flag: &Path) {
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut s = t.connect();
+        s.write_all(b"y").unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b)
+            .unwrap_or_else(|e| panic!("flow {i} of {n}: {e}"));
+        held.push(s);
+    }
+    std::fs::write(flag, b"held\n").unwrap();
+    println!("{{\"held\":{n}}}");
+    while flag.exists() {
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Every held flow is still alive at the end.
+    for (i, s) in held.iter_mut().enumerate() {
+        s.write_all(b"z").unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b)
+            .unwrap_or_else(|e| panic!("held flow {i} broke: {e}"));
+    }
 }
 
 fn main() {
-    let rete = Rete::new("bench.flor");
-    let sink_port = sink();
-    let echo_port = start_echo();
-    let alice = rete.id("user/alice");
-    let mut beta = rete.node("beta");
-    let udp = free_udp();
-    let p = vec![
-        beta.hold(&rete, "service/sink"),
-        beta.hold(&rete, "service/echo"),
-    ];
-    let payload = vertex_payload(
-        &rete.td,
-        "beta",
-        Some(udp),
-        p,
-        vec![
-            (rete.id("service/sink"), sink_port),
-            (rete.id("service/echo"), echo_port),
-        ],
-        vec![(alice.clone(), vec![0, 1])],
-        vec![],
-        vec![],
-    );
-    beta.install_vertex(&rete.seal("vertex", "beta", 1, &payload));
-    let beta_status = beta.start_vertex();
-    let mut laptop = rete.node("laptop");
-    let p = vec![laptop.hold(&rete, "user/alice")];
-    let payload = vertex_payload(
-        &rete.td,
-        "laptop",
-        None,
-        p,
-        vec![],
-        vec![],
-        vec![
-            (rete.id("service/sink"), udp),
-            (rete.id("service/echo"), udp),
-        ],
-        vec![(alice.clone(), free_tcp())],
-    );
-    laptop.install_vertex(&rete.seal("vertex", "laptop", 1, &payload));
-    let laptop_status = laptop.start_vertex();
-    let socks = socks_port(&laptop_status, &alice);
-    let pids = [
-        beta_status["pid"].as_u64().unwrap() as u32,
-        laptop_status["pid"].as_u64().unwrap() as u32,
-    ];
-
-    // Warm the connections.
-    let (code, _) = socks_connect(socks, "sink.bench.flor.rete", 1);
-    assert_eq!(code, 0);
-    let idle_rss: Vec<u64> = pids.iter().map(|&p| rss_kib(p)).collect();
-
-    let direct = push(TcpStream::connect(("127.0.0.1", sink_port)).unwrap());
-    let (code, s) = socks_connect(socks, "sink.bench.flor.rete", 1);
-    assert_eq!(code, 0);
-    let florete = push(s.unwrap());
-
-    let mut direct_lat = Vec::new();
-    let mut flor_lat = Vec::new();
-    for _ in 0..LATENCY_SAMPLES {
-        let t = Instant::now();
-        let mut s = TcpStream::connect(("127.0.0.1", echo_port)).unwrap();
-        s.set_nodelay(true).unwrap();
-        s.write_all(b"x").unwrap();
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).unwrap();
-        direct_lat.push(t.elapsed());
-
-        let t = Instant::now();
-        let (code, s) = socks_connect(socks, "echo.bench.flor.rete", 1);
-        assert_eq!(code, 0);
-        let mut s = s.unwrap();
-        s.set_nodelay(true).unwrap();
-        s.write_all(b"x").unwrap();
-        s.read_exact(&mut b).unwrap();
-        flor_lat.push(t.elapsed());
+    // `cargo bench` passes `--bench`; skip flags.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let arg = |i: usize| -> &str {
+        args.get(i)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("usage: see agent/benches/dataplane.rs"))
+    };
+    match arg(0) {
+        "echo" => echo(arg(1)),
+        "latency" => latency(&Target::parse(arg(1)), arg(2).parse().unwrap()),
+        "bulk" => bulk(&Target::parse(arg(1)), arg(2).parse().unwrap()),
+        "hold" => hold(
+            &Target::parse(arg(1)),
+            arg(2).parse().unwrap(),
+            Path::new(arg(3)),
+        ),
+        other => panic!("unknown command {other}: see agent/benches/dataplane.rs"),
     }
-    let (dl, fl) = (median(direct_lat), median(flor_lat));
-
-    let mut held = Vec::with_capacity(FLOWS);
-    let tail = |l: String| l.lines().rev().take(6).collect::<Vec<_>>().join("\n");
-    for i in 0..FLOWS {
-        let (code, s) = socks_connect(socks, "echo.bench.flor.rete", 1);
-        assert_eq!(code, 0, "flow {i}: laptop {}", tail(laptop.log()));
-        held.push(s.unwrap());
-    }
-    for (i, s) in held.iter_mut().enumerate() {
-        s.write_all(b"y").unwrap();
-        let mut b = [0u8; 1];
-        if let Err(e) = s.read_exact(&mut b) {
-            panic!(
-                "flow {i} of {FLOWS} broke: {e}\nbeta: {}\nlaptop: {}",
-                tail(beta.log()),
-                tail(laptop.log())
-            );
-        }
-    }
-    let busy_rss: Vec<u64> = pids.iter().map(|&p| rss_kib(p)).collect();
-    drop(held);
-
-    println!("| measurement | direct TCP | Florete | ratio |");
-    println!("|---|---|---|---|");
-    println!(
-        "| bulk 256 MiB, Gbit/s | {direct:.2} | {florete:.2} | {:.3} |",
-        florete / direct
-    );
-    println!(
-        "| new flow (connect + 1-byte echo), median of {LATENCY_SAMPLES} | {:.1} us | {:.1} us | {:.2} |",
-        dl.as_secs_f64() * 1e6,
-        fl.as_secs_f64() * 1e6,
-        fl.as_secs_f64() / dl.as_secs_f64()
-    );
-    println!(
-        "| RSS idle, server / client vertex | | {} KiB / {} KiB | |",
-        idle_rss[0], idle_rss[1]
-    );
-    println!(
-        "| RSS with {FLOWS} open flows, server / client vertex | | {} KiB / {} KiB | {:.2} / {:.2} of idle |",
-        busy_rss[0],
-        busy_rss[1],
-        busy_rss[0] as f64 / idle_rss[0] as f64,
-        busy_rss[1] as f64 / idle_rss[1] as f64
-    );
 }

@@ -312,7 +312,7 @@ impl VertexCmd {
         // Installed before serving, so a stop signal never finds the default
         // handler (which would exit without closing the connections).
         let mut signals = crate::process::stop_signals().map_err(VertexCmdError::Signals)?;
-        smol::block_on(async {
+        net::block_on(async {
             let mut running = net::start(setup).map_err(VertexCmdError::Net)?;
             write_status(&status_path, &running, version)?;
             log::info!(

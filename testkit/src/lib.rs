@@ -121,3 +121,16 @@ pub fn workspace_flor(manifest_dir: &str) -> &'static Path {
         target.join("debug/flor")
     })
 }
+
+/// Raises this process's soft limit of open descriptors to at least `want`
+/// (capped by the hard limit), so a test holding many sockets, and the `flor`
+/// processes it starts (they inherit it), do not stop at a default of 1,024.
+#[cfg(unix)]
+pub fn raise_nofile_limit(want: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current.is_some_and(|c| c < want) {
+        l.current = Some(l.maximum.map_or(want, |m| m.min(want)));
+        setrlimit(Resource::Nofile, l).expect("raise RLIMIT_NOFILE");
+    }
+}

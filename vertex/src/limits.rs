@@ -92,14 +92,37 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// A stream costs quinn a few hundred bytes until data flows.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = (MAX_FLOWS + MAX_FLOWS / 4) as u32;
 
-/// Concurrent flows a vertex forwards, server and client side each. Every flow
-/// costs two [`FLOW_BUFFER_BYTES`] buffers, so 1,024 flows cap forwarding
-/// buffers at 32 MiB; beyond it new flows get "overloaded".
+/// Concurrent flows a vertex forwards, server and client side each. A flow
+/// holds one [`FLOW_BUFFER_BYTES`] buffer only while its TCP side has data to
+/// read, so 1,024 flows cap copy buffers at 16 MiB when all move bytes at
+/// once and cost ~4-5 KiB each when quiet (`agent/tests/flow_memory.rs`);
+/// beyond it new flows get "overloaded".
 pub const MAX_FLOWS: usize = 1024;
 
-/// Bytes of the fixed buffer each direction of a flow copies through. 16 KiB
-/// keeps syscalls per megabyte low on loopback and RAM bounded on a router.
+/// Bytes of the buffer a flow's TCP -> QUIC direction reads through, taken
+/// while the socket is readable and given back when it would block (QUIC ->
+/// TCP writes quinn's own chunks). 16 KiB keeps syscalls per megabyte low on
+/// loopback and RAM bounded on a router.
 pub const FLOW_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Most bytes the QUIC -> TCP direction of a flow hands the upstream socket in
+/// one vectored write. The chunks are quinn's received packets, already in
+/// memory under the stream window, so batching costs no RAM: it turns one
+/// syscall (and one wake-up of the upstream reader) per ~1.4 KB packet into
+/// one per batch. 64 KiB is what a loopback or LAN socket takes in one go.
+pub const UPSTREAM_WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// Most chunks in one such write (an `iovec` each; far under `IOV_MAX`,
+/// 1,024 on Linux). 64 covers [`UPSTREAM_WRITE_BATCH_BYTES`] of 1,200-byte
+/// packets, the smallest QUIC allows.
+pub const UPSTREAM_WRITE_BATCH_CHUNKS: usize = 64;
+
+/// Kernel queue asked for on each QUIC UDP socket, receive and send. Kernel
+/// memory, used only while datagrams wait; 1 MiB holds ~700 full datagrams,
+/// a few milliseconds of a fast flow, where Linux's default of ~208 KiB
+/// dropped about 1% of a loopback bulk transfer's datagrams (each drop a
+/// congestion signal). The kernel caps it at `net.core.rmem_max`.
+pub const UDP_SOCKET_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// QUIC receive window of one stream: how much one flow may have in flight.
 /// 1 MiB keeps a LAN link full; a router pays it only for flows that fill it.

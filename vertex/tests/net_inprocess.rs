@@ -253,7 +253,7 @@ fn a_caller_of_the_old_release_is_served_in_version_1_and_a_new_one_in_version_2
     let pki = Pki::new();
     let udp = free_udp();
     let (setup, bob, echo) = serving(&pki, udp, false, 30);
-    smol::block_on(async {
+    net::block_on(async {
         let _vertex = net::start(setup).unwrap();
 
         // Today's caller: florete/1 only, a lone hello, bytes after the verdict.
@@ -389,7 +389,7 @@ fn a_denied_callers_early_bytes_reach_no_upstream() {
     });
     let (mut setup, bob, echo) = serving(&pki, udp, false, 30);
     setup.cfg = config(udp, port, 30, BOB_ALLOWED);
-    smol::block_on(async {
+    net::block_on(async {
         let vertex = net::start(setup).unwrap();
         let conn = foreign_caller(&pki, &bob, &echo, udp, &[ALPN_V2]).await;
         // One allowed flow first: the server has admitted the connection.
@@ -428,7 +428,7 @@ fn acl_swap_keeps_live_flows_and_refuses_new_ones() {
     let pki = Pki::new();
     let udp = free_udp();
     let (setup, bob, echo) = serving(&pki, udp, false, 30);
-    smol::block_on(async {
+    net::block_on(async {
         let vertex = net::start(setup).unwrap();
         let dialer = Dialer::new(pki.ca_pem.as_bytes()).unwrap();
         let mut live = dialer.connect(&bob, &echo, udp).await.unwrap();
@@ -465,7 +465,7 @@ fn a_quiet_flow_is_closed_after_the_idle_timeout() {
     let pki = Pki::new();
     let udp = free_udp();
     let (setup, bob, echo) = serving(&pki, udp, false, 1);
-    smol::block_on(async {
+    net::block_on(async {
         let _vertex = net::start(setup).unwrap();
         let dialer = Dialer::new(pki.ca_pem.as_bytes()).unwrap();
         let mut flow = dialer.connect(&bob, &echo, udp).await.unwrap();
@@ -492,7 +492,7 @@ fn a_peer_that_stops_reading_cannot_grow_memory() {
     let pki = Pki::new();
     let udp = free_udp();
     let (setup, bob, echo) = serving(&pki, udp, true, 30);
-    smol::block_on(async {
+    net::block_on(async {
         let _vertex = net::start(setup).unwrap();
         let dialer = Dialer::new(pki.ca_pem.as_bytes()).unwrap();
         let mut flow = dialer.connect(&bob, &echo, udp).await.unwrap();

@@ -166,12 +166,20 @@ impl AsyncWrite for Flow {
 
 /// A client-only QUIC endpoint on an ephemeral UDP port (dual-stack if the host has IPv6).
 pub fn client_endpoint() -> Result<quinn::Endpoint, NetError> {
+    client_endpoint_on(Arc::new(quinn::SmolRuntime))
+}
+
+/// [`client_endpoint`] whose drivers run on `runtime` (a vertex's: `exec`).
+pub(crate) fn client_endpoint_on(
+    runtime: Arc<dyn quinn::Runtime>,
+) -> Result<quinn::Endpoint, NetError> {
     let socket = dual_stack_udp().or_else(|_| UdpSocket::bind(("0.0.0.0", 0)))?;
+    super::size_udp_buffers(&socket);
     Ok(quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         None,
         socket,
-        Arc::new(quinn::SmolRuntime),
+        runtime,
     )?)
 }
 

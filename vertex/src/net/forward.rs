@@ -1,19 +1,28 @@
 //! The flow pump: QUIC stream <-> TCP stream, both directions at once, with
 //! half-close passed through and an idle timeout over the flow as a whole.
-//! TCP -> QUIC copies through one fixed buffer per flow; QUIC -> TCP writes
-//! quinn's received chunks directly (bounded by the stream window).
+//!
+//! Costs per byte and per idle flow are what this module is about:
+//!
+//! - TCP -> QUIC reads through one [`FLOW_BUFFER_BYTES`] buffer that exists
+//!   only while the socket has data: an idle flow waits for readiness without
+//!   it, so 1,000 quiet flows do not hold 1,000 buffers.
+//! - QUIC -> TCP writes quinn's own received chunks (no second buffer, no
+//!   copy), and gathers every chunk quinn already holds, up to
+//!   [`UPSTREAM_WRITE_BATCH_BYTES`], into one vectored write: one syscall
+//!   (and one wake-up of the reader) per batch instead of one per QUIC packet.
 
-use std::io;
+use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use quinn::Chunk;
 use smol::future;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
-use smol::Timer;
+use smol::{Async, Timer};
 
-use crate::limits::FLOW_BUFFER_BYTES;
+use crate::limits::{FLOW_BUFFER_BYTES, UPSTREAM_WRITE_BATCH_BYTES, UPSTREAM_WRITE_BATCH_CHUNKS};
 
 /// Bytes moved by a finished flow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,43 +50,71 @@ pub async fn pump(
     let now_ms = || start.elapsed().as_millis() as u32;
     let last = AtomicU32::new(0);
     let touch = || last.store(now_ms(), Ordering::Relaxed);
-    let mut tcp_r = tcp.clone();
-    let mut tcp_w = tcp;
+    // The reactor handle itself: readiness without a buffer, and vectored writes.
+    let tcp: Arc<Async<std::net::TcpStream>> = tcp.into();
 
     let up = async {
-        let mut buf = vec![0u8; FLOW_BUFFER_BYTES];
         let mut total = 0u64;
         loop {
-            let n = tcp_r.read(&mut buf).await?;
-            if n == 0 {
-                // Ignore "already finished/reset": the peer may have gone first.
-                let _ = send.finish();
-                return Ok::<u64, io::Error>(total);
+            // Wait without a buffer; take one only while the socket has data.
+            tcp.readable().await?;
+            let mut buf = vec![0u8; FLOW_BUFFER_BYTES];
+            loop {
+                let n = match tcp.get_ref().read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                if n == 0 {
+                    // Ignore "already finished/reset": the peer may have gone first.
+                    let _ = send.finish();
+                    return Ok::<u64, io::Error>(total);
+                }
+                touch();
+                send.write_all(&buf[..n]).await.map_err(io::Error::from)?;
+                total += n as u64;
             }
-            touch();
-            send.write_all(&buf[..n]).await.map_err(io::Error::from)?;
-            total += n as u64;
         }
     };
     let down = async {
-        // quinn hands out its own received chunks: no second buffer per flow
-        // and no copy on this side.
         let mut total = 0u64;
         loop {
-            match recv
-                .read_chunk(FLOW_BUFFER_BYTES, true)
+            // The first chunk is awaited; the batch then takes what else quinn
+            // holds already, without waiting for more.
+            let Some(first) = recv
+                .read_chunk(UPSTREAM_WRITE_BATCH_BYTES, true)
                 .await
                 .map_err(io::Error::from)?
-            {
-                None => {
-                    let _ = tcp_w.shutdown(Shutdown::Write);
-                    return Ok::<u64, io::Error>(total);
+            else {
+                let _ = tcp.get_ref().shutdown(Shutdown::Write);
+                return Ok::<u64, io::Error>(total);
+            };
+            touch();
+            let mut len = first.bytes.len();
+            let mut batch = Vec::with_capacity(UPSTREAM_WRITE_BATCH_CHUNKS);
+            batch.push(first.bytes);
+            let mut ended = false;
+            while len < UPSTREAM_WRITE_BATCH_BYTES && batch.len() < UPSTREAM_WRITE_BATCH_CHUNKS {
+                let more = recv.read_chunk(UPSTREAM_WRITE_BATCH_BYTES - len, true);
+                match future::poll_once(more).await {
+                    Some(Ok(Some(Chunk { bytes, .. }))) => {
+                        len += bytes.len();
+                        batch.push(bytes);
+                    }
+                    Some(Ok(None)) => {
+                        ended = true;
+                        break;
+                    }
+                    Some(Err(e)) => return Err(io::Error::from(e)),
+                    None => break,
                 }
-                Some(chunk) => {
-                    touch();
-                    tcp_w.write_all(&chunk.bytes).await?;
-                    total += chunk.bytes.len() as u64;
-                }
+            }
+            write_all_vectored(&tcp, &batch).await?;
+            total += len as u64;
+            if ended {
+                let _ = tcp.get_ref().shutdown(Shutdown::Write);
+                return Ok(total);
             }
         }
     };
@@ -109,4 +146,23 @@ pub async fn pump(
         let _ = recv.stop(code);
     }
     result
+}
+
+/// Writes every chunk to `tcp`, as few `writev` calls as the socket allows.
+async fn write_all_vectored<B: std::ops::Deref<Target = [u8]>>(
+    tcp: &Async<std::net::TcpStream>,
+    chunks: &[B],
+) -> io::Result<()> {
+    let mut iov: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut rest = &mut iov[..];
+    while !rest.is_empty() {
+        let n = tcp
+            .write_with(|mut s: &std::net::TcpStream| s.write_vectored(&*rest))
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
 }

@@ -10,11 +10,14 @@
 //!        verdict byte; upstream TCP connect; pump both ways
 //! ```
 //!
-//! Every flow copies through two fixed buffers of [`FLOW_BUFFER_BYTES`];
-//! connections, streams and flows are capped by [`crate::limits`].
+//! A flow reads TCP through one [`FLOW_BUFFER_BYTES`] buffer while data moves
+//! and writes quinn's received chunks to TCP in batches (`forward`); every
+//! task runs on the thread in [`block_on`] (`exec`). Connections, streams and
+//! flows are capped by [`crate::limits`].
 
 mod counting;
 mod dial;
+mod exec;
 mod forward;
 mod reset;
 mod response;
@@ -28,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use dial::{client_endpoint, DialError, Dialer, Flow};
+pub use exec::block_on;
 pub use forward::{pump, Moved};
 pub use reset::ResetSecret;
 pub use response::{read_response, ResponseError};
@@ -39,7 +43,7 @@ pub use vertex::{start, RunningVertex, SocksBinding, VertexSetup, SOCKS_IP};
 use crate::identity::SpiffeId;
 use crate::limits::{
     CONNECTION_RECEIVE_WINDOW, FLOW_BUFFER_BYTES, KEEP_ALIVE_S, MAX_STREAMS_PER_CONNECTION,
-    SEND_WINDOW, STREAM_RECEIVE_WINDOW,
+    SEND_WINDOW, STREAM_RECEIVE_WINDOW, UDP_SOCKET_BUFFER_BYTES,
 };
 
 /// Why the data plane could not be set up.
@@ -97,6 +101,17 @@ pub(crate) fn transport(idle: Duration) -> Arc<quinn::TransportConfig> {
         t.max_idle_timeout(Some(idle));
     }
     Arc::new(t)
+}
+
+/// Asks the kernel for [`UDP_SOCKET_BUFFER_BYTES`] of queue on a QUIC socket,
+/// both ways. The default (~208 KiB on Linux) overflows when a burst of a
+/// fast flow arrives while the vertex is busy, and every dropped datagram is
+/// a congestion signal that halves the sender's window. The kernel caps the
+/// request at `net.core.rmem_max`/`wmem_max`; failure is not fatal.
+pub(crate) fn size_udp_buffers(socket: &std::net::UdpSocket) {
+    let s = socket2::SockRef::from(socket);
+    let _ = s.set_recv_buffer_size(UDP_SOCKET_BUFFER_BYTES);
+    let _ = s.set_send_buffer_size(UDP_SOCKET_BUFFER_BYTES);
 }
 
 /// A taken place under a cap; gives it back when dropped, on every exit path.

@@ -46,11 +46,12 @@ fn code(c: u32) -> quinn::VarInt {
     quinn::VarInt::from_u32(c)
 }
 
-/// Accepts connections on `endpoint` until it is closed.
+/// Accepts connections on `endpoint` until it is closed; the connections'
+/// tasks run on the vertex executor ([`super::block_on`]).
 pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<ServerCtx>) {
     while let Some(incoming) = endpoint.accept().await {
         let ctx = Arc::clone(&ctx);
-        smol::spawn(async move {
+        super::exec::spawn(async move {
             let Some(_slot) = take_slot(&ctx.connections, MAX_CONNECTIONS) else {
                 log::warn!(
                     "refused connection from {}: at MAX_CONNECTIONS ({MAX_CONNECTIONS})",
@@ -173,9 +174,9 @@ async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
             Ok((send, recv)) => {
                 let ctx = Arc::clone(ctx);
                 let (caller, target) = (Arc::clone(&caller), Arc::clone(&target));
-                smol::spawn(
-                    async move { stream(send, recv, &ctx, &caller, &target, preamble).await },
-                )
+                super::exec::spawn(async move {
+                    stream(send, recv, &ctx, &caller, &target, preamble).await
+                })
                 .detach();
             }
             Err(_) => return,

@@ -100,7 +100,8 @@ fn scan_from(ip: IpAddr, first: u16, probes: u16) -> io::Result<std::net::TcpLis
     ))
 }
 
-/// Serves SOCKS5 on `listener`, every flow as `caller`.
+/// Serves SOCKS5 on `listener`, every flow as `caller`; the sessions run on
+/// the vertex executor ([`super::block_on`]).
 pub async fn serve_socks(listener: TcpListener, caller: Arc<Credentials>, ctx: Arc<SocksCtx>) {
     loop {
         let tcp = match listener.accept().await {
@@ -113,7 +114,7 @@ pub async fn serve_socks(listener: TcpListener, caller: Arc<Credentials>, ctx: A
             }
         };
         let (caller, ctx) = (Arc::clone(&caller), Arc::clone(&ctx));
-        smol::spawn(async move { session(tcp, &caller, &ctx).await }).detach();
+        super::exec::spawn(async move { session(tcp, &caller, &ctx).await }).detach();
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::dial::{client_endpoint, Dialer};
+use super::dial::{client_endpoint_on, Dialer};
+use super::exec::{self, VertexRuntime};
 use super::reset::ResetSecret;
 use super::serve::{serve, ServerCtx};
 use super::socks::{bind_preferred, serve_socks, RouteTable, SocksCtx};
@@ -135,6 +136,7 @@ impl RunningVertex {
 ///
 /// A UDP listen address that cannot be bound is an error (the node could not
 /// serve); a SOCKS5 port that is taken is not: another port is bound and logged.
+/// Its tasks run only while some thread is in [`super::block_on`].
 pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
     let cfg = &setup.cfg;
     let idle = Duration::from_secs(u64::from(cfg.idle_timeout_s.max(1)));
@@ -165,11 +167,12 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
             let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
             sc.transport_config(transport(idle));
             let socket = UdpSocket::bind(listen.0).map_err(|e| NetError::Bind(listen.0, e))?;
+            super::size_udp_buffers(&socket);
             let ep = quinn::Endpoint::new(
                 setup.reset_secret.endpoint_config(),
                 Some(sc),
                 socket,
-                Arc::new(quinn::SmolRuntime),
+                Arc::new(VertexRuntime),
             )?;
             let bound = ep.local_addr()?;
             log::info!(
@@ -187,7 +190,7 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
                 flows: AtomicUsize::new(0),
             });
             serving = Some(Arc::clone(&ctx));
-            tasks.push(smol::spawn(serve(ep.clone(), ctx)));
+            tasks.push(exec::spawn(serve(ep.clone(), ctx)));
             (Some(bound), Some(ep))
         }
         None => (None, None),
@@ -196,7 +199,7 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
     let mut socks = Vec::new();
     let mut client = None;
     if !cfg.socks.is_empty() {
-        let ep = client_endpoint()?;
+        let ep = client_endpoint_on(Arc::new(VertexRuntime))?;
         client = Some(ep.clone());
         let dialer = Arc::new(Dialer::with_endpoint(ep, Arc::clone(&roots), idle));
         let ctx = Arc::new(SocksCtx {
@@ -229,7 +232,7 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
                         preferred,
                         actual,
                     });
-                    tasks.push(smol::spawn(serve_socks(listener, creds, Arc::clone(&ctx))));
+                    tasks.push(exec::spawn(serve_socks(listener, creds, Arc::clone(&ctx))));
                 }
                 Err(e) => log::error!(
                     "SOCKS5 for {}: cannot bind {}: {e}",
