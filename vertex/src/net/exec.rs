@@ -23,9 +23,15 @@ use std::time::Instant;
 static EXECUTOR: smol::Executor<'static> = smol::Executor::new();
 
 /// Spawns a vertex task (run by whoever is in [`block_on`]).
+///
+/// Boxed first, so the executor's task machinery is compiled once per output
+/// type rather than once per future type (flash on a router: each copy of
+/// `async_task::RawTask` is kilobytes); one allocation per task, which the
+/// executor made anyway.
 pub(crate) fn spawn<T: Send + 'static>(
     f: impl Future<Output = T> + Send + 'static,
 ) -> smol::Task<T> {
+    let f: Pin<Box<dyn Future<Output = T> + Send>> = Box::pin(f);
     EXECUTOR.spawn(f)
 }
 
