@@ -60,3 +60,38 @@ pub fn terminate(c: &mut Child, grace: Duration) -> bool {
     let _ = c.wait();
     false
 }
+
+/// Raises this process's soft open-file limit to `want`, or to the hard limit
+/// when that is lower (an unprivileged process may go up to it, no further);
+/// a warning names what the node then cannot do. Unix only: Windows has no
+/// such per-process descriptor limit for sockets.
+pub fn raise_open_files(want: u64) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource};
+        let mut l = getrlimit(Resource::Nofile);
+        let Some(soft) = l.current else {
+            return; // unlimited
+        };
+        if soft >= want {
+            return;
+        }
+        let new = l.maximum.map_or(want, |hard| hard.min(want));
+        if new > soft {
+            l.current = Some(new);
+            if let Err(e) = setrlimit(Resource::Nofile, l) {
+                log::warn!("cannot raise the open-file limit from {soft} to {new}: {e}");
+                return;
+            }
+        }
+        if new < want {
+            log::warn!(
+                "open-file limit is {new} (hard limit), below the {want} a vertex at full load \
+                 holds: expect \"too many open files\" before MAX_FLOWS; raise LimitNOFILE / \
+                 ulimit -Hn"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = want;
+}

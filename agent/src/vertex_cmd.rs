@@ -304,6 +304,7 @@ impl VertexCmd {
     /// file and returns `Ok` (exit 0). Returns early only on error.
     pub fn run(self) -> Result<(), VertexCmdError> {
         let VertexSub::Run(args) = self.cmd;
+        crate::process::raise_open_files(flor_vertex::limits::OPEN_FILES_WANTED);
         let scope = Scope::find(args.rete.as_deref()).map_err(VertexCmdError::Scope)?;
         let status_path = VertexStatus::path(&scope, &args.name);
         // A stale status from an earlier process must not read as "ready".

@@ -99,6 +99,15 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = (MAX_FLOWS + MAX_FLOWS / 4) as u32;
 /// beyond it new flows get "overloaded".
 pub const MAX_FLOWS: usize = 1024;
 
+/// Open files a vertex asks for (its soft RLIMIT_NOFILE, raised at start up to
+/// the hard limit): a flow holds a TCP socket on each side it touches — the
+/// SOCKS5 client's on the dialing side, the upstream's on the serving side —
+/// so [`MAX_FLOWS`] of each, plus the UDP sockets, listeners, status and key
+/// files, and the reactor's epoll, timer and event descriptors. The common
+/// default soft limit (1,024 under systemd and procd) would stop a busy vertex
+/// below [`MAX_FLOWS`] with "too many open files".
+pub const OPEN_FILES_WANTED: u64 = (2 * MAX_FLOWS + 256) as u64;
+
 /// Bytes of the buffer a flow's TCP -> QUIC direction reads through, taken
 /// while the socket is readable and given back when it would block (QUIC ->
 /// TCP writes quinn's own chunks). 16 KiB keeps syscalls per megabyte low on
