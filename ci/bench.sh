@@ -11,20 +11,7 @@ SRC="$PWD"
 # shellcheck source=ci/setup.sh
 source ci/setup.sh
 # The other tunnel and the clients the bench drives (Debian names).
-bench_pkgs=()
-command -v stunnel4 >/dev/null 2>&1 || bench_pkgs+=(stunnel4)
-command -v iperf3 >/dev/null 2>&1 || bench_pkgs+=(iperf3)
-command -v proxychains4 >/dev/null 2>&1 || bench_pkgs+=(proxychains4)
-command -v openssl >/dev/null 2>&1 || bench_pkgs+=(openssl)
-command -v git >/dev/null 2>&1 || bench_pkgs+=(git)
-if [ "${#bench_pkgs[@]}" -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${bench_pkgs[@]}"
-  else
-    echo "missing packages: ${bench_pkgs[*]} (install them or run as root)" >&2
-    exit 1
-  fi
-fi
+ensure_commands stunnel4:stunnel4 iperf3:iperf3 proxychains4:proxychains4 openssl:openssl git:git
 # 1,000 held flows need ~4,000 descriptors across the clients and tunnels.
 ulimit -n 16384 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 

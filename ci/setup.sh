@@ -1,22 +1,25 @@
-# Sourced by the ci/ scripts: installs what tests need, idempotently.
-# Debian packages for real clients used by tests (curl for SOCKS5 requests,
-# chromium for the landing page).
-need_pkgs=()
-command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
-command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
-command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
-# Headless Chromium renders `retectl landing`'s page (retectl/tests/landing.rs).
-command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
-# A real Prometheus scrapes `flor metrics-server` (retectl/tests/metrics.rs).
-command -v prometheus >/dev/null 2>&1 || need_pkgs+=(prometheus)
-if [ "${#need_pkgs[@]}" -gt 0 ]; then
+# Sourced by the ci/ scripts: installs what tests need, idempotently (Debian
+# packages for the real clients tests drive: curl through SOCKS5, chromium, ...).
+# shellcheck shell=bash
+
+# ensure_commands <command>:<debian package> ...: apt-get installs the packages
+# of the commands that are missing (root), or says which are missing.
+ensure_commands() {
+  local want pkgs=()
+  for want in "$@"; do
+    command -v "${want%%:*}" >/dev/null 2>&1 || pkgs+=("${want#*:}")
+  done
+  [ "${#pkgs[@]}" -gt 0 ] || return 0
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"
   else
-    echo "missing packages: ${need_pkgs[*]} (install them or run as root)" >&2
+    echo "missing packages: ${pkgs[*]} (install them or run as root)" >&2
     exit 1
   fi
-fi
+}
+# Headless Chromium renders `retectl landing`'s page (retectl/tests/landing.rs);
+# a real Prometheus scrapes `flor metrics-server` (retectl/tests/metrics.rs).
+ensure_commands curl:curl ip:iproute2 python3:python3 chromium:chromium prometheus:prometheus
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   rustup component add rustfmt clippy
 fi

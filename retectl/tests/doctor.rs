@@ -156,27 +156,8 @@ fn doctor_and_ping_on_the_example_rete() {
     // mgmt01's bootstrap, the config-server, version 1 published as olga.
     hosts[0].enroll(&bundle("mgmt01"), &tree);
     let store = tmp.join("store");
-    let config_server = |home: &Path| {
-        Group(
-            flor(home)
-                .args([
-                    "config-server",
-                    "--rete",
-                    "demo.flor",
-                    "--read-listen",
-                    &format!("127.0.0.1:{read}"),
-                    "--publish-listen",
-                    &format!("127.0.0.1:{publish}"),
-                    "--store",
-                    store.to_str().unwrap(),
-                ])
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let mut cs = config_server(&hosts[0].home);
+    let mgmt01_config_server = |home: &Path| config_server(home, read, publish, &store);
+    let mut cs = mgmt01_config_server(&hosts[0].home);
     hosts[0].start();
     let laptop_b: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle("laptop")).unwrap()).unwrap();
@@ -281,7 +262,7 @@ fn doctor_and_ping_on_the_example_rete() {
         &["FAIL", "config", "spiffe://demo.flor/service/config"],
     );
     assert!(text.contains("fix: on the management node"), "{text}");
-    cs = config_server(&hosts[0].home);
+    cs = mgmt01_config_server(&hosts[0].home);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !laptop.doctor().0 {
         assert!(Instant::now() < deadline, "{}", laptop.doctor().1);

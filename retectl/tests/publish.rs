@@ -12,7 +12,7 @@ mod common;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -83,24 +83,7 @@ fn operator_publishes_over_florete_and_others_are_refused() {
         .unwrap();
     assert!(o.status.success(), "{}", out(&o));
     let store = tmp.join("store");
-    let _cs = Group(
-        flor(&home)
-            .args([
-                "config-server",
-                "--rete",
-                "demo.flor",
-                "--read-listen",
-                &format!("127.0.0.1:{read}"),
-                "--publish-listen",
-                &format!("127.0.0.1:{publish}"),
-                "--store",
-                store.to_str().unwrap(),
-            ])
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap(),
-    );
+    let _cs = config_server(&home, read, publish, &store);
     let log = std::fs::File::create(tmp.join("agent.log")).unwrap();
     let _agent = Group(
         flor(&home)

@@ -170,3 +170,27 @@ pub fn out(o: &Output) -> String {
     let (a, b) = text(o);
     format!("{a}{b}")
 }
+
+/// `flor config-server` for the scope `demo.flor` of `home`, on loopback ports
+/// `read` and `publish`, storing in `store`; killed with its process group.
+pub fn config_server(home: &Path, read: u16, publish: u16, store: &Path) -> testkit::Group {
+    use std::os::unix::process::CommandExt;
+    testkit::Group(
+        flor(home)
+            .args([
+                "config-server",
+                "--rete",
+                "demo.flor",
+                "--read-listen",
+                &format!("127.0.0.1:{read}"),
+                "--publish-listen",
+                &format!("127.0.0.1:{publish}"),
+                "--store",
+                store.to_str().unwrap(),
+            ])
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    )
+}
