@@ -57,7 +57,7 @@ pub enum Level {
 pub struct Check {
     /// The scope it is about.
     pub scope: String,
-    /// Which check: clock, cert, artifact, agent, vertex, config, route.
+    /// Which check: home, clock, cert, artifact, agent, vertex, config, route.
     pub check: &'static str,
     /// The outcome.
     pub level: Level,
@@ -165,6 +165,9 @@ fn check_scope(scope: &Scope) -> Vec<Check> {
             return c.out;
         }
     };
+    // Which flor home this is (FLOR_HOME, a writable /etc/flor, else ~/.flor):
+    // a root shell and a user shell may look at different ones.
+    c.push("home", Level::Ok, scope.install.display().to_string(), None);
     let now = now_unix();
     certificates(&mut c, scope, &info, now);
     artifact(&mut c, scope, &info);

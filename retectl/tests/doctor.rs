@@ -208,6 +208,7 @@ fn doctor_and_ping_on_the_example_rete() {
             "handshake in",
         ],
     );
+    line_with(&text, &["ok", "home", "retes/demo.flor"]);
     line_with(&text, &["ok", "artifact", "v1"]);
     line_with(&text, &["ok", "clock"]);
     // Issued for 365 days: 365 full days left within the same second, 364 after.
