@@ -80,6 +80,14 @@ struct Server {
     slots: std::sync::Arc<smol::lock::Semaphore>,
 }
 
+/// A loopback listener of a management service (this server's and the
+/// metrics collector's), or why it cannot listen.
+pub(crate) async fn listen(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
 /// Runs the config-server until killed.
 pub fn run(
     scope: Scope,
@@ -90,12 +98,8 @@ pub fn run(
     let info = scope.info().map_err(|e| e.to_string())?;
     fs::create_dir_all(store.join(TREES_DIR)).map_err(|e| format!("{}: {e}", store.display()))?;
     smol::block_on(async move {
-        let read_l = TcpListener::bind(read)
-            .await
-            .map_err(|e| format!("cannot listen on {read}: {e}"))?;
-        let pub_l = TcpListener::bind(publish)
-            .await
-            .map_err(|e| format!("cannot listen on {publish}: {e}"))?;
+        let read_l = listen(read).await?;
+        let pub_l = listen(publish).await?;
         log::info!(
             "config-server for rete {} serving {} (read on {}, publish on {})",
             info.rete,

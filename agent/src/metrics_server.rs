@@ -189,12 +189,8 @@ impl Collector {
 pub fn run(scope: Scope, push: SocketAddr, read: SocketAddr) -> Result<(), String> {
     let info = scope.info().map_err(|e| e.to_string())?;
     smol::block_on(async move {
-        let push_l = TcpListener::bind(push)
-            .await
-            .map_err(|e| format!("cannot listen on {push}: {e}"))?;
-        let read_l = TcpListener::bind(read)
-            .await
-            .map_err(|e| format!("cannot listen on {read}: {e}"))?;
+        let push_l = crate::config_server::listen(push).await?;
+        let read_l = crate::config_server::listen(read).await?;
         log::info!(
             "metrics-server for rete {} (push on {}, read on {})",
             info.rete,

@@ -46,20 +46,7 @@ fn a_thousand_idle_flows_cost_each_vertex_at_most_8_kib_per_flow() {
     );
     beta.install_vertex(&rete.seal("vertex", "beta", 1, &payload));
     let beta_status = beta.start_vertex();
-    let mut laptop = rete.node("laptop");
-    let p = vec![laptop.hold(&rete, "user/alice")];
-    let payload = vertex_payload(
-        &rete.td,
-        "laptop",
-        None,
-        p,
-        vec![],
-        vec![],
-        vec![(rete.id("service/echo"), udp)],
-        vec![(alice.clone(), free_tcp())],
-    );
-    laptop.install_vertex(&rete.seal("vertex", "laptop", 1, &payload));
-    let laptop_status = laptop.start_vertex();
+    let (_laptop, laptop_status) = rete.alice_laptop("service/echo", udp);
     let socks = socks_port(&laptop_status, &alice);
     let pids = [
         ("server", beta_status["pid"].as_u64().unwrap() as u32),

@@ -495,20 +495,7 @@ fn server_presenting_another_san_is_refused_by_the_client() {
 
     // So the impostor is built from the library directly, as an attacker would.
     let impostor = impostor_server(&rete, udp, &cert, &key, upstream);
-    let mut laptop = rete.node("laptop");
-    let p = vec![laptop.hold(&rete, "user/alice")];
-    let payload = vertex_payload(
-        &rete.td,
-        "laptop",
-        None,
-        p,
-        vec![],
-        vec![],
-        vec![(rete.id("service/wiki"), udp)],
-        vec![(alice.clone(), free_tcp())],
-    );
-    laptop.install_vertex(&rete.seal("vertex", "laptop", 1, &payload));
-    let status = laptop.start_vertex();
+    let (laptop, status) = rete.alice_laptop("service/wiki", udp);
     let (code, _) = socks_connect(socks_port(&status, &alice), "wiki.demo.flor.rete", 80);
     assert_eq!(
         code, 0x01,

@@ -125,6 +125,27 @@ pub struct Rete {
 }
 
 impl Rete {
+    /// Node `laptop` holding `user/alice`, with her SOCKS5 listener and one
+    /// route (`service` at `udp`), its vertex started; the node (which owns the
+    /// process) and its status.
+    pub fn alice_laptop(&self, service: &str, udp: SocketAddr) -> (Node, Value) {
+        let mut laptop = self.node("laptop");
+        let p = vec![laptop.hold(self, "user/alice")];
+        let payload = vertex_payload(
+            &self.td,
+            "laptop",
+            None,
+            p,
+            vec![],
+            vec![],
+            vec![(self.id(service), udp)],
+            vec![(self.id("user/alice"), free_tcp())],
+        );
+        laptop.install_vertex(&self.seal("vertex", "laptop", 1, &payload));
+        let status = laptop.start_vertex();
+        (laptop, status)
+    }
+
     pub fn new(td: &str) -> Rete {
         Rete {
             td: td.into(),
