@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: build everything, create the demo rete (examples/my-rete) in a
-# temporary directory, and run it on this machine's loopback: mgmt01 with the
-# config-server, alpha with a real HTTP server behind the `wiki` service, and
+# temporary directory, and run it on this machine's loopback: mgmt01, whose
+# agent runs the config-server and the metrics collector, alpha with a real HTTP server behind the `wiki` service, and
 # a laptop holding users bob (may read the wiki) and carol (may not). Publish,
 # sync, fetch the page through SOCKS5 as bob, show carol's refusal, shut down.
 set -euo pipefail
@@ -40,6 +40,15 @@ healthy() { # healthy <node>: wait until the node's agent runs a healthy vertex
   cat "$WORK/$1/agent.log" >&2
   return 1
 }
+role_running() { # role_running <node> <role>: wait until the node's agent runs that management role
+  for _ in $(seq 150); do
+    if on "$1" flor agent status 2>/dev/null | grep -q "^role: *$2 pid [0-9]* running"; then return 0; fi
+    sleep 0.2
+  done
+  echo "the agent on $1 does not run $2; its log:" >&2
+  cat "$WORK/$1/agent.log" >&2
+  return 1
+}
 socks_port() { # socks_port <user>: the laptop's actual SOCKS5 port for that user
   on laptop flor agent status --json | python3 -c "import json,sys; print(next(l['actual'] for l in json.load(sys.stdin)['listeners'] if l.get('principal','').endswith('/user/$1')))"
 }
@@ -66,12 +75,13 @@ cp -r ../out "$WORK/mgmt01/out"
 cp -r ../out "$WORK/laptop/out"
 cd "$SRC"
 
-say "mgmt01: enroll from the compiled tree, start the agent and the config-server"
+say "mgmt01: enroll from the compiled tree, start the agent (it runs the config-server and the metrics collector its artifact publishes)"
 on mgmt01 flor enroll mgmt01.bundle.json --from out
 bg mgmt01 agent.log flor agent run --rete demo.flor
-bg mgmt01 config-server.log flor config-server --rete demo.flor \
-  --read-listen 127.0.0.1:7080 --publish-listen 127.0.0.1:7081 --store store
 healthy mgmt01
+role_running mgmt01 config-server
+role_running mgmt01 metrics-server
+on mgmt01 flor agent status | grep '^role:'
 
 say "laptop (the operator's machine and the users' device): enroll, start, publish version 1 as olga"
 on laptop flor enroll laptop.bundle.json --from out

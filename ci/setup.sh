@@ -18,8 +18,11 @@ ensure_commands() {
   fi
 }
 # Headless Chromium renders `retectl landing`'s page (retectl/tests/landing.rs);
-# a real Prometheus scrapes `flor metrics-server` (retectl/tests/metrics.rs).
-ensure_commands curl:curl ip:iproute2 python3:python3 chromium:chromium prometheus:prometheus
+# a real Prometheus scrapes `flor metrics-server` (retectl/tests/metrics.rs);
+# flor's and retectl's completions run in zsh and fish, the man pages in groff
+# (agent/tests/cli.rs, retectl/tests/cli.rs).
+ensure_commands curl:curl ip:iproute2 python3:python3 chromium:chromium prometheus:prometheus \
+  zsh:zsh fish:fish groff:groff-base
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   rustup component add rustfmt clippy
 fi

@@ -6,6 +6,8 @@
 #          /etc/systemd/system/flor-agent@.service          (0644) one templated unit; instance = rete scope
 #          /etc/systemd/system/multi-user.target.wants/flor-agent@<scope>.service  (per --scope)
 #          /etc/flor/retes/                                 (0700) where `flor enroll` puts each scope
+#          <prefix>/share/{bash-completion,zsh,fish,man}/... flor's completions and man page
+#                                                           (packaging/extras.sh, when it is beside this script)
 #   macOS  <prefix>/bin/flor                               (0755)
 #          /Library/LaunchDaemons/org.florete.flor-agent.<scope>.plist  (0644) one per --scope
 #          /etc/flor/retes/                                 (0700)
@@ -338,6 +340,22 @@ launchd_domain() {
 	if [ "$user_mode" = 1 ]; then echo "gui/$(id -u)"; else echo system; fi
 }
 
+# --- completions and man pages (packaging/extras.sh) ------------------------------
+# Beside this script in the repo and in a release directory; skipped where absent.
+extras="$(cd "$(dirname "$0")" && pwd)/extras.sh"
+install_extras() {
+	if [ -r "$extras" ]; then
+		sh "$extras" --prefix "$prefix" "$root"
+		say "installed flor's shell completions and man page under $prefix/share"
+	fi
+}
+remove_extras() {
+	[ -r "$extras" ] || return 0
+	sh "$extras" --prefix "$prefix" --uninstall "$root"
+	# In a scratch root, leave no empty directories behind.
+	[ "$live" = 1 ] || find "$root$prefix/share" -depth -type d -empty -delete 2>/dev/null || true
+}
+
 # --- uninstall -------------------------------------------------------------------
 if [ "$uninstall" = 1 ]; then
 	if [ "$os" = linux ]; then
@@ -359,6 +377,7 @@ if [ "$uninstall" = 1 ]; then
 		done
 	fi
 	rm -f "$root$flor_bin"
+	remove_extras
 	# In a scratch root, leave no empty directories behind.
 	[ "$live" = 1 ] || rmdir "$root$unit_dir"/*.wants "$root$unit_dir" 2>/dev/null || true
 	if [ "$purge" = 1 ]; then
@@ -390,6 +409,7 @@ upgraded=0
 if [ -f "$root$flor_bin" ] && ! cmp -s "$binary" "$root$flor_bin"; then upgraded=1; fi
 put_file "$root$flor_bin" 0755 <"$binary"
 say "installed $flor_bin ($got)"
+install_extras
 
 mkdir -p "$root$flor_home/retes"
 chmod 0700 "$root$flor_home/retes"

@@ -17,6 +17,12 @@
 //! A dead config-server only makes polls fail (with backoff); the vertex keeps
 //! running what it runs.
 //!
+//! When the live vertex artifact publishes the config-server's or the metrics
+//! collector's services, the loop also runs `flor config-server` / `flor
+//! metrics-server` on their upstreams ([`crate::core::roles`] decides which,
+//! when to restart and when to stop; the store is `<install>/config-store`,
+//! [`CONFIG_STORE`]). They are stopped with the agent.
+//!
 //! When agent.json names a `metrics` push service, the loop also asks the
 //! vertex for its counters every interval (`counters` on the same pipe) and
 //! pushes them with its own ([`crate::metrics_push`]).
@@ -36,13 +42,14 @@ use smol::stream::StreamExt;
 
 use crate::control::{self, Request, FAILED, OK};
 use crate::core::machine::{Action, ClientId, FetchOutcome, Input, Machine, Now, Scoped, Start};
+use crate::core::roles::{self, Hosted, Role, RoleSpec};
 use crate::fetch::Source;
 use crate::metrics_push::{self, Gauges, Pusher};
 use crate::process;
 use crate::scope::{Scope, ScopeInfo};
 use crate::status::{
-    CertStatus, Listener, PendingStatus, PollStatus, QuicListener, SocksListener, Status,
-    VertexHealth, SCHEMA,
+    CertStatus, Listener, PendingStatus, PollStatus, QuicListener, RoleStatus, SocksListener,
+    Status, VertexHealth, SCHEMA,
 };
 use crate::store::{self, Recovered, Verified};
 use crate::sync::{self, Fetched, SyncError};
@@ -58,6 +65,14 @@ const VERTEX_PID_FILE: &str = "vertex.pid";
 /// How long a stopping vertex may take to close its QUIC connections (so its
 /// peers learn at once and dial its successor) before it is killed.
 const VERTEX_STOP_GRACE: Duration = Duration::from_millis(1_000);
+/// The config-server's store in the scope's install root: the published tree
+/// lives with the scope it is checked against, and goes when the scope is removed.
+pub const CONFIG_STORE: &str = "config-store";
+/// How long a stopping role may take before it is killed: neither holds
+/// state that a kill could tear (the store swaps a symlink atomically).
+const ROLE_STOP_GRACE: Duration = Duration::from_millis(1_000);
+/// Whether this build carries the management roles.
+const ROLES_CARRIED: bool = cfg!(feature = "mgmt");
 
 enum Msg {
     Request(Request, Sender<String>),
@@ -89,6 +104,8 @@ struct Shell {
     metrics: Option<Pusher>,
     /// Whether a vertex was started before (the next start is a restart).
     spawned_before: bool,
+    /// The management roles' processes.
+    roles: Vec<(Role, Child)>,
 }
 
 fn unix(t: u64) -> i64 {
@@ -162,7 +179,14 @@ pub fn run(scope: Scope) -> Result<(), String> {
     let mut info = scope.info().map_err(|e| e.to_string())?;
     let recovered = store::recover(&scope, &mut info, now_unix()).map_err(|e| e.to_string())?;
     let (cfg, source) = scoped(&scope, &info)?;
-    stop_orphaned_vertex(&scope);
+    stop_orphan(
+        &scope,
+        VERTEX_PID_FILE,
+        &[b"vertex".as_slice(), b"run".as_slice()],
+    );
+    for role in Role::ALL {
+        stop_orphan(&scope, &role_pid_file(role), &[role.command().as_bytes()]);
+    }
     #[cfg(windows)]
     crate::windows::kill_children_with_me();
     let listener = control::Listener::bind(&scope)?;
@@ -195,6 +219,7 @@ pub fn run(scope: Scope) -> Result<(), String> {
         ex: Rc::clone(&ex),
         metrics,
         spawned_before: false,
+        roles: Vec::new(),
     };
     smol::block_on(async move {
         log::info!(
@@ -206,12 +231,16 @@ pub fn run(scope: Scope) -> Result<(), String> {
             listener.path().display()
         );
         shell.watch_certificates();
+        shell.rehost();
         shell.perform_all();
         ex.spawn(accept(ex.clone(), listener, shell.tx.clone()))
             .detach();
         let signals = process::stop_signals()?;
         ex.run(shell.main(rx, signals)).await;
         shell.stop_vertex();
+        for role in Role::ALL {
+            shell.stop_role(role);
+        }
         let _ = fs::remove_file(&endpoint);
         Ok(())
     })
@@ -223,18 +252,25 @@ fn random(rng: &ring::rand::SystemRandom) -> u32 {
     u32::from_le_bytes(b)
 }
 
-/// Windows: the job object of [`crate::windows::kill_children_with_me`] ends
-/// a killed agent's vertex with it, so only the stale pid file is left.
-#[cfg(not(unix))]
-fn stop_orphaned_vertex(scope: &Scope) {
-    let _ = fs::remove_file(scope.runtime.join(VERTEX_PID_FILE));
+/// Where the agent records a role's pid (as [`VERTEX_PID_FILE`] for the vertex).
+fn role_pid_file(role: Role) -> String {
+    format!("{}.pid", role.command())
 }
 
-/// Kills a vertex left running by an agent that was killed (`kill -9`), if
-/// the pid recorded for this scope still runs `flor vertex run` for it.
+/// Windows: the job object of [`crate::windows::kill_children_with_me`] ends
+/// a killed agent's children with it, so only the stale pid file is left.
+#[cfg(not(unix))]
+fn stop_orphan(scope: &Scope, pid_file: &str, _command: &[&[u8]]) {
+    let _ = fs::remove_file(scope.runtime.join(pid_file));
+}
+
+/// Kills a child left running by an agent that was killed (`kill -9`) — its
+/// vertex or a role — if the pid recorded in `pid_file` still runs `flor
+/// <command> ... --rete <scope>`: a role left behind would hold its port and
+/// keep the new agent's from starting.
 #[cfg(unix)]
-fn stop_orphaned_vertex(scope: &Scope) {
-    let pid_file = scope.runtime.join(VERTEX_PID_FILE);
+fn stop_orphan(scope: &Scope, pid_file: &str, command: &[&[u8]]) {
+    let pid_file = scope.runtime.join(pid_file);
     let Ok(pid) = fs::read_to_string(&pid_file) else {
         return;
     };
@@ -250,12 +286,15 @@ fn stop_orphaned_vertex(scope: &Scope) {
         return;
     };
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    let ours = args.windows(2).any(|w| w[0] == b"vertex" && w[1] == b"run")
+    let ours = args.windows(command.len()).any(|w| w == command)
         && args
             .windows(2)
             .any(|w| w[0] == b"--rete" && w[1] == scope.name.as_bytes());
     if ours {
-        log::warn!("stopping vertex pid {pid} left by a previous agent");
+        log::warn!(
+            "stopping {} pid {pid} left by a previous agent",
+            String::from_utf8_lossy(command[0])
+        );
         if let Some(p) = rustix::process::Pid::from_raw(pid) {
             let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
         }
@@ -426,6 +465,18 @@ impl Shell {
             self.vertex_in = None;
             self.input(Input::Exited);
         }
+        let mut i = 0;
+        while i < self.roles.len() {
+            match self.roles[i].1.try_wait() {
+                Ok(Some(status)) => {
+                    let (role, _) = self.roles.swap_remove(i);
+                    log::warn!("{role} exited ({status})");
+                    let _ = fs::remove_file(self.scope.runtime.join(role_pid_file(role)));
+                    self.input(Input::RoleExited(role));
+                }
+                _ => i += 1,
+            }
+        }
         // Healthy when this very process reported its bindings (the vertex
         // writes the status file only after every listener is bound).
         let reported = self.vertex_report().is_some();
@@ -467,6 +518,13 @@ impl Shell {
             version: self.machine.live(),
             interval_s,
             vertex_up: vertex.is_some(),
+            roles: self
+                .machine
+                .view(self.now())
+                .roles
+                .iter()
+                .map(|r| (r.spec.role.command(), r.pid.is_some()))
+                .collect(),
             certs: metrics_push::cert_expiry(
                 &crate::certs::held(&self.scope, &self.info, VERTEX_NAME),
                 unix(now_unix()),
@@ -550,6 +608,8 @@ impl Shell {
         match a {
             Action::SpawnVertex => self.spawn_vertex(),
             Action::StopVertex => self.stop_vertex(),
+            Action::SpawnRole(spec) => self.spawn_role(spec),
+            Action::StopRole(role) => self.stop_role(role),
             Action::Apply { version } => {
                 let sent = self.vertex_in.as_mut().is_some_and(|w| {
                     w.write_all(APPLY.as_bytes())
@@ -584,6 +644,7 @@ impl Shell {
                 };
                 let now = self.now();
                 self.machine.handle(now, Input::Staged(result));
+                self.rehost();
             }
             Action::Commit { version } => {
                 AGENT.commits.inc();
@@ -593,6 +654,7 @@ impl Shell {
                     self.store_failed(format!("committing v{version} failed: {e}"));
                 }
                 self.reload_agent_cfg();
+                self.rehost();
             }
             Action::RollBack { failed, previous } => {
                 AGENT.rollbacks.inc();
@@ -600,6 +662,7 @@ impl Shell {
                     self.store_failed(format!("rolling back v{failed} failed: {e}"));
                 }
                 self.reload_agent_cfg();
+                self.rehost();
             }
             Action::Rescope { to } => {
                 self.candidate = None;
@@ -617,6 +680,7 @@ impl Shell {
                 let now = self.now();
                 self.machine.handle(now, Input::Rescoped { to, result });
                 self.watch_certificates();
+                self.rehost();
             }
             Action::Reply { to, line } => self.reply(to, line),
             Action::Status { to, json } => {
@@ -774,6 +838,80 @@ impl Shell {
         self.machine.handle(now, input);
     }
 
+    /// The live vertex artifact, verified.
+    fn live_vertex(&self) -> Option<flor_vertex::artifact::VertexConfig> {
+        let name = flor_vertex::identity::Name::new(VERTEX_NAME).ok()?;
+        let b = store::read_live(&self.scope, &flor_vertex::contract::vertex_rel(&name)).ok()?;
+        store::verify_vertex(&self.info, &name, b, None)
+            .ok()
+            .map(|v| v.config)
+    }
+
+    /// Tells the machine which roles the live artifact asks this node to host.
+    fn rehost(&mut self) {
+        let hosted = self
+            .live_vertex()
+            .map_or_else(Hosted::default, |v| roles::hosted(&v));
+        // No perform_all here: this runs inside `perform` too, whose loop
+        // carries out the actions in order.
+        let now = self.now();
+        self.machine.handle(
+            now,
+            Input::Hosted {
+                hosted,
+                carried: ROLES_CARRIED,
+            },
+        );
+    }
+
+    /// Starts `flor <role>` for this scope on the spec's addresses; its log
+    /// goes where the agent's goes.
+    fn spawn_role(&mut self, spec: RoleSpec) {
+        let role = spec.role;
+        let [fa, fb] = role.flags();
+        let (a, b) = (spec.listen[0].to_string(), spec.listen[1].to_string());
+        let store = self.scope.install.join(CONFIG_STORE);
+        let spawned = process::self_exe().and_then(|exe| {
+            let mut c = Command::new(exe);
+            c.args([role.command(), "--rete", &self.scope.name, fa, &a, fb, &b])
+                .stdin(Stdio::null());
+            if role == Role::ConfigServer {
+                c.arg("--store").arg(&store);
+            }
+            c.spawn()
+        });
+        let input = match spawned {
+            Ok(c) => {
+                let pid = c.id();
+                let _ = flor_vertex::file::write_atomic(
+                    &self.scope.runtime.join(role_pid_file(role)),
+                    pid.to_string().as_bytes(),
+                    0o644,
+                );
+                log::info!("{role} started, pid {pid} ({fa} {a} {fb} {b})");
+                self.roles.push((role, c));
+                Input::RoleSpawned { role, pid }
+            }
+            Err(e) => {
+                log::error!("cannot start {role}: {e}");
+                Input::RoleSpawnFailed(role)
+            }
+        };
+        let now = self.now();
+        self.machine.handle(now, input);
+    }
+
+    fn stop_role(&mut self, role: Role) {
+        if let Some(i) = self.roles.iter().position(|(r, _)| *r == role) {
+            let (_, mut c) = self.roles.swap_remove(i);
+            if !process::terminate(&mut c, ROLE_STOP_GRACE) {
+                log::warn!("{role} did not stop within {ROLE_STOP_GRACE:?}; killed it");
+            }
+            log::info!("{role} stopped");
+        }
+        let _ = fs::remove_file(self.scope.runtime.join(role_pid_file(role)));
+    }
+
     /// The newest generation other than `live` (the rollback target after a commit).
     fn prev_generation(&self, live: u32) -> Option<u32> {
         let dir = self.scope.install.join(store::GEN_DIR);
@@ -793,10 +931,7 @@ impl Shell {
 
     /// The QUIC listen address the live artifact asks for.
     fn preferred_udp(&self) -> Option<String> {
-        let name = flor_vertex::identity::Name::new(VERTEX_NAME).ok()?;
-        let b = store::read_live(&self.scope, &flor_vertex::contract::vertex_rel(&name)).ok()?;
-        let v = store::verify_vertex(&self.info, &name, b, None).ok()?;
-        v.config.listen.map(|a| a.to_string())
+        self.live_vertex()?.listen.map(|a| a.to_string())
     }
 
     fn status(&self, json: bool) -> String {
@@ -863,6 +998,17 @@ impl Shell {
                         .ok()
                         .map(|v| v.days_left(unix(now.unix))),
                     note: h.left(unix(now.unix)),
+                })
+                .collect(),
+            roles: v
+                .roles
+                .iter()
+                .map(|r| RoleStatus {
+                    role: r.spec.role.command(),
+                    listen: r.spec.listen.iter().map(|a| a.to_string()).collect(),
+                    pid: r.pid,
+                    state: r.state,
+                    restarts: r.restarts,
                 })
                 .collect(),
         };

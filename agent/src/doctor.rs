@@ -12,6 +12,8 @@
 //!            (preferred, or a fallback when the preferred one was taken)
 //! config     the config service answers over Florete, as this node (RTT)
 //! route      each route's vertex completes a QUIC handshake (RTT)
+//! role       each management role this node hosts (config-server, metrics-server)
+//!            is in this build and accepts connections on its services' upstreams
 //! ```
 //!
 //! A route probe completes a handshake as the node's first SOCKS5 principal
@@ -57,7 +59,7 @@ pub enum Level {
 pub struct Check {
     /// The scope it is about.
     pub scope: String,
-    /// Which check: home, clock, cert, artifact, agent, vertex, config, route.
+    /// Which check: home, clock, cert, artifact, agent, vertex, config, route, role.
     pub check: &'static str,
     /// The outcome.
     pub level: Level,
@@ -174,7 +176,63 @@ fn check_scope(scope: &Scope) -> Vec<Check> {
     let running = agent_and_vertex(&mut c, scope);
     config(&mut c, scope, &info, running);
     routes(&mut c, scope, &info);
+    roles(&mut c, scope);
     c.out
+}
+
+/// How long a role's loopback listener may take to accept.
+const ROLE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn roles(c: &mut Checks<'_>, scope: &Scope) {
+    let Ok(cfg) = crate::ping::live_config(scope) else {
+        return; // the artifact check already failed
+    };
+    let hosted = crate::core::roles::hosted(&cfg);
+    for (role, missing) in &hosted.incomplete {
+        c.push(
+            "role",
+            Level::Warn,
+            format!("this node publishes only part of {role}'s services (no `{missing}`): it is not started"),
+            Some("publish both of its services on this node in services.yaml, or neither".into()),
+        );
+    }
+    for spec in &hosted.roles {
+        let role = spec.role;
+        let [a, b] = role.services();
+        if !cfg!(feature = "mgmt") {
+            c.push(
+                "role",
+                Level::Fail,
+                format!("this node publishes `{a}` and `{b}`, but this flor was built without {role} (the `mgmt` feature of router boards)"),
+                Some("install the x86_64, Debian or Raspberry Pi build on this node, or move the services to another node in services.yaml".into()),
+            );
+            continue;
+        }
+        let dead: Vec<String> = spec
+            .listen
+            .iter()
+            .filter(|addr| {
+                std::net::TcpStream::connect_timeout(addr, ROLE_CONNECT_TIMEOUT).is_err()
+            })
+            .map(|addr| addr.to_string())
+            .collect();
+        let listen = format!("{} and {}", spec.listen[0], spec.listen[1]);
+        if dead.is_empty() {
+            c.push(
+                "role",
+                Level::Ok,
+                format!("{role} accepts on {listen}"),
+                None,
+            );
+        } else {
+            c.push(
+                "role",
+                Level::Fail,
+                format!("{role} ({a}, {b}) does not accept on {}", dead.join(" and ")),
+                Some(format!("this node's agent runs it on {listen}: is the agent running (flor agent status lists it under role:)? its log says why it exits")),
+            );
+        }
+    }
 }
 
 fn renew_fix(info: &ScopeInfo, who: &str) -> String {
@@ -414,7 +472,7 @@ fn config(c: &mut Checks<'_>, scope: &Scope, info: &ScopeInfo, vertex_runs: bool
             );
         }
         Err(e) => {
-            let mut fix = "on the management node: is `flor config-server` running, and its vertex (flor doctor there)?".to_string();
+            let mut fix = "on the management node: are its agent (which runs the config-server) and its vertex running (flor doctor there)?".to_string();
             if !vertex_runs {
                 fix.push_str(" This node's own vertex is down too.");
             }

@@ -413,8 +413,17 @@ fn main() {
     let agent_pipe = matches!(&flor.cmd, Some(Cmd::Vertex(v)) if v.agent_pipe());
     logging::init(log_file, agent_pipe);
     let Some(cmd) = flor.cmd else {
-        println!("flor {}", env!("CARGO_PKG_VERSION"));
-        return;
+        if flor.version {
+            println!("flor {}", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        // Bare `flor`: its help, as `flor --help` prints it, on standard error
+        // with exit status 2 — what retectl (clap) does too. Nothing was done,
+        // so a script running `flor $cmd` with an empty $cmd fails loudly.
+        if let Err(help) = Flor::from_args(&["flor"], &["--help"]) {
+            eprint!("{}", help.output);
+        }
+        std::process::exit(2);
     };
     if flor.version {
         println!("flor {}", env!("CARGO_PKG_VERSION"));

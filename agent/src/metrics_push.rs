@@ -126,6 +126,8 @@ pub struct Gauges {
     pub vertex_up: bool,
     /// (certificate, seconds until it expires): the CA as `ca`, principals by SPIFFE ID.
     pub certs: Vec<(String, i64)>,
+    /// (role, whether its process runs) for each management role this node hosts.
+    pub roles: Vec<(&'static str, bool)>,
 }
 
 /// The push body: exposition lines, one per line, without `node` (the collector adds it).
@@ -148,6 +150,15 @@ pub fn body(vertex_answer: Option<&str>, g: &Gauges) -> String {
         g.interval_s,
         '\n',
     );
+    for (role, up) in &g.roles {
+        let _ = series(
+            &mut out,
+            "flor_role_up",
+            &[("role", *role)],
+            u8::from(*up),
+            '\n',
+        );
+    }
     for (cert, left) in &g.certs {
         let labels = [("cert", cert.as_str())];
         let _ = series(
@@ -223,6 +234,7 @@ mod tests {
             interval_s: 30,
             vertex_up: true,
             certs: vec![("ca".into(), 1000), ("spiffe://t.flor/node/a".into(), -5)],
+            roles: vec![("config-server", true), ("metrics-server", false)],
         };
         let b = body(
             Some("flor_flows_opened_total{side=\"serve\"} 2;flor_flows_active{side=\"serve\"} 0;"),
@@ -234,6 +246,8 @@ mod tests {
         assert!(lines.contains(&"flor_agent_commits_total 0"));
         assert!(lines.contains(&"flor_artifact_version 7"));
         assert!(lines.contains(&"flor_vertex_up 1"));
+        assert!(lines.contains(&"flor_role_up{role=\"config-server\"} 1"));
+        assert!(lines.contains(&"flor_role_up{role=\"metrics-server\"} 0"));
         assert!(lines.contains(&"flor_certificate_expiry_seconds{cert=\"ca\"} 1000"));
         assert!(
             lines.contains(&"flor_certificate_expiry_seconds{cert=\"spiffe://t.flor/node/a\"} -5")

@@ -78,6 +78,7 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     ("flor_agent_vertex_restarts_total", "counter", "Vertex processes the agent started after its first."),
     ("flor_artifact_version", "gauge", "The live artifact version."),
     ("flor_vertex_up", "gauge", "1 when the vertex answered the agent for this snapshot."),
+    ("flor_role_up", "gauge", "1 when the management role's process runs on the node that hosts it."),
     ("flor_push_interval_seconds", "gauge", "Seconds between the node's pushes."),
     ("flor_certificate_expiry_seconds", "gauge", "Seconds until a held certificate (or the CA) expires; negative once expired."),
     ("flor_snapshot_age_seconds", "gauge", "Seconds since the node's last push arrived."),

@@ -43,6 +43,23 @@ pub struct Status<'a> {
     pub listeners: Option<Vec<Listener>>,
     /// Every held certificate with its expiry (added in schema 1).
     pub certificates: Vec<CertStatus>,
+    /// The management roles this node hosts (added in schema 1; empty on most nodes).
+    pub roles: Vec<RoleStatus>,
+}
+
+/// A management role the agent runs because this node publishes its services.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoleStatus {
+    /// `config-server` or `metrics-server`.
+    pub role: &'static str,
+    /// Its listen addresses: its two services' upstreams.
+    pub listen: Vec<String>,
+    /// Its pid, if it runs.
+    pub pid: Option<u32>,
+    /// "running", "restarting" or "not in this build".
+    pub state: &'static str,
+    /// Restarts after an exit since the agent started.
+    pub restarts: u32,
 }
 
 /// One held certificate and its time left.
@@ -234,6 +251,17 @@ impl Status<'_> {
                 }
             }
         }
+        for r in &self.roles {
+            let _ = writeln!(
+                o,
+                "role:     {} pid {} {}, {} restarts, listening on {}",
+                r.role,
+                r.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
+                r.state,
+                r.restarts,
+                r.listen.join(" and ")
+            );
+        }
         o.push_str("certificates:\n");
         for c in &self.certificates {
             let warn = match c.days_left {
@@ -302,6 +330,13 @@ mod tests {
                 days_left: Some(5),
                 note: "5 days left (until 1970-01-17T01:46:40Z)".into(),
             }],
+            roles: vec![RoleStatus {
+                role: "config-server",
+                listen: vec!["127.0.0.1:7080".into(), "127.0.0.1:7081".into()],
+                pid: Some(43),
+                state: "running",
+                restarts: 0,
+            }],
         }
     }
 
@@ -322,6 +357,8 @@ mod tests {
         );
         assert_eq!(v["listeners"][1]["actual"], 40_000);
         assert_eq!(v["certificates"][0]["days_left"], 5);
+        assert_eq!(v["roles"][0]["listen"][1], "127.0.0.1:7081");
+        assert_eq!(v["roles"][0]["pid"], 43);
         let mut s = sample();
         s.listeners = None;
         s.pending = None;
@@ -342,6 +379,9 @@ mod tests {
         ));
         assert!(t.contains(
             "  spiffe://demo.flor/user/bob: 5 days left (until 1970-01-17T01:46:40Z)  RENEW SOON"
+        ));
+        assert!(t.contains(
+            "role:     config-server pid 43 running, 0 restarts, listening on 127.0.0.1:7080 and 127.0.0.1:7081"
         ));
         let mut s = sample();
         s.listeners = None;

@@ -4,7 +4,8 @@
 # An .ipk is an ar archive of three members, in this order (as dpkg-deb writes them):
 #   debian-binary     "2.0\n"
 #   control.tar.gz    ./control, ./conffiles, ./postinst, ./prerm
-#   data.tar.gz       ./usr/bin/flor, ./etc/init.d/flor, ./etc/config/flor
+#   data.tar.gz       ./usr/bin/flor, ./etc/init.d/flor, ./etc/config/flor,
+#                     ./usr/share/bash-completion/completions/flor (packaging/extras.sh)
 # Every tar entry is owned by root (0:0), dated SOURCE_DATE_EPOCH and sorted, and gzip
 # stores no name or time, so the same inputs give the same bytes.
 #
@@ -74,6 +75,9 @@ install -d -m 0755 "$data/usr/bin" "$data/etc/init.d" "$data/etc/config"
 install -m 0755 "$binary" "$data/usr/bin/flor"
 install -m 0755 "$here/files/flor.init" "$data/etc/init.d/flor"
 install -m 0644 "$here/files/flor.config" "$data/etc/config/flor"
+# bash's completion (opkg install bash); ash, OpenWrt's shell, completes no
+# arguments, and a router has no man: no man page, no zsh/fish files.
+sh "$repo/packaging/extras.sh" --prefix /usr --shells bash --no-man "$data"
 
 # --- control --------------------------------------------------------------------
 ctl=$work/control

@@ -59,7 +59,9 @@ for s in demo.flor home; do
 	check "scope $s enabled: wants link -> the template" [ "$(readlink "$l")" = /etc/systemd/system/flor-agent@.service ]
 done
 check "nothing else was written" [ "$(cd "$R" && find . -type f -o -type l | sort | tr '\n' ' ')" = \
-	"./etc/systemd/system/flor-agent@.service ./etc/systemd/system/multi-user.target.wants/flor-agent@demo.flor.service ./etc/systemd/system/multi-user.target.wants/flor-agent@home.service ./usr/local/bin/flor " ]
+	"./etc/systemd/system/flor-agent@.service ./etc/systemd/system/multi-user.target.wants/flor-agent@demo.flor.service ./etc/systemd/system/multi-user.target.wants/flor-agent@home.service ./usr/local/bin/flor ./usr/local/share/bash-completion/completions/flor ./usr/local/share/fish/vendor_completions.d/flor.fish ./usr/local/share/man/man1/flor.1 ./usr/local/share/zsh/site-functions/_flor " ]
+check "completions and man page (packaging/extras.sh) are readable, mode 644" \
+	bash -c "[ \"\$(stat -c %a '$R/usr/local/share/man/man1/flor.1')\" = 644 ] && bash -n '$R/usr/local/share/bash-completion/completions/flor'"
 check "unit runs 'flor agent run --rete %i'" grep -qx 'ExecStart=/usr/local/bin/flor agent run --rete %i' "$unit"
 check "unit sets FLOR_HOME=/etc/flor" grep -qx 'Environment=FLOR_HOME=/etc/flor' "$unit"
 check "unit sets FLOR_RUNTIME_DIR=/run/flor and RuntimeDirectory=flor/%i" \

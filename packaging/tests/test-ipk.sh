@@ -65,8 +65,9 @@ echo "== data"
 listing=$(tar -tvzf "$T/ar/data.tar.gz" | awk '$1 !~ /^d/ {print $1, $2, $6}' | sort -k3)
 expected="-rw-r--r-- 0/0 ./etc/config/flor
 -rwxr-xr-x 0/0 ./etc/init.d/flor
--rwxr-xr-x 0/0 ./usr/bin/flor"
-check "data holds /usr/bin/flor, /etc/init.d/flor, /etc/config/flor, root-owned, right modes" [ "$listing" = "$expected" ]
+-rwxr-xr-x 0/0 ./usr/bin/flor
+-rw-r--r-- 0/0 ./usr/share/bash-completion/completions/flor"
+check "data holds /usr/bin/flor, /etc/init.d/flor, /etc/config/flor, bash's completion, root-owned, right modes" [ "$listing" = "$expected" ]
 [ "$listing" = "$expected" ] || printf '     got:\n%s\n' "$listing"
 check "every entry in both tars is owned by 0/0" \
 	bash -c "! tar -tvzf '$T/ar/data.tar.gz' | awk '{print \$2}' | grep -v '^0/0$' && ! tar -tvzf '$T/ar/control.tar.gz' | awk '{print \$2}' | grep -v '^0/0$'"

@@ -22,12 +22,10 @@ pub const ROLE_OPERATOR: &str = "operator";
 pub const GROUP_CONFIG_READ: &str = "config-read";
 /// Reserved group that grants publishing to the config-server.
 pub const GROUP_CONFIG_WRITE: &str = "config-write";
-/// The config-server's read service.
-pub const SERVICE_CONFIG: &str = "config";
-/// The config-server's write service.
-pub const SERVICE_CONFIG_PUBLISH: &str = "config-publish";
-/// The metrics collector's push service (agents push as their node; optional).
-pub const SERVICE_METRICS_PUSH: &str = "metrics-push";
+/// The config-server's read and write services and the metrics collector's
+/// push service (agents push as their node; optional): one definition in the
+/// contract, which flor's agent reads to know which roles a node hosts.
+pub use flor_vertex::contract::{SERVICE_CONFIG, SERVICE_CONFIG_PUBLISH, SERVICE_METRICS_PUSH};
 
 /// A node, checked.
 #[derive(Clone, Debug)]

@@ -3,11 +3,12 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// The Florete operator's offline toolchain: declare, validate, compile, sign.
 #[derive(Debug, Parser)]
-#[command(name = "retectl", version, about)]
+// Bare `retectl`: the help on standard error, exit status 2 (flor does the same).
+#[command(name = "retectl", version, about, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,6 +33,36 @@ enum Command {
     Publish(retectl::publish::Args),
     /// Write the rete's static landing page (index.html + landing.css) into --out.
     Landing(retectl::landing::Args),
+    /// Print the shell completion script for bash, zsh or fish (e.g. retectl completions bash > /usr/share/bash-completion/completions/retectl).
+    Completions {
+        /// the shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (retectl.1 and retectl-<command>.1 for every command) into --out.
+    Man {
+        /// the directory to write them into (created if missing)
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+}
+
+/// Completions and man pages come from the parser itself, so they list
+/// exactly the commands and flags this build takes.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "retectl",
+        &mut std::io::stdout(),
+    );
+    Ok(())
+}
+
+fn man(out: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    clap_mangen::generate_to(Cli::command(), out)?;
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -45,6 +76,8 @@ fn main() -> ExitCode {
         Command::Certs(a) => retectl::certs::run(a).map_err(Into::into),
         Command::Publish(a) => retectl::publish::run(a).map_err(Into::into),
         Command::Landing(a) => retectl::landing::run(a).map_err(Into::into),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { out } => man(&out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

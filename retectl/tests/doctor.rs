@@ -4,7 +4,8 @@
 //! config-server on mgmt01 filled by `retectl publish` as olga:
 //!
 //! - doctor on the laptop passes; it fails, naming the check, with the
-//!   config-server stopped, with beta (a route's node) stopped, and with
+//!   management node mgmt01 stopped (its agent, and with it the config-server
+//!   the agent runs), with beta (a route's node) stopped, and with
 //!   certificates re-issued for 5 days (`retectl issue-bundle --days 5`);
 //! - ping as bob / carol: allowed, denied, unknown, upstream down;
 //! - `flor agent status` shows the days left and the agent logs the warning;
@@ -103,7 +104,8 @@ fn line_with<'a>(text: &'a str, needles: &[&str]) -> &'a str {
 fn doctor_and_ping_on_the_example_rete() {
     let d = Demo::with_ca();
     let (mgmt_udp, alpha_udp, beta_udp) = (free_udp().port(), free_udp().port(), free_udp().port());
-    let (read, publish, wiki, echo) = (free_tcp(), free_tcp(), free_tcp(), free_tcp());
+    let [read, _, _, _] = free_management_ports(&d);
+    let (wiki, echo) = (free_tcp(), free_tcp());
     for (from, to) in [
         ("127.0.0.1:7443", mgmt_udp),
         ("127.0.0.2:7443", alpha_udp),
@@ -115,12 +117,7 @@ fn doctor_and_ping_on_the_example_rete() {
             &format!("listen: 127.0.0.1:{to}"),
         );
     }
-    for (from, to) in [
-        ("127.0.0.1:7080", read),
-        ("127.0.0.1:7081", publish),
-        ("127.0.0.2:8080", wiki),
-        ("127.0.0.3:9000", echo),
-    ] {
+    for (from, to) in [("127.0.0.2:8080", wiki), ("127.0.0.3:9000", echo)] {
         d.edit(
             "services.yaml",
             &format!("upstream: {from}"),
@@ -153,12 +150,10 @@ fn doctor_and_ping_on_the_example_rete() {
         })
         .collect();
 
-    // mgmt01's bootstrap, the config-server, version 1 published as olga.
+    // mgmt01's bootstrap (its agent runs the config-server), version 1 published as olga.
     hosts[0].enroll(&bundle("mgmt01"), &tree);
-    let store = tmp.join("store");
-    let mgmt01_config_server = |home: &Path| config_server(home, read, publish, &store);
-    let mut cs = mgmt01_config_server(&hosts[0].home);
     hosts[0].start();
+    role_pid(&hosts[0].home, "config-server", None);
     let laptop_b: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle("laptop")).unwrap()).unwrap();
     let olga = laptop_b["principals"]
@@ -254,8 +249,24 @@ fn doctor_and_ping_on_the_example_rete() {
         "{p}"
     );
 
-    // The config-server stopped: the config check fails and says where to look.
-    cs.kill9();
+    // On mgmt01, doctor sees the roles its agent runs.
+    let (ok, text) = hosts[0].doctor();
+    assert!(ok, "doctor on mgmt01:\n{text}");
+    line_with(
+        &text,
+        &[
+            "ok",
+            "role",
+            "config-server accepts on",
+            &format!("127.0.0.1:{read}"),
+        ],
+    );
+    line_with(&text, &["ok", "role", "metrics-server accepts on"]);
+
+    // mgmt01 stopped (agent, vertex and config-server): the config check
+    // fails and says where to look; restarted, it serves the same store again.
+    hosts[0].agent.as_mut().unwrap().kill9();
+    let laptop = &hosts[3];
     let (ok, text) = laptop.doctor();
     assert!(!ok, "{text}");
     line_with(
@@ -263,7 +274,8 @@ fn doctor_and_ping_on_the_example_rete() {
         &["FAIL", "config", "spiffe://demo.flor/service/config"],
     );
     assert!(text.contains("fix: on the management node"), "{text}");
-    cs = mgmt01_config_server(&hosts[0].home);
+    hosts[0].start();
+    let laptop = &hosts[3];
     let deadline = Instant::now() + Duration::from_secs(20);
     while !laptop.doctor().0 {
         assert!(Instant::now() < deadline, "{}", laptop.doctor().1);
@@ -356,5 +368,4 @@ fn doctor_and_ping_on_the_example_rete() {
             "expires within 30 days",
         ],
     );
-    drop(cs);
 }

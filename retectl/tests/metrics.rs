@@ -1,8 +1,9 @@
 #![allow(clippy::unwrap_used)] // test fixtures: a failed setup step should abort the test loudly
 //! The metrics service end to end on the example rete: mgmt01, alpha and the
 //! laptop run real `flor` agents and vertices on loopback (their addresses
-//! moved to free ports), mgmt01 runs `flor metrics-server` behind its vertex
-//! (`metrics-push` for role node, `metrics` for role operator), and a real
+//! moved to free ports), mgmt01's agent runs `flor metrics-server` behind its
+//! vertex because mgmt01 publishes `metrics-push` (for role node) and
+//! `metrics` (for role operator), and a real
 //! `prometheus` (Debian's package, ci/setup.sh) scrapes its read address.
 //!
 //! The test causes one allowed flow (bob -> wiki) and one refused by alpha's
@@ -168,8 +169,8 @@ fn prometheus_and_the_operator_read_every_nodes_counters() {
     let d = Demo::with_ca();
     let tmp = d.tmp.path();
     let (mgmt_udp, alpha_udp) = (free_udp().port(), free_udp().port());
-    let (read, publish, push, metrics, wiki) =
-        (free_tcp(), free_tcp(), free_tcp(), free_tcp(), start_wiki());
+    let [_, _, _, metrics] = free_management_ports(&d);
+    let wiki = start_wiki();
     for (file, from, to) in [
         (
             "nodes.yaml",
@@ -180,26 +181,6 @@ fn prometheus_and_the_operator_read_every_nodes_counters() {
             "nodes.yaml",
             "listen: 127.0.0.2:7443",
             format!("listen: 127.0.0.1:{alpha_udp}"),
-        ),
-        (
-            "services.yaml",
-            "upstream: 127.0.0.1:7080",
-            format!("upstream: 127.0.0.1:{read}"),
-        ),
-        (
-            "services.yaml",
-            "upstream: 127.0.0.1:7081",
-            format!("upstream: 127.0.0.1:{publish}"),
-        ),
-        (
-            "services.yaml",
-            "upstream: 127.0.0.1:9101",
-            format!("upstream: 127.0.0.1:{push}"),
-        ),
-        (
-            "services.yaml",
-            "upstream: 127.0.0.1:9100",
-            format!("upstream: 127.0.0.1:{metrics}"),
         ),
         (
             "services.yaml",
@@ -246,20 +227,6 @@ fn prometheus_and_the_operator_read_every_nodes_counters() {
         homes.insert(node, home);
     }
     let mgmt = &homes["mgmt01"];
-    let (push_l, read_l) = (format!("127.0.0.1:{push}"), format!("127.0.0.1:{metrics}"));
-    groups.push(spawn(
-        mgmt,
-        &[
-            "metrics-server",
-            "--rete",
-            "demo.flor",
-            "--push-listen",
-            &push_l,
-            "--read-listen",
-            &read_l,
-        ],
-        "metrics-server.log",
-    ));
     for home in homes.values() {
         groups.push(spawn(
             home,
@@ -328,6 +295,12 @@ fn prometheus_and_the_operator_read_every_nodes_counters() {
         ("flor_artifact_version".to_string(), "alpha", 1.0),
         ("flor_artifact_version".to_string(), "laptop", 1.0),
         ("flor_vertex_up".to_string(), "mgmt01", 1.0),
+        // The collector runs under mgmt01's agent, which reports it.
+        (
+            "flor_role_up{role=\"metrics-server\"}".to_string(),
+            "mgmt01",
+            1.0,
+        ),
     ];
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -344,9 +317,9 @@ fn prometheus_and_the_operator_read_every_nodes_counters() {
         }
         assert!(
             Instant::now() < deadline,
-            "Prometheus has {seen:?} for {expect:?}\nprometheus log:\n{}\nmetrics-server log:\n{}\nlaptop agent log:\n{}",
+            "Prometheus has {seen:?} for {expect:?}\nprometheus log:\n{}\nmgmt01 agent log (with its metrics-server):\n{}\nlaptop agent log:\n{}",
             std::fs::read_to_string(prom_dir.join("log")).unwrap_or_default(),
-            std::fs::read_to_string(mgmt.join("metrics-server.log")).unwrap_or_default(),
+            std::fs::read_to_string(mgmt.join("agent.log")).unwrap_or_default(),
             std::fs::read_to_string(homes["laptop"].join("agent.log")).unwrap_or_default(),
         );
         std::thread::sleep(Duration::from_millis(500));

@@ -1,9 +1,15 @@
 #![allow(clippy::unwrap_used)] // test fixtures: a failed setup step should abort the test loudly
 //! `retectl publish` end to end, over Florete: the example rete is compiled,
-//! its management node mgmt01 is bootstrapped by hand (`flor enroll --from`
-//! the compiled tree, `flor config-server`, `flor agent run`), and the
+//! its management node mgmt01 is bootstrapped as docs/playbook.md does it
+//! (`flor enroll --from` the compiled tree, `flor agent run`, which starts
+//! the config-server and the metrics collector because mgmt01's artifact
+//! publishes their services; the store is `<install>/config-store`), and the
 //! operator olga publishes as `user/olga` through the `config-publish`
 //! service. bob, who has no `config-write` role, is refused by the ACL.
+//!
+//! The roles under the agent: a config-server killed with SIGKILL comes back
+//! on its own with its store; a version that moves the metrics services to
+//! another node stops mgmt01's collector; stopping the agent stops both.
 //!
 //! Uses the `flor` binary of this workspace (`target/debug/flor`), which
 //! `cargo test --workspace` builds before any test runs.
@@ -40,22 +46,13 @@ fn user_credentials(bundle: &Path, user: &str, dir: &Path) -> PathBuf {
 #[test]
 fn operator_publishes_over_florete_and_others_are_refused() {
     let d = Demo::with_ca();
-    let (udp, read, publish) = (free_udp().port(), free_tcp(), free_tcp());
+    let udp = free_udp().port();
     d.edit(
         "nodes.yaml",
         "listen: 127.0.0.1:7443",
         &format!("listen: 127.0.0.1:{udp}"),
     );
-    d.edit(
-        "services.yaml",
-        "upstream: 127.0.0.1:7080",
-        &format!("upstream: 127.0.0.1:{read}"),
-    );
-    d.edit(
-        "services.yaml",
-        "upstream: 127.0.0.1:7081",
-        &format!("upstream: 127.0.0.1:{publish}"),
-    );
+    let [read, publish, push, metrics] = free_management_ports(&d);
     let tmp = d.tmp.path();
     let v1 = tmp.join("out-v1");
     d.ok(&[
@@ -70,7 +67,7 @@ fn operator_publishes_over_florete_and_others_are_refused() {
     d.issue_bundle("mgmt01", None, &mgmt_bundle);
     d.issue_bundle("laptop", None, &laptop_bundle);
 
-    // mgmt01's manual bootstrap.
+    // mgmt01's bootstrap: enroll from the compiled tree, start the agent; nothing else.
     let home = tmp.join("mgmt01-home");
     let o = flor(&home)
         .args([
@@ -82,10 +79,9 @@ fn operator_publishes_over_florete_and_others_are_refused() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", out(&o));
-    let store = tmp.join("store");
-    let _cs = config_server(&home, read, publish, &store);
+    let store = config_store(&home);
     let log = std::fs::File::create(tmp.join("agent.log")).unwrap();
-    let _agent = Group(
+    let mut agent = Group(
         flor(&home)
             .args(["agent", "run", "--rete", "demo.flor"])
             .stderr(log)
@@ -112,6 +108,19 @@ fn operator_publishes_over_florete_and_others_are_refused() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let cs_pid = role_pid(&home, "config-server", None);
+    let ms_pid = role_pid(&home, "metrics-server", None);
+    let s = status_json(&home).unwrap();
+    assert_eq!(
+        s["roles"][0]["listen"],
+        serde_json::json!([format!("127.0.0.1:{read}"), format!("127.0.0.1:{publish}")]),
+        "{s}"
+    );
+    assert_eq!(
+        s["roles"][1]["listen"],
+        serde_json::json!([format!("127.0.0.1:{push}"), format!("127.0.0.1:{metrics}")]),
+        "{s}"
+    );
 
     // olga (role operator -> group config-write) publishes as user/olga.
     let olga = user_credentials(&laptop_bundle, "olga", tmp);
@@ -148,6 +157,28 @@ fn operator_publishes_over_florete_and_others_are_refused() {
     let o = publish_as(&v1, &bob);
     assert!(!o.status.success());
     assert!(out(&o).contains("denied"), "{}", out(&o));
+
+    // The config-server dies: the agent starts it again on the same store,
+    // which still holds v1 (so the rollback check below still sees it).
+    kill(cs_pid, "-KILL");
+    let cs_pid = role_pid(&home, "config-server", Some(cs_pid));
+    wait_accepts(read);
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!(
+            "http://127.0.0.1:{read}/artifact/alpha/mgmt/agent.json"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "200", "{}", out(&o));
 
     // v2, then an attempt to publish v1 again: the config-server refuses the rollback.
     d.edit("rete.yaml", "version: 1", "version: 2");
@@ -235,4 +266,81 @@ fn operator_publishes_over_florete_and_others_are_refused() {
         e.contains("no certificate for spiffe://demo.flor/user/nobody") && e.contains("--key-dir"),
         "{e}"
     );
+
+    // v4 moves the metrics services to alpha: once mgmt01 syncs it (from its
+    // own config-server, over its own vertex), its collector is stopped and
+    // the config-server keeps running.
+    d.edit("rete.yaml", "version: 3", "version: 4");
+    let services = d.read("services.yaml");
+    let moved = services
+        .replace(
+            "  - name: metrics-push\n    node: mgmt01",
+            "  - name: metrics-push\n    node: alpha",
+        )
+        .replace(
+            "  - name: metrics\n    node: mgmt01",
+            "  - name: metrics\n    node: alpha",
+        );
+    assert_eq!(moved.matches("node: alpha").count(), 3, "{moved}");
+    std::fs::write(d.repo.join("services.yaml"), moved).unwrap();
+    let v4 = tmp.join("out-v4");
+    d.ok(&[
+        "compile",
+        d.repo_s(),
+        "--all",
+        "--out",
+        v4.to_str().unwrap(),
+    ]);
+    let o = by_name(&v4, "olga", &sub);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = flor(&home)
+        .args(["agent", "sync", "--rete", "demo.flor", "--confirm"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", push)).is_ok() || alive(ms_pid) {
+        assert!(Instant::now() < deadline, "the collector still runs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = status_json(&home).unwrap();
+    let roles = s["roles"].as_array().unwrap();
+    assert_eq!(roles.len(), 1, "{s}");
+    assert_eq!(roles[0]["role"], "config-server");
+    assert_eq!(roles[0]["pid"].as_u64(), Some(cs_pid), "not restarted: {s}");
+
+    // SIGTERM to the agent (what a service manager sends): the config-server goes with it.
+    kill(agent.0.id().into(), "-TERM");
+    let _ = agent.0.wait();
+    assert!(!alive(cs_pid), "the config-server outlived its agent");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", read)).is_err());
+    let log = std::fs::read_to_string(tmp.join("agent.log")).unwrap();
+    assert!(log.contains("config-server stopped"), "{log}");
+}
+
+fn kill(pid: u64, signal: &str) {
+    let st = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone: its agent has not reaped it yet).
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+fn wait_accepts(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing accepts on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -28,6 +28,19 @@ pub const VERTICES_REL: &str = "mgmt/vertices/";
 /// The directory both artifacts live under: the live-generation pointer on a device.
 pub const MGMT_DIR: &str = "mgmt";
 
+/// The rete-scoped service names of the management roles. retectl reserves
+/// them (groups, landing page) and the node that publishes them runs the role
+/// behind them (the agent's `core::roles`): the config-server serves `config`
+/// (read) and `config-publish` (write), the metrics collector `metrics-push`
+/// (agents push) and `metrics` (Prometheus and operators read).
+pub const SERVICE_CONFIG: &str = "config";
+/// The config-server's publish service (see [`SERVICE_CONFIG`]).
+pub const SERVICE_CONFIG_PUBLISH: &str = "config-publish";
+/// The metrics collector's push service (see [`SERVICE_CONFIG`]).
+pub const SERVICE_METRICS_PUSH: &str = "metrics-push";
+/// The metrics collector's read service (see [`SERVICE_CONFIG`]).
+pub const SERVICE_METRICS: &str = "metrics";
+
 /// The directory under a flor home that holds one install root per scope:
 /// `<home>/retes/<scope>/` (scope.json, ca.crt, certs/, keys/, mgmt/).
 pub const SCOPES_DIR: &str = "retes";

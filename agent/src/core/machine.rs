@@ -26,6 +26,7 @@ use std::collections::VecDeque;
 
 use flor_vertex::artifact::Change;
 
+use super::roles::{Hosted, Role, RoleAction, RoleSpec, RoleView, Roles};
 use super::{
     Commit, CommitDecision, Millis, Pending, Poller, RollbackReason, Supervisor, SupervisorEvent,
     VertexState, HEALTH_WINDOW_MS,
@@ -140,6 +141,25 @@ pub enum Input {
     StoreFailed(String),
     /// The certificates the scope holds now (at start, after a reload, a commit or a rollback).
     Certificates(Vec<HeldCert>),
+    /// The management roles the live vertex artifact asks this node to host
+    /// (at start and whenever the live version changed).
+    Hosted {
+        /// From [`super::roles::hosted`].
+        hosted: Hosted,
+        /// Whether this build carries the roles (the `mgmt` cargo feature).
+        carried: bool,
+    },
+    /// [`Action::SpawnRole`] started this process.
+    RoleSpawned {
+        /// Which role.
+        role: Role,
+        /// Its pid.
+        pid: u32,
+    },
+    /// [`Action::SpawnRole`] could not start a process.
+    RoleSpawnFailed(Role),
+    /// A role's process exited on its own.
+    RoleExited(Role),
 }
 
 /// A certificate the machine watches for expiry.
@@ -217,6 +237,10 @@ pub enum Action {
         /// Whether the request succeeded.
         ok: bool,
     },
+    /// Start `flor <role>` from the running binary for this scope; answer with RoleSpawned / RoleSpawnFailed.
+    SpawnRole(RoleSpec),
+    /// Stop a role's process (no answer: it is gone when this returns).
+    StopRole(Role),
     /// Log a warning: a held certificate crossed an [`EXPIRY_WARN_DAYS`] mark or expired.
     WarnExpiry {
         /// Whose certificate.
@@ -308,6 +332,8 @@ pub struct View<'a> {
     pub last_event: Option<&'a str>,
     /// Versions applied in place since the agent started.
     pub applied_in_place: u32,
+    /// The management roles this node hosts.
+    pub roles: Vec<RoleView>,
 }
 
 /// The agent's decisions for one scope.
@@ -341,6 +367,8 @@ pub struct Machine {
     actions: VecDeque<Action>,
     /// Held certificates, each with how many expiry marks were warned about.
     certs: Vec<(HeldCert, usize)>,
+    /// The management roles this node hosts and their processes.
+    roles: Roles,
 }
 
 impl Machine {
@@ -368,6 +396,7 @@ impl Machine {
             last_event: None,
             actions: VecDeque::new(),
             certs: Vec::new(),
+            roles: Roles::default(),
         };
         match start {
             Start::Committed(v) => m.live = v,
@@ -432,6 +461,7 @@ impl Machine {
             last_error: self.last_error.as_deref(),
             last_event: self.last_event.as_deref(),
             applied_in_place: self.applied_in_place,
+            roles: self.roles.view(),
         }
     }
 
@@ -491,6 +521,27 @@ impl Machine {
                     .collect();
                 self.check_expiry(now);
             }
+            Input::Hosted { hosted, carried } => {
+                let mut out = Vec::new();
+                self.roles.set(now.ms, &hosted, carried, &mut out);
+                self.role_actions(out);
+            }
+            Input::RoleSpawned { role, pid } => self.roles.spawned(role, now.ms, pid),
+            Input::RoleSpawnFailed(role) => self.roles.spawn_failed(role, now.ms, now.rand),
+            Input::RoleExited(role) => {
+                if let Some(d) = self.roles.exited(role, now.ms, now.rand) {
+                    log::warn!("{role} exited; restarting it in {d} ms");
+                }
+            }
+        }
+    }
+
+    fn role_actions(&mut self, out: Vec<RoleAction>) {
+        for a in out {
+            self.push(match a {
+                RoleAction::Spawn(spec) => Action::SpawnRole(spec),
+                RoleAction::Stop(role) => Action::StopRole(role),
+            });
         }
     }
 
@@ -554,6 +605,9 @@ impl Machine {
 
     fn tick(&mut self, now: Now, reported: bool) {
         self.check_expiry(now);
+        let mut out = Vec::new();
+        self.roles.tick(now.ms, &mut out);
+        self.role_actions(out);
         // Deadlines first: a version rolled back now is not started once more.
         self.step(now, |c| c.tick(now.ms));
         match self.sup.tick(now.ms, reported) {
@@ -1799,5 +1853,64 @@ mod tests {
             Some(t.now.unix + 60),
             "agent.json's commit timeout is the default"
         );
+    }
+
+    #[test]
+    fn hosted_roles_are_started_beside_the_vertex_and_restarted_after_an_exit() {
+        use crate::core::roles::{Hosted, Role, RoleSpec};
+        let mut t = T::running();
+        let spec = RoleSpec {
+            role: Role::ConfigServer,
+            listen: [
+                "127.0.0.1:7080".parse().unwrap(),
+                "127.0.0.1:7081".parse().unwrap(),
+            ],
+        };
+        let hosted = Hosted {
+            roles: vec![spec],
+            incomplete: vec![],
+        };
+        assert_eq!(
+            t.input(Input::Hosted {
+                hosted: hosted.clone(),
+                carried: true
+            }),
+            []
+        );
+        assert_eq!(t.tick(true), [Action::SpawnRole(spec)]);
+        t.input(Input::RoleSpawned {
+            role: Role::ConfigServer,
+            pid: 200,
+        });
+        assert_eq!(t.m.view(t.now).roles[0].pid, Some(200));
+        // It dies: the vertex is untouched, the role comes back after its backoff.
+        assert_eq!(t.input(Input::RoleExited(Role::ConfigServer)), []);
+        assert_eq!(t.tick(true), []);
+        t.advance(250);
+        assert_eq!(t.tick(true), [Action::SpawnRole(spec)]);
+        t.input(Input::RoleSpawned {
+            role: Role::ConfigServer,
+            pid: 201,
+        });
+        // A version without the services stops it.
+        assert_eq!(
+            t.input(Input::Hosted {
+                hosted: Hosted::default(),
+                carried: true
+            }),
+            [Action::StopRole(Role::ConfigServer)]
+        );
+        assert!(t.m.view(t.now).roles.is_empty());
+        // A router build: nothing to start, status says why.
+        t.input(Input::Hosted {
+            hosted,
+            carried: false,
+        });
+        t.advance(60_000);
+        assert!(!t
+            .tick(true)
+            .iter()
+            .any(|a| matches!(a, Action::SpawnRole(_))));
+        assert_eq!(t.m.view(t.now).roles[0].state, "not in this build");
     }
 }

@@ -14,9 +14,11 @@
 //! Supervisor: spawn -> exited early -> wait backoff -> spawn ...; healthy for long enough -> backoff resets
 //! Commit:     staged -> vertex healthy? -> (confirm on health | wait for --confirm until deadline)
 //!                    -> vertex failed / deadline passed -> roll back
+//! Roles:      live vertex artifact -> which management roles run here -> spawn / restart / stop
 //! ```
 
 pub mod machine;
+pub mod roles;
 
 /// Milliseconds on the shell's monotonic clock.
 pub type Millis = u64;

@@ -171,26 +171,67 @@ pub fn out(o: &Output) -> String {
     format!("{a}{b}")
 }
 
-/// `flor config-server` for the scope `demo.flor` of `home`, on loopback ports
-/// `read` and `publish`, storing in `store`; killed with its process group.
-pub fn config_server(home: &Path, read: u16, publish: u16, store: &Path) -> testkit::Group {
-    use std::os::unix::process::CommandExt;
-    testkit::Group(
-        flor(home)
-            .args([
-                "config-server",
-                "--rete",
-                "demo.flor",
-                "--read-listen",
-                &format!("127.0.0.1:{read}"),
-                "--publish-listen",
-                &format!("127.0.0.1:{publish}"),
-                "--store",
-                store.to_str().unwrap(),
-            ])
-            .stderr(std::process::Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap(),
-    )
+/// Moves the example's four management services (examples/my-rete:
+/// config 7080, config-publish 7081, metrics-push 9101, metrics 9100) to free
+/// loopback ports, so the config-server and the metrics collector that
+/// mgmt01's agent starts behind them never meet another test's. Returns them
+/// in that order.
+pub fn free_management_ports(d: &Demo) -> [u16; 4] {
+    let ports = [
+        testkit::free_tcp(),
+        testkit::free_tcp(),
+        testkit::free_tcp(),
+        testkit::free_tcp(),
+    ];
+    for (from, to) in ["7080", "7081", "9101", "9100"].iter().zip(ports) {
+        d.edit(
+            "services.yaml",
+            &format!("upstream: 127.0.0.1:{from}"),
+            &format!("upstream: 127.0.0.1:{to}"),
+        );
+    }
+    ports
+}
+
+/// Where mgmt01's agent keeps the config-server's store: `<install>/config-store`.
+pub fn config_store(home: &Path) -> PathBuf {
+    home.join("retes/demo.flor/config-store")
+}
+
+/// `flor agent status --json` of the scope `demo.flor` of `home`, if the agent answers.
+pub fn status_json(home: &Path) -> Option<serde_json::Value> {
+    let o = flor(home)
+        .args(["agent", "status", "--rete", "demo.flor", "--json"])
+        .output()
+        .ok()?;
+    if !o.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&o.stdout).ok()
+}
+
+/// Waits until the agent of `home` reports `role` running with a pid other
+/// than `not`; returns the pid.
+pub fn role_pid(home: &Path, role: &str, not: Option<u64>) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let pid = status_json(home).and_then(|s| {
+            s["roles"]
+                .as_array()?
+                .iter()
+                .find(|r| r["role"] == role && r["state"] == "running")?["pid"]
+                .as_u64()
+        });
+        match pid {
+            Some(p) if Some(p) != not => return p,
+            _ => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{role} is not running under the agent of {}: {:?}",
+            home.display(),
+            status_json(home)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
