@@ -293,7 +293,15 @@ words=(flor enroll ""); CURRENT=3; _flor"#,
         .output()
         .unwrap();
     assert!(man.status.success() && man.stderr.is_empty(), "{man:?}");
-    let page = String::from_utf8_lossy(&man.stdout);
+    // grotty's bold and underline are overstrikes ("X\bX"): keep the last of each.
+    let mut page = String::new();
+    for c in String::from_utf8_lossy(&man.stdout).chars() {
+        if c == '\u{8}' {
+            page.pop();
+        } else {
+            page.push(c);
+        }
+    }
     assert!(page.contains("flor agent sync"), "{page}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
