@@ -22,7 +22,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use testkit::{free_tcp, free_udp, Group};
+use testkit::{free_udp, Group};
 
 /// Writes one user's certificate and key out of a Flow A bundle.
 fn user_credentials(bundle: &Path, user: &str, dir: &Path) -> PathBuf {
