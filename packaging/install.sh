@@ -345,13 +345,13 @@ launchd_domain() {
 extras="$(cd "$(dirname "$0")" && pwd)/extras.sh"
 install_extras() {
 	if [ -r "$extras" ]; then
-		sh "$extras" --prefix "$prefix" "$root"
+		sh "$extras" --prefix "$prefix" "${root:-/}"
 		say "installed flor's shell completions and man page under $prefix/share"
 	fi
 }
 remove_extras() {
 	[ -r "$extras" ] || return 0
-	sh "$extras" --prefix "$prefix" --uninstall "$root"
+	sh "$extras" --prefix "$prefix" --uninstall "${root:-/}"
 	# In a scratch root, leave no empty directories behind.
 	[ "$live" = 1 ] || find "$root$prefix/share" -depth -type d -empty -delete 2>/dev/null || true
 }
