@@ -4,7 +4,7 @@
 # through its SOCKS5 port to a Linux node.
 #
 #   operator (Linux)  retectl: CA, signer, compile examples/my-rete, bundles
-#   mgmt01   (Linux)  flor agent + config-server on 127.0.0.1
+#   mgmt01   (Linux)  flor agent, which runs the config-server, on 127.0.0.1
 #   laptop   (Wine)   `flor enroll` in a console; the service starts its agent within
 #                     seconds; the agent starts the vertex; users bob and carol
 #   alpha    (Linux)  python3 http.server behind the `wiki` service on 127.0.0.2
@@ -91,11 +91,9 @@ mv "$W/mgmt01.bundle.json" "$W/mgmt01/" && mv "$W/alpha.bundle.json" "$W/alpha/"
 cp -r "$W/operator/out" "$W/mgmt01/out"
 ok "CA, signer, compiled tree and three bundles"
 
-echo "== mgmt01 (Linux): agent and config-server"
+echo "== mgmt01 (Linux): agent (it runs the config-server its artifact publishes)"
 check "mgmt01 enrolls from the compiled tree" on mgmt01 "$flor" enroll mgmt01.bundle.json --from out
 bg mgmt01 agent.log "$flor" agent run --rete demo.flor
-bg mgmt01 config-server.log "$flor" config-server --rete demo.flor \
-	--read-listen 127.0.0.1:7080 --publish-listen 127.0.0.1:7081 --store store
 check "mgmt01's vertex is healthy" until_ok 30 healthy_linux mgmt01
 
 echo "== laptop (Windows, Wine): enroll in a console; the service does the rest"
