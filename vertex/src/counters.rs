@@ -88,12 +88,15 @@ pub enum Refusal {
     Handshake,
     /// The caller's certificate names no principal of this rete (serving side).
     Identity,
+    /// The caller's certificate is not one its ACL row pins (serving side;
+    /// dialling side: the server said so).
+    NotPinned,
     /// A broken preamble, a local TLS setup error, or anything else.
     Other,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 8] = [
+    const ALL: [Refusal; 9] = [
         Refusal::Acl,
         Refusal::UnknownService,
         Refusal::Upstream,
@@ -101,6 +104,7 @@ impl Refusal {
         Refusal::Unreachable,
         Refusal::Handshake,
         Refusal::Identity,
+        Refusal::NotPinned,
         Refusal::Other,
     ];
 
@@ -114,6 +118,7 @@ impl Refusal {
             Refusal::Unreachable => "unreachable",
             Refusal::Handshake => "handshake",
             Refusal::Identity => "identity",
+            Refusal::NotPinned => "not_pinned",
             Refusal::Other => "other",
         }
     }
