@@ -209,7 +209,9 @@ pub fn id_renew(scope: &Scope, out: Option<&Path>) -> Result<PathBuf, EnrollErro
         let key = core::str::from_utf8(&pem)
             .ok()
             .and_then(|pem| rcgen::KeyPair::from_pem(pem).ok())
-            .ok_or_else(|| EnrollError::Crypto(format!("{}: not a PEM private key", key_file.display())))?;
+            .ok_or_else(|| {
+                EnrollError::Crypto(format!("{}: not a PEM private key", key_file.display()))
+            })?;
         let csr_pem = csr(&id, &key)?;
         csrs.push(CsrEntry { id, csr_pem });
     }

@@ -284,10 +284,12 @@ mod tests {
         const SHA: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
         std::fs::write(
             dir.path().join(ENROLLMENT_LOG),
-            format!("# header\n\
+            format!(
+                "# header\n\
              2026-01-01T00:00:00Z\tflow-a\tspiffe://t/user/bob\tab\t{SHA}\t2027-01-01T00:00:00Z\n\
              2026-01-01T00:00:00Z\tca-init\tspiffe://t\tab\t{SHA}\t2036-01-01T00:00:00Z\n\
-             2026-06-01T00:00:00Z\tflow-b\tspiffe://t/user/bob\tab\t{SHA}\t2026-06-06T00:00:00Z\n"),
+             2026-06-01T00:00:00Z\tflow-b\tspiffe://t/user/bob\tab\t{SHA}\t2026-06-06T00:00:00Z\n"
+            ),
         )
         .unwrap();
         let l = issued(dir.path()).unwrap();

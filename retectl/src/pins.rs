@@ -124,10 +124,7 @@ mod tests {
             [(2, None), (1, at(renewed + 7 * DAY_S))]
         );
         // The old certificate expires before the overlap ends: its expiry ends the pin.
-        assert_eq!(
-            pins(&log, 60, bob),
-            [(2, None), (1, at(T0 + 365 * DAY_S))]
-        );
+        assert_eq!(pins(&log, 60, bob), [(2, None), (1, at(T0 + 365 * DAY_S))]);
         // No overlap: only the newest.
         assert_eq!(pins(&log, 0, bob), [(2, None)]);
     }
@@ -154,10 +151,10 @@ mod tests {
             ]
         );
         assert_eq!(pins(&log, 7, alice), [(9, None)]);
-        // A week later than the overlap: the newest alone.
+        // Renewed again 98 days later: only the certificate it replaced keeps a pin.
         let mut later = log.to_vec();
         later.push(cert(bob, 5, T0 + 200 * DAY_S, 365));
-        assert_eq!(pins(&later, 7, bob), [(5, None)]);
+        assert_eq!(pins(&later, 7, bob), [(5, None), (4, at(T0 + 207 * DAY_S))]);
     }
 
     #[test]

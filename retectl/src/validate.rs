@@ -1005,16 +1005,14 @@ impl Pending {
         self,
         sealer: impl FnMut(&Rete, &NodeArtifacts) -> Result<Sealed, CompileError>,
     ) -> Result<(Checked, BTreeMap<String, Compiled>), Vec<Problem>> {
-        let limits = self
-            .yaml_ok
-            .then(|| {
-                artifacts::seal_nodes(
-                    &self.checked.rete,
-                    &self.checked.access,
-                    &self.checked.pins,
-                    sealer,
-                )
-            });
+        let limits = self.yaml_ok.then(|| {
+            artifacts::seal_nodes(
+                &self.checked.rete,
+                &self.checked.access,
+                &self.checked.pins,
+                sealer,
+            )
+        });
         self.conclude(limits)
     }
 

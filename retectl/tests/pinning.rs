@@ -121,9 +121,8 @@ fn start_wiki() -> u16 {
                 let mut s = s;
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf);
-                let _ = s.write_all(
-                    b"HTTP/1.0 200 OK\r\nContent-Length: 18\r\n\r\nwiki of demo.flor\n",
-                );
+                let _ = s
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 18\r\n\r\nwiki of demo.flor\n");
             });
         }
     });
@@ -193,7 +192,13 @@ fn pinned_certificates_and_flow_b_renewal_on_running_nodes() {
             .unwrap();
         }
         let out = tmp.join(format!("out-v{version}"));
-        d.ok(&["compile", d.repo_s(), "--all", "--out", out.to_str().unwrap()]);
+        d.ok(&[
+            "compile",
+            d.repo_s(),
+            "--all",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         out
     };
     let enroll = |home: &Path, bundle: &Path, tree: &Path, extra: &[&str]| -> String {
@@ -212,8 +217,16 @@ fn pinned_certificates_and_flow_b_renewal_on_running_nodes() {
     ok(
         &alpha,
         &[
-            "id", "create", "--rete", TD, "--node", "alpha", "--principal", "service/wiki",
-            "--out", csr.to_str().unwrap(),
+            "id",
+            "create",
+            "--rete",
+            TD,
+            "--node",
+            "alpha",
+            "--principal",
+            "service/wiki",
+            "--out",
+            csr.to_str().unwrap(),
         ],
     );
     let alpha_bundle = tmp.join("alpha.bundle.json");
@@ -224,7 +237,10 @@ fn pinned_certificates_and_flow_b_renewal_on_running_nodes() {
     let pinned = std::fs::read_to_string(v1.join("alpha/mgmt/vertices/flor.json")).unwrap();
     let bob_v1 = logged(&d, BOB);
     assert_eq!(bob_v1.len(), 1);
-    assert!(pinned.contains(&bob_v1[0]), "alpha's artifact pins bob's certificate");
+    assert!(
+        pinned.contains(&bob_v1[0]),
+        "alpha's artifact pins bob's certificate"
+    );
 
     enroll(&alpha, &alpha_bundle, &v1, &[]);
     enroll(&laptop, &laptop_bundle, &v1, &["--port-offset", "5000"]);
@@ -233,14 +249,16 @@ fn pinned_certificates_and_flow_b_renewal_on_running_nodes() {
     healthy(&alpha, 1);
     let st = healthy(&laptop, 1);
     let bob = socks_port(&st, BOB);
-    assert!(curl(bob), "bob's real certificate reaches the wiki:\n{}", log(&alpha));
+    assert!(
+        curl(bob),
+        "bob's real certificate reaches the wiki:\n{}",
+        log(&alpha)
+    );
 
     // A certificate for user/bob from the rete's CA, but not through retectl.
     let ca_pem = d.read("certs/ca.crt");
-    let ca_key = rcgen::KeyPair::from_pem(
-        &std::fs::read_to_string(d.keys.join("ca.key")).unwrap(),
-    )
-    .unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(d.keys.join("ca.key")).unwrap()).unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
     let rogue_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -289,7 +307,10 @@ fn pinned_certificates_and_flow_b_renewal_on_running_nodes() {
     let laptop_keys = keys(&laptop);
     assert_eq!(laptop_keys.len(), 4, "node, olga, bob, carol");
     let renew_csr = tmp.join("laptop-renew.csr.json");
-    ok(&laptop, &["id", "renew", "--out", renew_csr.to_str().unwrap()]);
+    ok(
+        &laptop,
+        &["id", "renew", "--out", renew_csr.to_str().unwrap()],
+    );
     let renewed = tmp.join("laptop-renewed.bundle.json");
     d.issue_bundle("laptop", Some(&renew_csr), &renewed);
     let b: Value = serde_json::from_slice(&std::fs::read(&renewed).unwrap()).unwrap();
@@ -305,7 +326,10 @@ fn pinned_certificates_and_flow_b_renewal_on_running_nodes() {
     let v2 = compile(2);
     enroll(&alpha, &alpha_bundle, &v2, &[]);
     healthy(&alpha, 2);
-    assert!(curl(bob), "the laptop's old certificate, before it enrolls the renewal");
+    assert!(
+        curl(bob),
+        "the laptop's old certificate, before it enrolls the renewal"
+    );
     let before = healthy(&laptop, 1);
     let o = enroll(&laptop, &renewed, &v2, &[]);
     assert!(o.contains("the agent re-read scope demo.flor"), "{o}");
@@ -343,7 +367,10 @@ fn pinned_certificates_and_flow_b_renewal_on_running_nodes() {
     };
     std::thread::sleep(Duration::from_millis(500));
     let alpha_csr = tmp.join("alpha-renew.csr.json");
-    ok(&alpha, &["id", "renew", "--out", alpha_csr.to_str().unwrap()]);
+    ok(
+        &alpha,
+        &["id", "renew", "--out", alpha_csr.to_str().unwrap()],
+    );
     let alpha_renewed = tmp.join("alpha-renewed.bundle.json");
     d.issue_bundle("alpha", Some(&alpha_csr), &alpha_renewed);
     let v3 = compile(3);
@@ -380,13 +407,21 @@ fn pinned_certificates_and_flow_b_renewal_on_running_nodes() {
 
     // No overlap: the laptop's old certificate falls out; the new one stays.
     let t = d.read("rete.yaml");
-    std::fs::write(d.repo.join("rete.yaml"), format!("{t}pin_overlap_days: 0\n")).unwrap();
+    std::fs::write(
+        d.repo.join("rete.yaml"),
+        format!("{t}pin_overlap_days: 0\n"),
+    )
+    .unwrap();
     let v4 = compile(4);
     enroll(&alpha, &alpha_renewed, &v4, &[]);
     healthy(&alpha, 4);
     let o = run(&old_home, &["ping", WIKI, "--as", "bob"]);
     assert!(!o.status.success(), "{}", out(&o));
-    assert!(out(&o).contains("does not pin this certificate"), "{}", out(&o));
+    assert!(
+        out(&o).contains("does not pin this certificate"),
+        "{}",
+        out(&o)
+    );
     let refused = format!("certificate sha256 {} is not pinned", bob_fps[0]);
     assert!(log(&alpha).contains(&refused), "{}", log(&alpha));
     assert!(curl(bob), "bob's renewed certificate after the overlap");
