@@ -241,6 +241,20 @@ fn pinned_certificates_and_flow_b_renewal_on_running_nodes() {
         pinned.contains(&bob_v1[0]),
         "alpha's artifact pins bob's certificate"
     );
+    // Deterministic with pins too: the same repo compiles to the same bytes.
+    let again = tmp.join("out-v1-again");
+    d.ok(&[
+        "compile",
+        d.repo_s(),
+        "--all",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    for f in walk(&v1) {
+        let rel = f.strip_prefix(&v1).unwrap();
+        let other = std::fs::read(again.join(rel)).unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), other, "{}", rel.display());
+    }
 
     enroll(&alpha, &alpha_bundle, &v1, &[]);
     enroll(&laptop, &laptop_bundle, &v1, &["--port-offset", "5000"]);

@@ -516,6 +516,7 @@ mod tests {
         f.opened();
         f.refused_with(Verdict::Denied);
         f.refused_with(Verdict::UpstreamRefused);
+        f.refused(Refusal::NotPinned);
         f.moved(10, 20);
         let mut s = String::new();
         f.render(&mut s, '\n').unwrap();
@@ -526,6 +527,7 @@ mod tests {
         assert!(s.contains("flor_flows_refused_total{side=\"serve\",reason=\"acl\"} 1\n"));
         assert!(s.contains("flor_flows_refused_total{side=\"serve\",reason=\"upstream\"} 1\n"));
         assert!(s.contains("flor_flows_refused_total{side=\"serve\",reason=\"overloaded\"} 0\n"));
+        assert!(s.contains("flor_flows_refused_total{side=\"serve\",reason=\"not_pinned\"} 1\n"));
         assert!(s.contains("flor_flow_bytes_total{side=\"serve\",direction=\"received\"} 20\n"));
         let mut a = String::new();
         series(&mut a, "flor_x", &[], 7, ';').unwrap();
