@@ -277,12 +277,11 @@ async fn stream(
     mut recv: quinn::RecvStream,
     conn: &quinn::Connection,
     ctx: &ServerCtx,
-    caller: &Caller,
+    who: &Caller,
     target: &Dialable,
     preamble: Preamble,
 ) {
-    let caller_cert = caller;
-    let caller = &caller.id;
+    let caller = &who.id;
     let mut hello = [0u8; 1];
     if recv.read_exact(&mut hello).await.is_err() || hello[0] != preamble.hello() {
         log::warn!("refused stream {caller} -> {target}: bad preamble");
@@ -296,13 +295,13 @@ async fn stream(
     };
     // Checked per flow as well: an ACL swapped since the handshake, or a pin
     // that ran out, applies to new flows.
-    match acl_refusal(ctx, caller_cert, target.id()) {
+    match acl_refusal(ctx, who, target.id()) {
         Ok(None) => {}
         Ok(Some(v)) => {
             log::warn!("refused flow {caller} -> {target}: {}", v.as_str());
             return refuse_stream(send, recv, v).await;
         }
-        Err(NotPinned) => return not_pinned(conn, caller_cert, target),
+        Err(NotPinned) => return not_pinned(conn, who, target),
     }
     let Some(&upstream) = ctx.upstreams.get(target.id()) else {
         log::warn!("refused flow {caller} -> {target}: no upstream configured");
