@@ -5,6 +5,8 @@
 //! Flow B: device:   flor id create --rete demo.flor --node alpha
 //!                     keys -> <scope>/pending/keys/... (0600), CSRs -> alpha.csr.json
 //!         operator: retectl issue-bundle --csr alpha.csr.json -> alpha.bundle.json (certs only)
+//! Renewal (Flow B): device: flor id renew -> CSRs for the installed keys -> alpha-renew.csr.json
+//!         operator: retectl issue-bundle --csr ... ; device: flor enroll (keys untouched)
 //! device: flor enroll alpha.bundle.json [--as <scope>] [--from <dir|http://...>]
 //!           -> ca.crt, certs/, keys/ (0600), mgmt/ (verified artifacts), scope.json (last)
 //! ```
@@ -82,7 +84,7 @@ impl fmt::Display for EnrollError {
             ),
             EnrollError::NoPendingKey(id, p) => write!(
                 f,
-                "the bundle has no key for {id} and {} does not exist; run flor id create on this device first",
+                "the bundle has no key for {id} and neither {} nor the installed key exists; run flor id create on this device first",
                 p.display()
             ),
             EnrollError::KeyMismatch(id) => write!(
@@ -152,23 +154,81 @@ pub fn id_create(
                 k
             }
         };
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
-            .map_err(|e| EnrollError::Crypto(e.to_string()))?;
-        let uri = id.to_uri();
-        params.subject_alt_names = vec![rcgen::SanType::URI(
-            rcgen::string::Ia5String::try_from(uri.as_str())
-                .map_err(|e| EnrollError::Crypto(e.to_string()))?,
-        )];
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, uri.as_str());
-        let csr = params
-            .serialize_request(&key)
-            .and_then(|c| c.pem())
-            .map_err(|e| EnrollError::Crypto(e.to_string()))?;
-        csrs.push(CsrEntry { id, csr_pem: csr });
+        let csr_pem = csr(&id, &key)?;
+        csrs.push(CsrEntry { id, csr_pem });
     }
+    write_request(td, node_name, csrs, out)
+}
+
+/// A PKCS#10 request for `id` over `key`: the SPIFFE ID as the only SAN.
+fn csr(id: &SpiffeId, key: &rcgen::KeyPair) -> Result<String, EnrollError> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| EnrollError::Crypto(e.to_string()))?;
+    let uri = id.to_uri();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        rcgen::string::Ia5String::try_from(uri.as_str())
+            .map_err(|e| EnrollError::Crypto(e.to_string()))?,
+    )];
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, uri.as_str());
+    params
+        .serialize_request(key)
+        .and_then(|c| c.pem())
+        .map_err(|e| EnrollError::Crypto(e.to_string()))
+}
+
+/// `flor id renew`: CSRs for the keys the scope already holds (its node
+/// identity and every principal of the live vertex artifact), for the
+/// operator's `retectl issue-bundle --csr`. No key is made or moved: the
+/// bundle that comes back is enrolled over the same key files.
+pub fn id_renew(scope: &Scope, out: Option<&Path>) -> Result<PathBuf, EnrollError> {
+    let info = scope.info().map_err(EnrollError::Scope)?;
+    let mut ids = vec![SpiffeId::new(
+        info.rete.clone(),
+        Kind::Node,
+        info.node.clone(),
+    )];
+    if let Ok((cfg, _)) = crate::vertex_cmd::load_config(scope, crate::agent::VERTEX_NAME) {
+        for p in cfg.principals.iter() {
+            if !ids.contains(&p.id) {
+                ids.push(p.id.clone());
+            }
+        }
+    }
+    let mut csrs = Vec::new();
+    for id in ids {
+        let key_file = scope.path(&artifact::key_path(&id));
+        let pem = match file::read_bounded(&key_file, MAX_PEM_LEN) {
+            Ok(pem) => pem,
+            // A node enrolled without its node identity's key (an old bundle): nothing to renew there.
+            Err(_) if id.kind() == Kind::Node => continue,
+            Err(e) => return Err(EnrollError::Io(key_file, e)),
+        };
+        let key = core::str::from_utf8(&pem)
+            .ok()
+            .and_then(|pem| rcgen::KeyPair::from_pem(pem).ok())
+            .ok_or_else(|| {
+                EnrollError::Crypto(format!("{}: not a PEM private key", key_file.display()))
+            })?;
+        let csr_pem = csr(&id, &key)?;
+        csrs.push(CsrEntry { id, csr_pem });
+    }
+    let out = out.map_or_else(
+        || PathBuf::from(format!("{}-renew.csr.json", info.node)),
+        Path::to_path_buf,
+    );
+    write_request(info.rete, info.node, csrs, Some(&out))
+}
+
+/// Writes a CSR request file (`florete-csr/1`).
+fn write_request(
+    td: TrustDomain,
+    node_name: Name,
+    csrs: Vec<CsrEntry>,
+    out: Option<&Path>,
+) -> Result<PathBuf, EnrollError> {
     let req = CsrRequest {
         format: CSR_FORMAT.into(),
         rete: td,
@@ -333,39 +393,59 @@ pub fn enroll(
     let mut used_pending = Vec::new();
     for p in &b.principals {
         let key_rel = artifact::key_path(&p.id);
+        let installed = scope.install.join(key_rel.as_str());
+        // Flow B: the key `flor id create` left pending, or (a renewal, `flor
+        // id renew`) the key already installed; whichever the certificate is for.
         let key_pem = match &p.key_pem {
-            Some(k) => k.clone(),
+            Some(k) => Some(k.clone()),
             None => {
                 let candidates = [
                     pending_root.join(key_rel.as_str()),
                     rete_pending.join(key_rel.as_str()),
+                    installed.clone(),
                 ];
-                let found = candidates.iter().find(|c| c.is_file());
-                let Some(path) = found else {
-                    return Err(EnrollError::NoPendingKey(
-                        Box::new(p.id.clone()),
-                        candidates[0].clone(),
-                    ));
-                };
-                used_pending.push(path.clone());
-                fs::read_to_string(path).map_err(|e| EnrollError::Io(path.clone(), e))?
+                let mut found = None;
+                for c in candidates.iter().filter(|c| c.is_file()) {
+                    let pem = fs::read_to_string(c).map_err(|e| EnrollError::Io(c.clone(), e))?;
+                    if public_key_of(&pem).is_ok_and(|pk| cert_has_key(&p.cert_pem, &pk)) {
+                        found = Some((c, pem));
+                        break;
+                    }
+                }
+                match found {
+                    Some((c, _)) if *c == installed => None,
+                    Some((c, pem)) => {
+                        used_pending.push(c.clone());
+                        Some(pem)
+                    }
+                    None if candidates.iter().any(|c| c.is_file()) => {
+                        return Err(EnrollError::KeyMismatch(Box::new(p.id.clone())))
+                    }
+                    None => {
+                        return Err(EnrollError::NoPendingKey(
+                            Box::new(p.id.clone()),
+                            candidates[0].clone(),
+                        ))
+                    }
+                }
             }
         };
-        let pk = public_key_of(&key_pem)
-            .map_err(|_| EnrollError::KeyMismatch(Box::new(p.id.clone())))?;
-        if !cert_has_key(&p.cert_pem, &pk) {
-            return Err(EnrollError::KeyMismatch(Box::new(p.id.clone())));
+        if let Some(key_pem) = &key_pem {
+            let pk = public_key_of(key_pem)
+                .map_err(|_| EnrollError::KeyMismatch(Box::new(p.id.clone())))?;
+            if !cert_has_key(&p.cert_pem, &pk) {
+                return Err(EnrollError::KeyMismatch(Box::new(p.id.clone())));
+            }
         }
         write(
             &scope.install.join(artifact::cert_path(&p.id).as_str()),
             p.cert_pem.as_bytes(),
             0o644,
         )?;
-        write(
-            &scope.install.join(key_rel.as_str()),
-            key_pem.as_bytes(),
-            0o600,
-        )?;
+        // A renewal over the installed key leaves the key file as it is.
+        if let Some(key_pem) = key_pem {
+            write(&installed, key_pem.as_bytes(), 0o600)?;
+        }
     }
 
     let mut signers = MgmtSigners::default();

@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! flor id create      keys + CSRs on the device (Flow B)
+//! flor id renew       CSRs for the keys already on the device (renewal, Flow B)
 //! flor enroll         bundle -> scope; fetch + verify + install artifacts
 //! flor agent run      supervise the vertex, poll with backoff, serve agent.sock
 //! flor agent sync     fetch now; stage, restart, confirm or roll back
@@ -138,6 +139,19 @@ struct IdCmd {
 #[argh(subcommand)]
 enum IdSub {
     Create(IdCreate),
+    Renew(IdRenew),
+}
+
+/// Write CSRs for the keys this device already holds, to renew its certificates (Flow B); no key changes.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "renew")]
+struct IdRenew {
+    /// the scope (needed when several retes are enrolled)
+    #[argh(option)]
+    rete: Option<String>,
+    /// where to write the CSR request (default: <node>-renew.csr.json)
+    #[argh(option)]
+    out: Option<PathBuf>,
 }
 
 /// Generate keys on this device and write CSRs for the operator (Flow B).
@@ -284,6 +298,17 @@ fn run(cmd: Cmd) -> Result<bool, String> {
                 .map_err(|e| e.to_string())?;
             println!(
                 "wrote {}; send it to the operator (retectl issue-bundle --csr), then run flor enroll <bundle>",
+                out.display()
+            );
+            Ok(true)
+        }
+        Cmd::Id(IdCmd {
+            cmd: IdSub::Renew(c),
+        }) => {
+            let scope = scope::Scope::find(c.rete.as_deref()).map_err(|e| e.to_string())?;
+            let out = enroll::id_renew(&scope, c.out.as_deref()).map_err(|e| e.to_string())?;
+            println!(
+                "wrote {}; send it to the operator (retectl issue-bundle --csr), then run flor enroll <bundle>: the keys stay as they are",
                 out.display()
             );
             Ok(true)

@@ -5,7 +5,8 @@
 //!
 //! Need to know: a node's vertex artifact carries only
 //! - the principals it holds (its `node/<name>`, the services it hosts, the users listed on it),
-//! - the services it hosts and the ACL rows for them (one per caller, sorted by caller),
+//! - the services it hosts and the ACL rows for them (one per caller, sorted by
+//!   caller, each with the caller's pinned certificates, [`crate::pins`]),
 //! - routes to the services its principals may reach, and nothing else,
 //! - SOCKS5 listeners: one per held user (by name), then one per held service principal
 //!   that may call out, then the node principal; each on the port [`crate::ports`]
@@ -36,7 +37,7 @@ use flor_vertex::envelope::{self, ArtifactKind, Header, Plane};
 use flor_vertex::identity::{Kind, Name, SpiffeId};
 use flor_vertex::limits::{self, Limit};
 
-use crate::checked::{Access, Node, Rete, Service};
+use crate::checked::{Access, Node, Pinned, Rete, Service};
 use crate::model::{self, Problem};
 
 /// The one vertex a C0 node runs.
@@ -136,10 +137,12 @@ fn check_count(
     }
 }
 
-/// Builds one node's payloads, or every limit it breaks.
+/// Builds one node's payloads, or every limit it breaks. `pins` are the
+/// callers' pinned certificates; a caller without any gets an unpinned row.
 pub fn build(
     rete: &Rete,
     access: &Access,
+    pins: &Pinned,
     node: &Node,
 ) -> Result<NodeArtifacts, Vec<CompileError>> {
     let n = node.name.as_str();
@@ -319,6 +322,7 @@ pub fn build(
         if let Err(l) = vertex.acl.push(AclRow {
             caller: caller.clone(),
             services,
+            pins: pins.get(&caller.to_string()).cloned().unwrap_or_default(),
         }) {
             push_err("ACL rows", l);
         }
@@ -569,13 +573,14 @@ pub struct Compiled {
 pub fn seal_nodes(
     rete: &Rete,
     access: &Access,
+    pins: &Pinned,
     mut sealer: impl FnMut(&Rete, &NodeArtifacts) -> Result<Sealed, CompileError>,
 ) -> (BTreeMap<String, Compiled>, Vec<Problem>) {
     let mut compiled = BTreeMap::new();
     let mut problems = Vec::new();
     for (name, node) in &rete.nodes {
         let at = |e: CompileError| Problem::new(model::NODES_FILE, node.line, e.to_string());
-        match build(rete, access, node) {
+        match build(rete, access, pins, node) {
             Ok(arts) => match sealer(rete, &arts) {
                 Ok(sealed) => {
                     compiled.insert(name.clone(), Compiled { arts, sealed });
@@ -632,7 +637,7 @@ mod tests {
         let access = rete.access();
         let (signing, signers) = signing(&rete);
         let mut sealed_for = Vec::new();
-        let (compiled, problems) = seal_nodes(&rete, &access, |r, a| {
+        let (compiled, problems) = seal_nodes(&rete, &access, &Pinned::new(), |r, a| {
             sealed_for.push(a.vertex.node.to_string());
             signing.seal(r, a)
         });
@@ -668,7 +673,7 @@ mod tests {
         let access = rete.access();
         let (signing, _) = signing(&rete);
         let mut sealed_for = Vec::new();
-        let (compiled, problems) = seal_nodes(&rete, &access, |r, a| {
+        let (compiled, problems) = seal_nodes(&rete, &access, &Pinned::new(), |r, a| {
             sealed_for.push(a.vertex.node.to_string());
             signing.seal(r, a)
         });
@@ -693,7 +698,7 @@ mod tests {
         let (signing, _) = signing(&rete);
         let probe = Signing::probe(&rete, &BTreeMap::new()).unwrap();
         for node in rete.nodes.values() {
-            let arts = build(&rete, &access, node).unwrap();
+            let arts = build(&rete, &access, &Pinned::new(), node).unwrap();
             let real = signing.seal(&rete, &arts).unwrap();
             let probed = probe.seal(&rete, &arts).unwrap();
             assert_eq!(real.agent.len(), probed.agent.len());

@@ -35,7 +35,7 @@ pub enum CertsError {
     #[error(transparent)]
     Read(fsutil::FsError),
     /// A line of enrollment.log is not `issued-at, flow, principal, serial, sha256, not-after`.
-    #[error("{ENROLLMENT_LOG}:{0}: not a line retectl wrote (6 tab-separated fields, RFC 3339 not-after)")]
+    #[error("{ENROLLMENT_LOG}:{0}: not a line retectl wrote (6 tab-separated fields, RFC 3339 times, a 64-digit hex SHA-256)")]
     BadLine(usize),
     /// `--expiring` is not a duration.
     #[error("--expiring {0}: expected a duration like 30d, 12h or 3600")]
@@ -79,30 +79,56 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(t.assume_utc().unix_timestamp())
 }
 
-/// Every principal's newest certificate in `repo`'s enrollment.log, in log
-/// order of first issue. No log yet: none.
-pub fn issued(repo: &Path) -> Result<Vec<Issued>, CertsError> {
+/// One line of enrollment.log, every field read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Logged {
+    /// The certificate as [`issued`] lists it.
+    pub issued: Issued,
+    /// When it was issued, Unix seconds.
+    pub issued_unix: i64,
+    /// SHA-256 of its DER.
+    pub sha256: [u8; 32],
+}
+
+/// Every certificate `repo`'s enrollment.log records, in log order (the
+/// order of issue: the log is append-only). No log yet: none.
+pub fn log(repo: &Path) -> Result<Vec<Logged>, CertsError> {
     let path = repo.join(ENROLLMENT_LOG);
     if !path.exists() {
         return Ok(Vec::new());
     }
     let text = fsutil::read_string(&path).map_err(CertsError::Read)?;
-    let mut out: Vec<Issued> = Vec::new();
+    let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
         }
+        let bad = || CertsError::BadLine(i + 1);
         let f: Vec<&str> = line.split('\t').collect();
-        let [issued_at, flow, principal, _serial, _sha, not_after] = f[..] else {
-            return Err(CertsError::BadLine(i + 1));
+        let [issued_at, flow, principal, _serial, sha, not_after] = f[..] else {
+            return Err(bad());
         };
-        let not_after = parse_rfc3339(not_after).ok_or(CertsError::BadLine(i + 1))?;
-        let entry = Issued {
-            issued_at: issued_at.into(),
-            flow: flow.into(),
-            principal: principal.into(),
-            not_after,
-        };
+        let mut sha256 = [0u8; 32];
+        flor_vertex::hex::decode(sha, &mut sha256).map_err(|_| bad())?;
+        out.push(Logged {
+            issued_unix: parse_rfc3339(issued_at).ok_or_else(bad)?,
+            sha256,
+            issued: Issued {
+                issued_at: issued_at.into(),
+                flow: flow.into(),
+                principal: principal.into(),
+                not_after: parse_rfc3339(not_after).ok_or_else(bad)?,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Every principal's newest certificate in `repo`'s enrollment.log, in log
+/// order of first issue. No log yet: none.
+pub fn issued(repo: &Path) -> Result<Vec<Issued>, CertsError> {
+    let mut out: Vec<Issued> = Vec::new();
+    for entry in log(repo)?.into_iter().map(|l| l.issued) {
         match out.iter_mut().find(|e| e.principal == entry.principal) {
             Some(e) => *e = entry,
             None => out.push(entry),
@@ -255,12 +281,15 @@ mod tests {
     #[test]
     fn newest_certificate_per_principal_counts() {
         let dir = tempfile::tempdir().unwrap();
+        const SHA: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
         std::fs::write(
             dir.path().join(ENROLLMENT_LOG),
-            "# header\n\
-             2026-01-01T00:00:00Z\tflow-a\tspiffe://t/user/bob\tab\tcd\t2027-01-01T00:00:00Z\n\
-             2026-01-01T00:00:00Z\tca-init\tspiffe://t\tab\tcd\t2036-01-01T00:00:00Z\n\
-             2026-06-01T00:00:00Z\tflow-b\tspiffe://t/user/bob\tab\tcd\t2026-06-06T00:00:00Z\n",
+            format!(
+                "# header\n\
+             2026-01-01T00:00:00Z\tflow-a\tspiffe://t/user/bob\tab\t{SHA}\t2027-01-01T00:00:00Z\n\
+             2026-01-01T00:00:00Z\tca-init\tspiffe://t\tab\t{SHA}\t2036-01-01T00:00:00Z\n\
+             2026-06-01T00:00:00Z\tflow-b\tspiffe://t/user/bob\tab\t{SHA}\t2026-06-06T00:00:00Z\n"
+            ),
         )
         .unwrap();
         let l = issued(dir.path()).unwrap();

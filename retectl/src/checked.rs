@@ -125,6 +125,8 @@ pub struct Rete {
     pub idle_timeout_s: u32,
     /// Seconds between agents' metrics pushes.
     pub metrics_interval_s: u32,
+    /// Days a replaced certificate stays pinned after its successor was issued.
+    pub pin_overlap_days: u32,
     /// Nodes by name.
     pub nodes: BTreeMap<String, Node>,
     /// Users by name.
@@ -217,4 +219,10 @@ pub struct Checked {
     pub access: Access,
     /// The repo's certificates.
     pub certs: crate::pki::RepoCerts,
+    /// Each caller's pinned certificates, from enrollment.log ([`crate::pins`]).
+    pub pins: Pinned,
 }
+
+/// Pinned certificates by principal (SPIFFE ID as `enrollment.log` writes it);
+/// a principal that is not here is not pinned.
+pub type Pinned = BTreeMap<String, flor_vertex::artifact::Pins>;

@@ -40,6 +40,7 @@
 //! artifacts                                build, seal, the device-limits rule
 //! ports                                    SOCKS5 ports of a node's principals
 //! checked  ca  operator                    the checked model; the `ca` command; who publishes
+//! pins                                     each caller's pinned certificates, from the log
 //! certs                                    enrollment.log's certificates and their expiry
 //! pki                                      the rete's PKI (file backend)
 //! model  fsutil                            YAML and Problem; writing files
@@ -67,6 +68,7 @@ pub mod landing;
 pub mod model;
 pub mod new;
 pub mod operator;
+pub mod pins;
 pub mod pki;
 pub mod ports;
 pub mod publish;

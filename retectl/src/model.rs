@@ -98,6 +98,9 @@ pub struct ReteFile {
     /// Agent and vertex timings.
     #[serde(default)]
     pub timings: Option<S<TimingsFile>>,
+    /// Days a replaced certificate stays pinned after its successor was issued.
+    #[serde(default)]
+    pub pin_overlap_days: Option<S<u32>>,
 }
 
 /// `rete.yaml` `crypto:`.

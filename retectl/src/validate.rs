@@ -54,6 +54,8 @@ pub const DEFAULT_IDLE_TIMEOUT_S: u32 = 60;
 /// Prometheus scraping every 15-30 s sees a fresh snapshot and the management
 /// node takes one small request per node and half-minute.
 pub const DEFAULT_METRICS_INTERVAL_S: u32 = 30;
+/// Largest `pin_overlap_days`: a replaced certificate usable for a year is no pin.
+pub const MAX_PIN_OVERLAP_DAYS: u32 = 365;
 
 /// Collects problems while building the [`Rete`].
 struct Checker {
@@ -173,6 +175,7 @@ struct Settings {
     commit_timeout_s: u32,
     idle_timeout_s: u32,
     metrics_interval_s: u32,
+    pin_overlap_days: u32,
 }
 
 /// The rete as the passes build it: the declarations first, so that every
@@ -242,6 +245,7 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
         commit_timeout_s,
         idle_timeout_s,
         metrics_interval_s,
+        pin_overlap_days,
     } = settings;
     let rete = td.map(|td| Rete {
         td,
@@ -253,6 +257,7 @@ pub fn check(src: &Source) -> (Option<Rete>, Vec<Problem>) {
         commit_timeout_s,
         idle_timeout_s,
         metrics_interval_s,
+        pin_overlap_days,
         nodes: d.nodes,
         users: d.users,
         services: d.services,
@@ -326,7 +331,23 @@ fn settings(c: &mut Checker, r: &model::ReteFile) -> Settings {
         Some(s) => s.value,
         None => default,
     };
+    let pin_overlap_days = match &r.pin_overlap_days {
+        Some(d) if d.value > MAX_PIN_OVERLAP_DAYS => {
+            c.push(
+                model::RETE_FILE,
+                line(d),
+                format!(
+                    "pin_overlap_days {} is over {MAX_PIN_OVERLAP_DAYS}: a replaced certificate would stay usable for years",
+                    d.value
+                ),
+            );
+            crate::pins::DEFAULT_OVERLAP_DAYS
+        }
+        Some(d) => d.value,
+        None => crate::pins::DEFAULT_OVERLAP_DAYS,
+    };
     Settings {
+        pin_overlap_days,
         td,
         version,
         signers,
@@ -984,9 +1005,14 @@ impl Pending {
         self,
         sealer: impl FnMut(&Rete, &NodeArtifacts) -> Result<Sealed, CompileError>,
     ) -> Result<(Checked, BTreeMap<String, Compiled>), Vec<Problem>> {
-        let limits = self
-            .yaml_ok
-            .then(|| artifacts::seal_nodes(&self.checked.rete, &self.checked.access, sealer));
+        let limits = self.yaml_ok.then(|| {
+            artifacts::seal_nodes(
+                &self.checked.rete,
+                &self.checked.access,
+                &self.checked.pins,
+                sealer,
+            )
+        });
         self.conclude(limits)
     }
 
@@ -1002,6 +1028,7 @@ impl Pending {
             (true, Some(p)) => Some(artifacts::seal_nodes(
                 &self.checked.rete,
                 &self.checked.access,
+                &self.checked.pins,
                 |rete, arts| p.seal(rete, arts),
             )),
             _ => None,
@@ -1052,6 +1079,21 @@ pub fn check_rules(dir: &std::path::Path) -> Result<Pending, Vec<Problem>> {
     // YAML is broken (certificate problems do not change what a node's artifact holds).
     let yaml_ok = problems.is_empty();
     let certs = crate::pki::check_repo(dir, rete.td.as_str(), &names, &mut problems);
+    let pins = match crate::certs::log(dir) {
+        Ok(log) => crate::pins::from_log(&log, rete.pin_overlap_days),
+        Err(crate::certs::CertsError::BadLine(n)) => {
+            problems.push(Problem::new(
+                crate::pki::ENROLLMENT_LOG,
+                n as u64,
+                "not a line retectl wrote: certificates cannot be pinned from it",
+            ));
+            Default::default()
+        }
+        Err(e) => {
+            problems.push(Problem::new(crate::pki::ENROLLMENT_LOG, 1, e.to_string()));
+            Default::default()
+        }
+    };
     let access = rete.access();
     if yaml_ok {
         problems.extend(crate::ports::check(&rete, &access));
@@ -1061,6 +1103,7 @@ pub fn check_rules(dir: &std::path::Path) -> Result<Pending, Vec<Problem>> {
             rete,
             access,
             certs,
+            pins,
         },
         problems,
         yaml_ok,

@@ -25,7 +25,7 @@ use crate::limits::{self, record_exceeded, Limit};
 /// Schema major version this build understands; a different major is refused.
 pub const SCHEMA_MAJOR: u16 = 1;
 /// Schema version this build writes (`major.minor`); minors only add optional fields.
-pub const SCHEMA_VERSION: &str = "1.1";
+pub const SCHEMA_VERSION: &str = "1.2";
 
 /// Why an artifact was refused after (or while) parsing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,6 +231,11 @@ macro_rules! bounded_list {
             /// The most items the device accepts.
             pub const CAPACITY: usize = $max;
 
+            /// Whether the list holds nothing.
+            pub fn is_empty(&self) -> bool {
+                self.0.is_empty()
+            }
+
             /// Appends `item`, or names the limit the list is at.
             pub fn push(&mut self, item: $item) -> Result<(), Limit> {
                 if self.0.len() >= $max {
@@ -306,6 +311,31 @@ pub struct AclRow {
     pub caller: SpiffeId,
     /// Indexes into [`VertexConfig::services`], ascending.
     pub services: ServiceIndexes,
+    /// The caller's certificates the server accepts (schema 1.2), newest
+    /// first. Empty (and absent from the JSON): any CA-signed certificate
+    /// naming the caller, as before pinning; vertices of schema 1.1 ignore it.
+    #[serde(default, skip_serializing_if = "Pins::is_empty")]
+    pub pins: Pins,
+}
+
+/// One pinned certificate of a caller: the SHA-256 of its DER and, for an
+/// older certificate kept through a renewal, until when it is accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    /// SHA-256 of the certificate's DER (what `enrollment.log` records).
+    pub sha256: Sha256Hex,
+    /// Unix seconds from which the pin no longer holds (its successor's
+    /// issue time plus the rete's `pin_overlap_days`, or its own expiry);
+    /// `None` for the newest certificate, which its own expiry bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u32>,
+}
+
+impl Pin {
+    /// Whether this pin accepts the certificate whose DER hashes to `sha256` at `now_unix`.
+    pub fn accepts(&self, sha256: &[u8; 32], now_unix: u64) -> bool {
+        &self.sha256.0 == sha256 && self.until.is_none_or(|u| now_unix < u64::from(u))
+    }
 }
 
 /// A remote service this node's principals may dial, and where its node listens.
@@ -386,6 +416,22 @@ pub struct MgmtSigner {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PublicKeyHex(pub [u8; 32]);
 
+/// A SHA-256 digest written as 64 lowercase hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Sha256Hex(pub [u8; 32]);
+
+impl Serialize for Sha256Hex {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PublicKeyHex(self.0).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256Hex {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PublicKeyHex::deserialize(d).map(|k| Sha256Hex(k.0))
+    }
+}
+
 impl Serialize for PublicKeyHex {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut buf = [0u8; 64];
@@ -426,6 +472,10 @@ bounded_list!(
 bounded_list!(
     /// ACL rows ([`limits::MAX_ACL_ROWS`]).
     AclRows, AclRow, limits::MAX_ACL_ROWS, Limit::AclRows
+);
+bounded_list!(
+    /// Certificate pins of one caller ([`limits::MAX_PINS`]).
+    Pins, Pin, limits::MAX_PINS, Limit::Pins
 );
 bounded_list!(
     /// Dialable remote services ([`limits::MAX_ROUTES`]).
@@ -807,12 +857,14 @@ pub(crate) mod tests {
             .push(AclRow {
                 caller: id("spiffe://demo.flor/user/alice"),
                 services: both,
+                pins: Pins::default(),
             })
             .unwrap();
         v.acl
             .push(AclRow {
                 caller: id("spiffe://demo.flor/user/bob"),
                 services: wiki,
+                pins: Pins::default(),
             })
             .unwrap();
         v
@@ -890,6 +942,48 @@ pub(crate) mod tests {
         let json = serde_json::to_vec(&v).unwrap();
         let back: VertexConfig = parse_payload(&json).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn pins_round_trip_and_rows_without_pins_keep_the_old_shape() {
+        let mut v = sample_vertex();
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(!json.contains("pins"), "{json}");
+        v.acl.0[1]
+            .pins
+            .push(Pin {
+                sha256: Sha256Hex([0xab; 32]),
+                until: None,
+            })
+            .unwrap();
+        v.acl.0[1]
+            .pins
+            .push(Pin {
+                sha256: Sha256Hex([0x01; 32]),
+                until: Some(1_795_792_102),
+            })
+            .unwrap();
+        let json = serde_json::to_vec(&v).unwrap();
+        let text = String::<4096>::try_from(core::str::from_utf8(&json).unwrap()).unwrap();
+        assert!(text.contains(&format!(
+            r#""pins":[{{"sha256":"{}"}},{{"sha256":"{}","until":1795792102}}]"#,
+            "ab".repeat(32),
+            "01".repeat(32)
+        )));
+        assert_eq!(parse_payload::<VertexConfig>(&json).unwrap(), v);
+        // One over MAX_PINS is named.
+        let mut j = serde_json::to_value(&v).unwrap();
+        let pin = j["acl"][1]["pins"][0].clone();
+        j["acl"][1]["pins"] = serde_json::Value::Array(vec![pin; limits::MAX_PINS + 1]);
+        assert_eq!(
+            parse_payload::<VertexConfig>(j.to_string().as_bytes()),
+            Err(ArtifactError::OverLimit(Limit::Pins))
+        );
+        j["acl"][1]["pins"] = serde_json::json!([{"sha256": "AB"}]);
+        assert_eq!(
+            parse_payload::<VertexConfig>(j.to_string().as_bytes()),
+            Err(ArtifactError::Malformed)
+        );
     }
 
     #[test]

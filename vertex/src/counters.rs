@@ -88,12 +88,15 @@ pub enum Refusal {
     Handshake,
     /// The caller's certificate names no principal of this rete (serving side).
     Identity,
+    /// The caller's certificate is not one its ACL row pins (serving side;
+    /// dialling side: the server said so).
+    NotPinned,
     /// A broken preamble, a local TLS setup error, or anything else.
     Other,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 8] = [
+    const ALL: [Refusal; 9] = [
         Refusal::Acl,
         Refusal::UnknownService,
         Refusal::Upstream,
@@ -101,6 +104,7 @@ impl Refusal {
         Refusal::Unreachable,
         Refusal::Handshake,
         Refusal::Identity,
+        Refusal::NotPinned,
         Refusal::Other,
     ];
 
@@ -114,6 +118,7 @@ impl Refusal {
             Refusal::Unreachable => "unreachable",
             Refusal::Handshake => "handshake",
             Refusal::Identity => "identity",
+            Refusal::NotPinned => "not_pinned",
             Refusal::Other => "other",
         }
     }
@@ -511,6 +516,7 @@ mod tests {
         f.opened();
         f.refused_with(Verdict::Denied);
         f.refused_with(Verdict::UpstreamRefused);
+        f.refused(Refusal::NotPinned);
         f.moved(10, 20);
         let mut s = String::new();
         f.render(&mut s, '\n').unwrap();
@@ -521,6 +527,7 @@ mod tests {
         assert!(s.contains("flor_flows_refused_total{side=\"serve\",reason=\"acl\"} 1\n"));
         assert!(s.contains("flor_flows_refused_total{side=\"serve\",reason=\"upstream\"} 1\n"));
         assert!(s.contains("flor_flows_refused_total{side=\"serve\",reason=\"overloaded\"} 0\n"));
+        assert!(s.contains("flor_flows_refused_total{side=\"serve\",reason=\"not_pinned\"} 1\n"));
         assert!(s.contains("flor_flow_bytes_total{side=\"serve\",direction=\"received\"} 20\n"));
         let mut a = String::new();
         series(&mut a, "flor_x", &[], 7, ';').unwrap();

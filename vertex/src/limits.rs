@@ -69,6 +69,12 @@ const _: () = assert!(MAX_SERVICES <= 64, "ACL grants are a u64 bitmask");
 /// ~264 bytes is ~135 KB of parse RAM; a 20-user pilot needs about 30.
 pub const MAX_ACL_ROWS: usize = 512;
 
+/// Certificate pins one ACL row carries (schema 1.2): the caller's newest
+/// certificate plus older ones still inside their renewal overlap. A renewal
+/// needs 2; a principal held on several nodes or renewed twice within the
+/// overlap needs more. Each costs 37 bytes of parse RAM and ~90 bytes of JSON.
+pub const MAX_PINS: usize = 4;
+
 /// Remote services this node's principals may dial (SOCKS5 targets). Each
 /// costs ~330 bytes of parse RAM.
 pub const MAX_ROUTES: usize = 128;
@@ -219,6 +225,8 @@ pub enum Limit {
     Services,
     /// [`MAX_ACL_ROWS`]
     AclRows,
+    /// [`MAX_PINS`]
+    Pins,
     /// [`MAX_ROUTES`]
     Routes,
     /// [`MAX_SOCKS_LISTENERS`]
@@ -233,7 +241,7 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, for tables and for mapping a parser message back to its limit.
-    pub const ALL: [Limit; 17] = [
+    pub const ALL: [Limit; 18] = [
         Limit::TrustDomainLen,
         Limit::NameLen,
         Limit::SpiffeIdLen,
@@ -246,6 +254,7 @@ impl Limit {
         Limit::Principals,
         Limit::Services,
         Limit::AclRows,
+        Limit::Pins,
         Limit::Routes,
         Limit::SocksListeners,
         Limit::Vertices,
@@ -268,6 +277,7 @@ impl Limit {
             Limit::Principals => "MAX_PRINCIPALS",
             Limit::Services => "MAX_SERVICES",
             Limit::AclRows => "MAX_ACL_ROWS",
+            Limit::Pins => "MAX_PINS",
             Limit::Routes => "MAX_ROUTES",
             Limit::SocksListeners => "MAX_SOCKS_LISTENERS",
             Limit::Vertices => "MAX_VERTICES",
@@ -291,6 +301,7 @@ impl Limit {
             Limit::Principals => MAX_PRINCIPALS,
             Limit::Services => MAX_SERVICES,
             Limit::AclRows => MAX_ACL_ROWS,
+            Limit::Pins => MAX_PINS,
             Limit::Routes => MAX_ROUTES,
             Limit::SocksListeners => MAX_SOCKS_LISTENERS,
             Limit::Vertices => MAX_VERTICES,

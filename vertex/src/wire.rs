@@ -135,6 +135,11 @@ pub mod close {
     /// The caller heard nothing from the server after opening a stream
     /// (`limits::PEER_SILENCE_FLOOR_MS`) and dials a fresh connection.
     pub const UNRESPONSIVE: u32 = 0x108;
+    /// The caller's SPIFFE ID is granted, but its certificate is not one the
+    /// artifact pins for it (issued outside retectl, or replaced longer than
+    /// the rete's `pin_overlap_days` ago). Closes the connection at its first
+    /// check, or on a later flow once a new ACL or the clock ends the pin.
+    pub const NOT_PINNED: u32 = 0x109;
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub(crate) fn dial_failed(e: &DialError) {
         DialError::UnknownService => Refusal::UnknownService,
         DialError::UpstreamRefused | DialError::UpstreamUnreachable => Refusal::Upstream,
         DialError::Overloaded => Refusal::Overloaded,
+        DialError::NotPinned => Refusal::NotPinned,
         DialError::Unreachable => Refusal::Unreachable,
         DialError::Handshake(h) => {
             DIAL_HANDSHAKES.failed_with(h);

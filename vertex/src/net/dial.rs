@@ -44,6 +44,8 @@ pub enum DialError {
     UpstreamUnreachable,
     /// The target vertex is at a connection or flow limit.
     Overloaded,
+    /// The target's ACL pins other certificates for the caller than the one it presented.
+    NotPinned,
     /// The hosting node did not answer (down, or no route).
     Unreachable,
     /// The handshake failed: the server's certificate was refused here, or ours there.
@@ -64,6 +66,10 @@ impl fmt::Display for DialError {
             }
             DialError::UpstreamUnreachable => f.write_str("the service's upstream did not answer"),
             DialError::Overloaded => f.write_str("the service's vertex is at its limit"),
+            DialError::NotPinned => f.write_str(
+                "the service's node does not pin this certificate of the caller: renewed \
+                 and not yet in its artifact (retectl compile, publish), or not issued by retectl",
+            ),
             DialError::Unreachable => f.write_str("the service's node did not answer"),
             DialError::Handshake(e) => write!(
                 f,
@@ -89,6 +95,7 @@ impl DialError {
                     Ok(close::DENIED) => DialError::Denied,
                     Ok(close::UNKNOWN_SERVICE) => DialError::UnknownService,
                     Ok(close::OVERLOADED) => DialError::Overloaded,
+                    Ok(close::NOT_PINNED) => DialError::NotPinned,
                     _ => DialError::Handshake(e),
                 }
             }
@@ -565,6 +572,7 @@ mod tests {
             close::UNKNOWN_SERVICE,
             close::OVERLOADED,
             close::BAD_PREAMBLE,
+            close::NOT_PINNED,
             0x4242,
         ] {
             assert!(!retry_on_fresh(&app_close(code)), "{code:#x}");

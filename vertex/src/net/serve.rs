@@ -1,12 +1,12 @@
 //! The serving side: accept QUIC connections, learn who calls (the caller's
-//! SVID) and what for (the SNI, looked up), ask the ACL, and forward each
-//! allowed stream to the service's upstream.
+//! SVID, and its SHA-256 for the ACL's pins) and what for (the SNI, looked
+//! up), ask the ACL, and forward each allowed stream to the service's upstream.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::sign::CertifiedKey;
 use smol::future;
@@ -92,11 +92,18 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<ServerCtx>) {
 /// Why a connection is closed right after its handshake: close code, reason, caller if known.
 type Refusal = (u32, &'static str, Option<Box<SpiffeId>>);
 
+/// Who calls: the caller's SPIFFE ID and the SHA-256 of its certificate's DER.
+#[derive(Debug)]
+struct Caller {
+    id: SpiffeId,
+    cert_sha256: [u8; 32],
+}
+
 /// Who is calling, what for, and in which preamble version, once the handshake is done.
 fn identify(
     conn: &quinn::Connection,
     ctx: &ServerCtx,
-) -> Result<(SpiffeId, Dialable, Preamble), Refusal> {
+) -> Result<(Caller, Dialable, Preamble), Refusal> {
     let caller = conn
         .peer_identity()
         .and_then(|any| {
@@ -107,6 +114,9 @@ fn identify(
     let leaf = caller
         .first()
         .ok_or((close::BAD_IDENTITY, "empty client chain", None))?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, leaf.as_ref());
+    let mut cert_sha256 = [0u8; 32];
+    cert_sha256.copy_from_slice(digest.as_ref());
     let caller = spiffe_id_of(leaf, &ctx.td).map_err(|e| {
         log::warn!("refused caller from {}: {e}", conn.remote_address());
         (
@@ -136,6 +146,10 @@ fn identify(
         "no Florete ALPN negotiated",
         Some(Box::new(caller.clone())),
     ))?;
+    let caller = Caller {
+        id: caller,
+        cert_sha256,
+    };
     Ok((caller, target.clone(), preamble))
 }
 
@@ -152,19 +166,25 @@ async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
             return;
         }
     };
-    if let Some(reason) = acl_refusal(ctx, &caller, target.id()) {
-        log::warn!("refused {caller} -> {target}: {}", reason.as_str());
-        let c = if reason == Verdict::Denied {
-            close::DENIED
-        } else {
-            close::UNKNOWN_SERVICE
-        };
-        counters::SERVE.refused_with(reason);
-        conn.close(code(c), reason.as_str().as_bytes());
-        return;
+    match acl_refusal(ctx, &caller, target.id()) {
+        Ok(None) => {}
+        Ok(Some(reason)) => {
+            log::warn!("refused {} -> {target}: {}", caller.id, reason.as_str());
+            let c = if reason == Verdict::Denied {
+                close::DENIED
+            } else {
+                close::UNKNOWN_SERVICE
+            };
+            counters::SERVE.refused_with(reason);
+            conn.close(code(c), reason.as_str().as_bytes());
+            return;
+        }
+        Err(NotPinned) => return not_pinned(&conn, &caller, &target),
     }
-    log::debug!(
-        "connection {caller} -> {target} from {} ({preamble:?})",
+    log::info!(
+        "connection {} (certificate sha256 {}) -> {target} from {} ({preamble:?})",
+        caller.id,
+        Sha256(&caller.cert_sha256),
         conn.remote_address()
     );
     let caller = Arc::new(caller);
@@ -174,8 +194,9 @@ async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
             Ok((send, recv)) => {
                 let ctx = Arc::clone(ctx);
                 let (caller, target) = (Arc::clone(&caller), Arc::clone(&target));
+                let conn = conn.clone();
                 super::exec::spawn(async move {
-                    stream(send, recv, &ctx, &caller, &target, preamble).await
+                    stream(send, recv, &conn, &ctx, &caller, &target, preamble).await
                 })
                 .detach();
             }
@@ -184,11 +205,50 @@ async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
     }
 }
 
-fn acl_refusal(ctx: &ServerCtx, caller: &SpiffeId, target: &SpiffeId) -> Option<Verdict> {
-    match ctx.acl.load().check(caller, target) {
-        AclVerdict::Allowed => None,
-        AclVerdict::Denied => Some(Verdict::Denied),
-        AclVerdict::UnknownService => Some(Verdict::UnknownService),
+/// The caller's certificate is not pinned: the whole connection is refused,
+/// since every flow on it presents the same certificate.
+#[derive(Debug)]
+struct NotPinned;
+
+/// Lowercase hex of a SHA-256, for log lines (the form `enrollment.log` uses).
+struct Sha256<'a>(&'a [u8; 32]);
+
+impl core::fmt::Display for Sha256<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut buf = [0u8; 64];
+        f.write_str(crate::hex::encode(self.0, &mut buf))
+    }
+}
+
+fn not_pinned(conn: &quinn::Connection, caller: &Caller, target: &Dialable) {
+    log::warn!(
+        "refused {} -> {target} from {}: certificate sha256 {} is not pinned for it (not issued by retectl, or replaced longer ago than the rete's pin overlap)",
+        caller.id,
+        conn.remote_address(),
+        Sha256(&caller.cert_sha256)
+    );
+    counters::SERVE.refused(counters::Refusal::NotPinned);
+    conn.close(code(close::NOT_PINNED), b"certificate not pinned");
+}
+
+fn acl_refusal(
+    ctx: &ServerCtx,
+    caller: &Caller,
+    target: &SpiffeId,
+) -> Result<Option<Verdict>, NotPinned> {
+    // A clock before 1970 reads as 0: only pins with an end can be affected, and they hold.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match ctx
+        .acl
+        .load()
+        .check(&caller.id, &caller.cert_sha256, target, now)
+    {
+        AclVerdict::Allowed => Ok(None),
+        AclVerdict::Denied => Ok(Some(Verdict::Denied)),
+        AclVerdict::UnknownService => Ok(Some(Verdict::UnknownService)),
+        AclVerdict::NotPinned => Err(NotPinned),
     }
 }
 
@@ -215,11 +275,13 @@ async fn refuse_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream,
 async fn stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    conn: &quinn::Connection,
     ctx: &ServerCtx,
-    caller: &SpiffeId,
+    who: &Caller,
     target: &Dialable,
     preamble: Preamble,
 ) {
+    let caller = &who.id;
     let mut hello = [0u8; 1];
     if recv.read_exact(&mut hello).await.is_err() || hello[0] != preamble.hello() {
         log::warn!("refused stream {caller} -> {target}: bad preamble");
@@ -231,10 +293,15 @@ async fn stream(
         log::warn!("refused flow {caller} -> {target}: at MAX_FLOWS ({MAX_FLOWS})");
         return refuse_stream(send, recv, Verdict::Overloaded).await;
     };
-    // Checked per flow as well: an ACL swapped since the handshake applies to new flows.
-    if let Some(v) = acl_refusal(ctx, caller, target.id()) {
-        log::warn!("refused flow {caller} -> {target}: {}", v.as_str());
-        return refuse_stream(send, recv, v).await;
+    // Checked per flow as well: an ACL swapped since the handshake, or a pin
+    // that ran out, applies to new flows.
+    match acl_refusal(ctx, who, target.id()) {
+        Ok(None) => {}
+        Ok(Some(v)) => {
+            log::warn!("refused flow {caller} -> {target}: {}", v.as_str());
+            return refuse_stream(send, recv, v).await;
+        }
+        Err(NotPinned) => return not_pinned(conn, who, target),
     }
     let Some(&upstream) = ctx.upstreams.get(target.id()) else {
         log::warn!("refused flow {caller} -> {target}: no upstream configured");

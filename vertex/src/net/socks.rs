@@ -120,7 +120,7 @@ pub async fn serve_socks(listener: TcpListener, caller: Arc<Credentials>, ctx: A
 
 fn reply_for(e: &DialError) -> Reply {
     match e {
-        DialError::Denied => Reply::NotAllowed,
+        DialError::Denied | DialError::NotPinned => Reply::NotAllowed,
         DialError::UnknownService | DialError::UpstreamUnreachable | DialError::Unreachable => {
             Reply::HostUnreachable
         }
