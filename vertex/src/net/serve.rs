@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::sign::CertifiedKey;
@@ -18,6 +18,7 @@ use super::forward::pump;
 use super::take_slot;
 use super::tls::{spiffe_id_of, HandshakeFailure};
 use crate::acl::{AclHandle, Verdict as AclVerdict};
+use crate::callers::CallerTable;
 use crate::counters;
 use crate::identity::{Dialable, SniRegistry, SpiffeId, TrustDomain};
 use crate::limits::{HANDSHAKE_TIMEOUT_S, MAX_CONNECTIONS, MAX_FLOWS, UPSTREAM_CONNECT_TIMEOUT_S};
@@ -40,6 +41,8 @@ pub struct ServerCtx {
     pub connections: AtomicUsize,
     /// Flows being forwarded.
     pub flows: AtomicUsize,
+    /// Upstream connections -> their callers, for the identity side-channel.
+    pub callers: Arc<Mutex<CallerTable>>,
 }
 
 fn code(c: u32) -> quinn::VarInt {
@@ -168,14 +171,21 @@ async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
         conn.remote_address()
     );
     let caller = Arc::new(caller);
+    let service = Arc::new(target.id().clone());
     let target = Arc::new(target);
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
                 let ctx = Arc::clone(ctx);
-                let (caller, target) = (Arc::clone(&caller), Arc::clone(&target));
+                let (caller, target, service) =
+                    (Arc::clone(&caller), Arc::clone(&target), Arc::clone(&service));
                 super::exec::spawn(async move {
-                    stream(send, recv, &ctx, &caller, &target, preamble).await
+                    let who = Who {
+                        caller: &caller,
+                        target: &target,
+                        service: &service,
+                    };
+                    stream(send, recv, &ctx, who, preamble).await
                 })
                 .detach();
             }
@@ -209,17 +219,27 @@ async fn refuse_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream,
     .await;
 }
 
+/// Who a flow is for: the caller, and the service (as dialled and as an ID).
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    caller: &'a Arc<SpiffeId>,
+    target: &'a Dialable,
+    service: &'a Arc<SpiffeId>,
+}
+
 /// One flow: the hello, the checks, the upstream connect, the verdict, then
 /// the pump. Nothing the caller sent behind the hello is read before the
 /// verdict `Allowed` is written: the pump is the first reader of those bytes.
+/// While the pump runs, the side-channel can name the caller of its upstream
+/// connection.
 async fn stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     ctx: &ServerCtx,
-    caller: &SpiffeId,
-    target: &Dialable,
+    who: Who<'_>,
     preamble: Preamble,
 ) {
+    let (caller, target) = (&**who.caller, who.target);
     let mut hello = [0u8; 1];
     if recv.read_exact(&mut hello).await.is_err() || hello[0] != preamble.hello() {
         log::warn!("refused stream {caller} -> {target}: bad preamble");
@@ -261,6 +281,9 @@ async fn stream(
         }
     };
     let _ = tcp.set_nodelay(true);
+    // Recorded before the verdict: the caller's first bytes, and so the
+    // upstream's first question, can only follow it.
+    let _recorded = super::callers::record(&ctx.callers, &tcp, who.caller, who.service);
     if send.write_all(&[Verdict::Allowed as u8]).await.is_err() {
         return;
     }
