@@ -93,7 +93,11 @@ pub struct Authority {
 
 impl Authority {
     /// From the artifact: the services whose upstreams are `listen` and `operators_listen`.
-    pub fn new(cfg: &VertexConfig, listen: SocketAddr, operators_listen: Option<SocketAddr>) -> Self {
+    pub fn new(
+        cfg: &VertexConfig,
+        listen: SocketAddr,
+        operators_listen: Option<SocketAddr>,
+    ) -> Self {
         let at = |a: SocketAddr| {
             cfg.services
                 .iter()
@@ -169,9 +173,8 @@ async fn ask(
     local: SocketAddr,
 ) -> Result<Caller, ProveError> {
     use smol::io::{AsyncReadExt, AsyncWriteExt};
-    let name = Name::new(crate::agent::VERTEX_NAME).map_err(|_| {
-        ProveError::Answer(PathBuf::new(), AnswerError::Malformed)
-    })?;
+    let name = Name::new(crate::agent::VERTEX_NAME)
+        .map_err(|_| ProveError::Answer(PathBuf::new(), AnswerError::Malformed))?;
     let path = scope
         .runtime
         .join(flor_vertex::contract::caller_socket_rel(&name, service));

@@ -261,7 +261,9 @@ async fn serve(server: &Server, mut stream: TcpStream, publish: bool) -> io::Res
         } else if !allowed(&caller, auth.as_ref(), None) {
             refuse(
                 403,
-                format!("{caller} may not publish: this node's ACL does not grant it config-publish\n"),
+                format!(
+                    "{caller} may not publish: this node's ACL does not grant it config-publish\n"
+                ),
             )
         } else {
             if expect_continue && len <= MAX_PUBLISH_BYTES {

@@ -197,14 +197,20 @@ fn push_node(caller: &Caller, claimed: Name) -> Result<Name, String> {
         Caller::Local => Ok(claimed),
         Caller::Proven(id) => match caller_id::node_of(id) {
             Some(n) if *n == claimed => Ok(claimed),
-            Some(n) => Err(format!("{id} may push only as node {n}, not as {claimed}\n")),
+            Some(n) => Err(format!(
+                "{id} may push only as node {n}, not as {claimed}\n"
+            )),
             None => Err(format!("{id} is not a node; only nodes push counters\n")),
         },
     }
 }
 
 /// Who is on a push connection (`Local` when this node runs no vertex).
-async fn push_caller(scope: &Scope, listen: SocketAddr, stream: &TcpStream) -> Result<Caller, String> {
+async fn push_caller(
+    scope: &Scope,
+    listen: SocketAddr,
+    stream: &TcpStream,
+) -> Result<Caller, String> {
     let Some(cfg) = caller_id::live_vertex(scope).map_err(|e| format!("{e}\n"))? else {
         return Ok(Caller::Local);
     };
@@ -236,7 +242,14 @@ pub fn run(scope: Scope, push: SocketAddr, read: SocketAddr) -> Result<(), Strin
         let slots = std::sync::Arc::new(smol::lock::Semaphore::new(MAX_CONNECTIONS));
         let ex = Rc::new(smol::LocalExecutor::new());
         let ctx = Rc::new((scope, push));
-        let a = accept_loop(ex.clone(), ctx.clone(), collector.clone(), slots.clone(), push_l, true);
+        let a = accept_loop(
+            ex.clone(),
+            ctx.clone(),
+            collector.clone(),
+            slots.clone(),
+            push_l,
+            true,
+        );
         let b = accept_loop(ex.clone(), ctx, collector, slots, read_l, false);
         ex.run(smol::future::zip(a, b)).await;
         Ok(())

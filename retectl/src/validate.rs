@@ -90,8 +90,7 @@ impl Checker {
         let v = &s.value;
         let ok = !v.is_empty()
             && !v.starts_with('-')
-            && v
-                .bytes()
+            && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         match flor_vertex::artifact::AccountName::new(v) {
             Ok(a) if ok => Some(a),

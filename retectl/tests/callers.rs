@@ -193,7 +193,10 @@ fn an_upstream_learns_who_calls_and_only_its_account_may_ask() {
     let (code, carol) = socks_connect(port_of("carol"), "tcp-echo.beta.demo.flor.rete");
     assert_eq!(code, 0, "carol may reach tcp-echo");
     let heard_carol = exchange(&mut carol.unwrap());
-    assert_eq!(heard_carol[0], "spiffe://demo.flor/user/carol", "{heard_carol:?}");
+    assert_eq!(
+        heard_carol[0], "spiffe://demo.flor/user/carol",
+        "{heard_carol:?}"
+    );
 
     // A connection the vertex did not make: the service hears nobody.
     let mut direct = TcpStream::connect(("127.0.0.1", echo)).unwrap();
@@ -219,7 +222,10 @@ fn an_upstream_learns_who_calls_and_only_its_account_may_ask() {
         if a == "unknown" {
             break;
         }
-        assert!(Instant::now() < deadline, "bob's ended flow is still known: {a}");
+        assert!(
+            Instant::now() < deadline,
+            "bob's ended flow is still known: {a}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(groups);

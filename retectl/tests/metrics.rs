@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -343,6 +342,9 @@ fn prometheus_and_the_operator_read_every_nodes_counters() {
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains(refusal));
     let log = std::fs::read_to_string(mgmt.join("metrics-server.log")).unwrap();
-    assert!(log.contains(&format!("refused push (403): {refusal}")), "{log}");
+    assert!(
+        log.contains(&format!("refused push (403): {refusal}")),
+        "{log}"
+    );
     drop(groups);
 }

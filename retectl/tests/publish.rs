@@ -157,7 +157,10 @@ fn operator_publishes_over_florete_and_others_are_refused() {
     };
     let (status, body) = get(&alpha_bundle, "node/alpha", "alpha");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(body, std::fs::read(v1.join("alpha/mgmt/agent.json")).unwrap());
+    assert_eq!(
+        body,
+        std::fs::read(v1.join("alpha/mgmt/agent.json")).unwrap()
+    );
     let (status, body) = get(&alpha_bundle, "node/alpha", "beta");
     let refusal = "spiffe://demo.flor/node/alpha may not read the artifacts of node beta";
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
@@ -166,10 +169,23 @@ fn operator_publishes_over_florete_and_others_are_refused() {
     assert!(log.contains(&format!("refused (403): {refusal}")), "{log}");
     let (status, body) = get(&laptop_bundle, "user/olga", "beta");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(body, std::fs::read(v1.join("beta/mgmt/agent.json")).unwrap());
+    assert_eq!(
+        body,
+        std::fs::read(v1.join("beta/mgmt/agent.json")).unwrap()
+    );
     let local = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"])
-        .arg(format!("http://127.0.0.1:{read}/artifact/beta/mgmt/agent.json"))
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .arg(format!(
+            "http://127.0.0.1:{read}/artifact/beta/mgmt/agent.json"
+        ))
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&local.stdout), "200", "{local:?}");

@@ -152,7 +152,9 @@ impl fmt::Display for AnswerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             AnswerError::Refused => "the vertex refused the question as malformed",
-            AnswerError::Malformed => "the side-channel's answer is not `<id> <service> <start>` or `unknown`",
+            AnswerError::Malformed => {
+                "the side-channel's answer is not `<id> <service> <start>` or `unknown`"
+            }
         })
     }
 }
@@ -183,10 +185,8 @@ impl Answer {
                 start_s,
             } => {
                 let mut s = String::with_capacity(2 * crate::limits::MAX_SPIFFE_ID_LEN);
-                let _ = fmt::Write::write_fmt(
-                    &mut s,
-                    format_args!("{caller} {service} {start_s}\n"),
-                );
+                let _ =
+                    fmt::Write::write_fmt(&mut s, format_args!("{caller} {service} {start_s}\n"));
                 s
             }
             Answer::Unknown => "unknown\n".into(),
@@ -320,10 +320,7 @@ mod tests {
         assert_eq!(req(&r.to_line()), r);
         assert_eq!(req("[::1]:5 [::1]:6\r\n").to_line(), "[::1]:5 [::1]:6\n");
         // What an upstream on a dual-stack [::] socket sees is the IPv4 flow.
-        assert_eq!(
-            req("[::ffff:127.0.0.1]:40000 [::ffff:127.0.0.2]:8080"),
-            r
-        );
+        assert_eq!(req("[::ffff:127.0.0.1]:40000 [::ffff:127.0.0.2]:8080"), r);
         for (bad, e) in [
             ("", RequestError::Shape),
             ("127.0.0.1:1", RequestError::Shape),
@@ -339,7 +336,10 @@ mod tests {
             Request::parse(&[b'1'; MAX_REQUEST_LINE + 1]),
             Err(RequestError::TooLong)
         );
-        assert_eq!(Request::parse(&[0xff, b' ', b'1']), Err(RequestError::Shape));
+        assert_eq!(
+            Request::parse(&[0xff, b' ', b'1']),
+            Err(RequestError::Shape)
+        );
         assert_eq!(
             error_line(RequestError::Shape),
             "error expected two addresses: <peer ip:port> <local ip:port>\n"

@@ -268,7 +268,10 @@ mod tests {
     fn paths_name_their_kind() {
         let flor = Name::new("flor").unwrap();
         assert_eq!(vertex_rel(&flor), "mgmt/vertices/flor.json");
-        assert_eq!(vertex_name_of("mgmt/vertices/flor.json"), Some(flor.clone()));
+        assert_eq!(
+            vertex_name_of("mgmt/vertices/flor.json"),
+            Some(flor.clone())
+        );
         let id = |s| SpiffeId::parse(s).unwrap();
         assert_eq!(
             caller_socket_rel(&flor, &id("spiffe://demo.flor/service/config")),

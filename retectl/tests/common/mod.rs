@@ -3,10 +3,10 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -271,7 +271,6 @@ pub fn socks_connect(port: u16, host: &str) -> (u8, Option<TcpStream>) {
     (reply[1], (reply[1] == 0).then_some(s))
 }
 
-
 /// The PEM certificate and key of `id` (e.g. `node/alpha`) in a Flow A bundle.
 pub fn bundle_credentials(bundle: &Path, id: &str) -> (String, String) {
     let b: Value = serde_json::from_slice(&fs::read(bundle).unwrap()).unwrap();
@@ -303,19 +302,17 @@ pub fn http_as(
     use smol::io::AsyncWriteExt;
     let (cert, key) = bundle_credentials(bundle, id);
     let me = SpiffeId::parse(&format!("spiffe://demo.flor/{id}")).unwrap();
-    let creds = std::sync::Arc::new(
-        Credentials::from_pem(me, cert.as_bytes(), key.as_bytes()).unwrap(),
-    );
-    let target = Dialable::new(
-        SpiffeId::parse(&format!("spiffe://demo.flor/service/{service}")).unwrap(),
-    )
-    .unwrap();
+    let creds =
+        std::sync::Arc::new(Credentials::from_pem(me, cert.as_bytes(), key.as_bytes()).unwrap());
+    let target =
+        Dialable::new(SpiffeId::parse(&format!("spiffe://demo.flor/service/{service}")).unwrap())
+            .unwrap();
     flor_vertex::net::block_on(async {
         let dialer = Dialer::new(&fs::read(ca).unwrap()).unwrap();
         let mut flow = dialer.connect(&creds, &target, addr).await.unwrap();
         let mut head = [0u8; 512];
-        let n = flor_vertex::http::write_request(method, service, path, Some(0), &mut head)
-            .unwrap();
+        let n =
+            flor_vertex::http::write_request(method, service, path, Some(0), &mut head).unwrap();
         flow.write_all(&head[..n]).await.unwrap();
         flow.flush().await.unwrap();
         read_response(&mut flow, 1024 * 1024).await.unwrap()

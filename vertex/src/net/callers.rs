@@ -183,8 +183,11 @@ mod unix {
                 smol::Timer::after(Duration::from_millis(100)).await;
                 continue;
             };
-            let (service, table, active) =
-                (Arc::clone(&service), Arc::clone(&table), Arc::clone(&active));
+            let (service, table, active) = (
+                Arc::clone(&service),
+                Arc::clone(&table),
+                Arc::clone(&active),
+            );
             crate::net::exec::spawn(async move {
                 let Some(_slot) = take_slot(&active, MAX_CALLER_LOOKUPS) else {
                     log::warn!("side-channel of {service}: at MAX_CALLER_LOOKUPS ({MAX_CALLER_LOOKUPS}); closed one");

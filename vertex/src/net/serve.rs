@@ -177,8 +177,11 @@ async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
                 let ctx = Arc::clone(ctx);
-                let (caller, target, service) =
-                    (Arc::clone(&caller), Arc::clone(&target), Arc::clone(&service));
+                let (caller, target, service) = (
+                    Arc::clone(&caller),
+                    Arc::clone(&target),
+                    Arc::clone(&service),
+                );
                 super::exec::spawn(async move {
                     let who = Who {
                         caller: &caller,
