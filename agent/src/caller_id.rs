@@ -36,6 +36,8 @@ const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 const MAX_ANSWER: usize = 2 * flor_vertex::limits::MAX_SPIFFE_ID_LEN + 32;
 
 /// Who is on an accepted connection.
+// One per accepted connection, on the stack; a box would allocate for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
     /// A flow the vertex forwarded, from this principal (its certificate proved it).

@@ -123,6 +123,8 @@ pub struct Entry {
 }
 
 /// An answer, as sent or as read back.
+// Lives for one line on the stack; boxing the IDs would allocate per question.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
     /// The connection carries a flow of `caller` to `service`.
