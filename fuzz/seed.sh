@@ -21,7 +21,7 @@ cp -r examples/my-rete "$work/rete"
   "$RETECTL" compile . --all --out "$work/out" >/dev/null
   "$RETECTL" issue-bundle . --node alpha --out "$work/alpha.bundle.json" >/dev/null
 )
-for t in envelope_open artifact_parse bundle_parse publish_tree socks5_parse names control_request http_head validity; do
+for t in envelope_open artifact_parse bundle_parse publish_tree socks5_parse names control_request http_head validity callers_request; do
   mkdir -p "$C/$t"
   find "$C/$t" -type f -name 'seed-*' -delete
 done
@@ -59,6 +59,11 @@ put("socks5_parse", b"\x05\x01\x00\x01\x7f\x00\x00\x01\x1f\x90")
 for line in ["status", "status json", "sync", "sync dry-run", "sync confirm timeout=120",
              "reload", "90s", "2m", "1h"]:
     put("control_request", line)
+# callers_request: side-channel questions (docs/wire.md) and answers.
+for line in ["127.0.0.1:40000 127.0.0.1:7080\n", "[::1]:40000 [::1]:8080\n",
+             "[::ffff:127.0.0.1]:5 127.0.0.2:8080\r\n", "unknown\n",
+             "spiffe://demo.flor/node/alpha spiffe://demo.flor/service/config 1764268800\n"]:
+    put("callers_request", line)
 put("http_head", b"GET /artifact/alpha/mgmt/agent.json HTTP/1.1\r\nHost: config\r\nConnection: close\r\n\r\n")
 put("http_head", b"POST /publish HTTP/1.1\r\nHost: config-publish\r\nContent-Length: 42\r\nExpect: 100-continue\r\n\r\n")
 put("http_head", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")

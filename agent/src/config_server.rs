@@ -11,6 +11,14 @@
 //! `config-read`) and `config-publish` (group `config-write`), so who may read
 //! or publish is decided by the rete's ACL before a byte reaches this process.
 //!
+//! Then, per connection, the server asks the vertex's identity side-channel
+//! who is calling ([`crate::caller_id`]): a node reads only its own
+//! `/artifact/<node>/...` (another node's is `403`, logged with the caller's
+//! SPIFFE ID); an operator — a caller this node's ACL also grants
+//! `config-publish` — reads every node and may publish; a connection the
+//! vertex did not make (a process on this host) is served as before. A caller
+//! that cannot be proven (no side-channel socket, no answer) gets `503`.
+//!
 //! The server only stores and serves: it cannot mint state. Still, it refuses
 //! a publish in which any envelope is not signed by one of the rete's
 //! authorised signers (read from the scope's `scope.json` at each publish), is
@@ -41,6 +49,7 @@ use flor_vertex::limits::MAX_ARTIFACT_BYTES;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 
+use crate::caller_id::{self, Authority, Caller};
 use crate::live::Live;
 use crate::scope::Scope;
 
@@ -75,6 +84,10 @@ fn refuse<T>(status: u16, msg: impl Into<String>) -> Result<T, Refusal> {
 /// Which store and which rete this server serves.
 struct Server {
     scope: Scope,
+    /// The read listener's address, as configured (the `config` service's upstream).
+    read: SocketAddr,
+    /// The publish listener's address (`config-publish`'s upstream: its callers are operators).
+    publish: SocketAddr,
     store: PathBuf,
     publish_lock: smol::lock::Mutex<()>,
     slots: std::sync::Arc<smol::lock::Semaphore>,
@@ -109,6 +122,8 @@ pub fn run(
         );
         let server = Rc::new(Server {
             scope,
+            read,
+            publish,
             store,
             publish_lock: smol::lock::Mutex::new(()),
             slots: std::sync::Arc::new(smol::lock::Semaphore::new(MAX_CONNECTIONS)),
@@ -163,6 +178,39 @@ pub(crate) async fn respond(
     stream.flush().await
 }
 
+/// Who is on `stream`, and what this node's artifact says they may do
+/// (`None`: no vertex artifact, so only local callers exist).
+async fn who_calls(
+    server: &Server,
+    stream: &TcpStream,
+    publish: bool,
+) -> Result<(Caller, Option<Authority>), Refusal> {
+    let unproven = |e: caller_id::ProveError| Refusal(503, format!("{e}\n"));
+    let Some(cfg) = caller_id::live_vertex(&server.scope).map_err(unproven)? else {
+        return Ok((Caller::Local, None));
+    };
+    let listen = if publish { server.publish } else { server.read };
+    let auth = Authority::new(&cfg, listen, Some(server.publish));
+    let io = |e: io::Error| Refusal(503, format!("connection addresses: {e}\n"));
+    let (peer, local) = (
+        stream.peer_addr().map_err(io)?,
+        stream.local_addr().map_err(io)?,
+    );
+    let caller = caller_id::prove(&server.scope, auth.service.as_ref(), peer, local)
+        .await
+        .map_err(unproven)?;
+    Ok((caller, Some(auth)))
+}
+
+/// Whether `caller` may publish (`node`: `None`) or read `node`'s artifacts.
+fn allowed(caller: &Caller, auth: Option<&Authority>, node: Option<&Name>) -> bool {
+    match (auth, node) {
+        (None, _) => *caller == Caller::Local,
+        (Some(a), Some(n)) => a.may_read(caller, n),
+        (Some(a), None) => a.may_publish(caller),
+    }
+}
+
 async fn serve(server: &Server, mut stream: TcpStream, publish: bool) -> io::Result<()> {
     let mut buf = vec![0u8; http::MAX_HEAD];
     let mut filled = 0;
@@ -200,9 +248,23 @@ async fn serve(server: &Server, mut stream: TcpStream, publish: bool) -> io::Res
         Ok(h) => h,
         Err(e) => return respond(&mut stream, 400, "text/plain", e.to_string().as_bytes()).await,
     };
+    let (caller, auth) = match who_calls(server, &stream, publish).await {
+        Ok(x) => x,
+        Err(Refusal(status, msg)) => {
+            log::warn!("refused ({status}): {}", msg.trim_end());
+            return respond(&mut stream, status, "text/plain", msg.as_bytes()).await;
+        }
+    };
     let result = if publish {
         if !is_post || path != "/publish" {
             refuse(405, "this listener accepts only POST /publish\n")
+        } else if !allowed(&caller, auth.as_ref(), None) {
+            refuse(
+                403,
+                format!(
+                    "{caller} may not publish: this node's ACL does not grant it config-publish\n"
+                ),
+            )
         } else {
             if expect_continue && len <= MAX_PUBLISH_BYTES {
                 stream.write_all(http::CONTINUE).await?;
@@ -232,10 +294,25 @@ async fn serve(server: &Server, mut stream: TcpStream, publish: bool) -> io::Res
     } else if !is_get {
         refuse(405, "this listener accepts only GET /artifact/<node>/...\n")
     } else {
-        handle_get(server, &path)
+        match artifact_path(&path) {
+            Some((node, _)) if !allowed(&caller, auth.as_ref(), Some(&node)) => refuse(
+                403,
+                format!(
+                    "{caller} may not read the artifacts of node {node}: a node reads only its own; operators (callers granted config-publish) read every node\n"
+                ),
+            ),
+            _ => handle_get(server, &path),
+        }
     };
     match result {
-        Ok((ctype, body)) => respond(&mut stream, 200, ctype, &body).await,
+        Ok((ctype, body)) => {
+            if publish {
+                log::info!("publish by {caller}");
+            } else {
+                log::debug!("{path} read by {caller}");
+            }
+            respond(&mut stream, 200, ctype, &body).await
+        }
         Err(Refusal(status, msg)) => {
             log::warn!("refused ({status}): {}", msg.trim_end());
             respond(&mut stream, status, "text/plain", msg.as_bytes()).await

@@ -21,6 +21,8 @@
 //! ```
 
 mod agent;
+#[cfg(feature = "mgmt")]
+mod caller_id;
 mod certs;
 #[cfg(feature = "mgmt")]
 mod config_server;

@@ -13,10 +13,12 @@
 //! a byte arrives here. A Prometheus on the management node scrapes the read
 //! address directly.
 //!
-//! The node is named by the push path: the vertex admits only node
-//! principals, but it does not tell its upstream which one called, so a
-//! node could push under another node's name. Counters are for watching, not
-//! for deciding; the ACL still decides every flow.
+//! The node is the one the vertex proves: the collector asks the vertex's
+//! identity side-channel who is on each push connection ([`crate::caller_id`])
+//! and labels the snapshot with that node's name. A push whose path names
+//! another node, or that comes from a principal that is no node, is refused
+//! (`403`, logged with the caller's SPIFFE ID). A push from a process on this
+//! host (not through the rete) is labelled by its path, as before.
 //!
 //! Memory is bounded: at most [`MAX_NODES`] snapshots of at most
 //! [`MAX_PUSH_BYTES`] each, the last per node; a new node beyond the cap
@@ -37,6 +39,7 @@ use flor_vertex::identity::Name;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 
+use crate::caller_id::{self, Authority, Caller};
 use crate::config_server::respond;
 use crate::scope::Scope;
 
@@ -71,6 +74,8 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     ("flor_flow_bytes_total", "counter", "Bytes of flows that ended cleanly, by side and direction (sent into / received from Florete)."),
     ("flor_flows_active", "gauge", "Flows being forwarded now, by side."),
     ("flor_handshakes_failed_total", "counter", "QUIC/mTLS handshakes that failed, by side and TLS alert."),
+    ("flor_caller_lookups_total", "counter", "Identity side-channel questions answered, by answer (known, unknown)."),
+    ("flor_caller_table_full_total", "counter", "Served flows the identity side-channel could not record (table at MAX_CALLER_ENTRIES)."),
     ("flor_agent_syncs_total", "counter", "Polls of the config source that answered."),
     ("flor_agent_poll_failures_total", "counter", "Polls of the config source that failed."),
     ("flor_agent_commits_total", "counter", "Artifact versions committed."),
@@ -186,6 +191,40 @@ impl Collector {
     }
 }
 
+/// The node a push is stored under: the proven caller's own node, or for a
+/// local process the node its path names; `Err` (403 reason) otherwise.
+fn push_node(caller: &Caller, claimed: Name) -> Result<Name, String> {
+    match caller {
+        Caller::Local => Ok(claimed),
+        Caller::Proven(id) => match caller_id::node_of(id) {
+            Some(n) if *n == claimed => Ok(claimed),
+            Some(n) => Err(format!(
+                "{id} may push only as node {n}, not as {claimed}\n"
+            )),
+            None => Err(format!("{id} is not a node; only nodes push counters\n")),
+        },
+    }
+}
+
+/// Who is on a push connection (`Local` when this node runs no vertex).
+async fn push_caller(
+    scope: &Scope,
+    listen: SocketAddr,
+    stream: &TcpStream,
+) -> Result<Caller, String> {
+    let Some(cfg) = caller_id::live_vertex(scope).map_err(|e| format!("{e}\n"))? else {
+        return Ok(Caller::Local);
+    };
+    let auth = Authority::new(&cfg, listen, None);
+    let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(p), Ok(l)) => (p, l),
+        (Err(e), _) | (_, Err(e)) => return Err(format!("connection addresses: {e}\n")),
+    };
+    caller_id::prove(scope, auth.service.as_ref(), peer, local)
+        .await
+        .map_err(|e| format!("{e}\n"))
+}
+
 /// Runs the collector until killed.
 pub fn run(scope: Scope, push: SocketAddr, read: SocketAddr) -> Result<(), String> {
     let info = scope.info().map_err(|e| e.to_string())?;
@@ -203,8 +242,16 @@ pub fn run(scope: Scope, push: SocketAddr, read: SocketAddr) -> Result<(), Strin
         }));
         let slots = std::sync::Arc::new(smol::lock::Semaphore::new(MAX_CONNECTIONS));
         let ex = Rc::new(smol::LocalExecutor::new());
-        let a = accept_loop(ex.clone(), collector.clone(), slots.clone(), push_l, true);
-        let b = accept_loop(ex.clone(), collector, slots, read_l, false);
+        let ctx = Rc::new((scope, push));
+        let a = accept_loop(
+            ex.clone(),
+            ctx.clone(),
+            collector.clone(),
+            slots.clone(),
+            push_l,
+            true,
+        );
+        let b = accept_loop(ex.clone(), ctx, collector, slots, read_l, false);
         ex.run(smol::future::zip(a, b)).await;
         Ok(())
     })
@@ -212,6 +259,7 @@ pub fn run(scope: Scope, push: SocketAddr, read: SocketAddr) -> Result<(), Strin
 
 async fn accept_loop(
     ex: Rc<smol::LocalExecutor<'static>>,
+    ctx: Rc<(Scope, SocketAddr)>,
     collector: Rc<std::cell::RefCell<Collector>>,
     slots: std::sync::Arc<smol::lock::Semaphore>,
     l: TcpListener,
@@ -228,8 +276,9 @@ async fn accept_loop(
         };
         let permit = slots.acquire_arc().await;
         let collector = collector.clone();
+        let ctx = ctx.clone();
         ex.spawn(async move {
-            let served = smol::future::or(serve(&collector, stream, push), async {
+            let served = smol::future::or(serve(&ctx, &collector, stream, push), async {
                 smol::Timer::after(REQUEST_TIMEOUT).await;
                 Err(io::Error::new(io::ErrorKind::TimedOut, "request"))
             });
@@ -243,6 +292,7 @@ async fn accept_loop(
 }
 
 async fn serve(
+    ctx: &(Scope, SocketAddr),
     collector: &std::cell::RefCell<Collector>,
     mut stream: TcpStream,
     push: bool,
@@ -290,6 +340,19 @@ async fn serve(
     let Some(node) = node.filter(|_| method == "POST") else {
         let msg = b"this listener accepts only POST /push/<node>\n";
         return respond(&mut stream, 405, text, msg).await;
+    };
+    let node = match push_caller(&ctx.0, ctx.1, &stream).await {
+        Ok(caller) => match push_node(&caller, node) {
+            Ok(n) => n,
+            Err(msg) => {
+                log::warn!("refused push (403): {}", msg.trim_end());
+                return respond(&mut stream, 403, text, msg.as_bytes()).await;
+            }
+        },
+        Err(msg) => {
+            log::warn!("refused push (503): {}", msg.trim_end());
+            return respond(&mut stream, 503, text, msg.as_bytes()).await;
+        }
     };
     if len > MAX_PUSH_BYTES {
         let msg = format!("push body is over {MAX_PUSH_BYTES} bytes\n");
@@ -363,6 +426,20 @@ mod tests {
         let out = c.render(t0);
         assert!(!out.contains("flor_flows_opened_total{node=\"alpha\""));
         assert!(out.contains("flor_artifact_version{node=\"alpha\"} 4\n"));
+    }
+
+    #[test]
+    fn pushes_are_labelled_by_the_proven_node() {
+        let id = |s| Caller::Proven(flor_vertex::identity::SpiffeId::parse(s).unwrap());
+        let alpha = id("spiffe://demo.flor/node/alpha");
+        assert_eq!(push_node(&alpha, name("alpha")), Ok(name("alpha")));
+        let e = push_node(&alpha, name("beta")).unwrap_err();
+        assert_eq!(
+            e,
+            "spiffe://demo.flor/node/alpha may push only as node alpha, not as beta\n"
+        );
+        assert!(push_node(&id("spiffe://demo.flor/user/bob"), name("bob")).is_err());
+        assert_eq!(push_node(&Caller::Local, name("beta")), Ok(name("beta")));
     }
 
     #[test]

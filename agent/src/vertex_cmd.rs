@@ -201,6 +201,7 @@ pub fn load(scope: &Scope, name: &str) -> Result<(VertexSetup, u32), VertexCmdEr
         port_offset: info.port_offset,
         socks_ip: net::SOCKS_IP,
         reset_secret: reset_secret(name, node_key.as_deref(), &keys),
+        runtime: Some(scope.runtime.clone()),
     };
     Ok((setup, version))
 }

@@ -301,6 +301,7 @@ pub fn build(
         if let Err(l) = vertex.services.push(PublishedService {
             id: (*id).clone(),
             upstream: Addr(svc.upstream),
+            caller_socket: svc.caller_socket.clone(),
         }) {
             push_err("services", l);
         }

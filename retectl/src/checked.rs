@@ -82,6 +82,8 @@ pub struct Service {
     pub roles: Vec<String>,
     /// Declared SOCKS5 port (used when the service calls others).
     pub socks_port: Option<DeclaredPort>,
+    /// Owner and group of its identity side-channel socket, as compiled.
+    pub caller_socket: Option<flor_vertex::artifact::CallerSocket>,
     /// Line in services.yaml.
     pub line: u64,
 }

@@ -4,7 +4,7 @@
 //! rete.yaml      name (trust domain), version, crypto, mgmt_signers, config_server
 //! nodes.yaml     nodes: name, listen (UDP, server nodes), users held, extra roles, socks_port
 //! users.yaml     users: name, role | roles, socks_port
-//! services.yaml  services: name, node, scope, upstream, roles, groups, socks_port
+//! services.yaml  services: name, node, scope, upstream, roles, groups, socks_port, caller_socket
 //! roles.yaml     roles: name, services, groups
 //! groups.yaml    groups: name, services
 //! ```
@@ -231,6 +231,22 @@ pub struct ServiceEntry {
     /// Preferred SOCKS5 port of the service principal (when it calls other services).
     #[serde(default)]
     pub socks_port: Option<S<i64>>,
+    /// Who may ask the service's identity side-channel (docs/wire.md).
+    #[serde(default)]
+    pub caller_socket: Option<S<CallerSocketEntry>>,
+}
+
+/// `caller_socket:` of a service: the local account that owns the socket of
+/// its identity side-channel, and a group that may ask too.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerSocketEntry {
+    /// User name or number on the hosting node (default: the vertex's user).
+    #[serde(default)]
+    pub user: Option<S<String>>,
+    /// Group name or number on the hosting node (default: none).
+    #[serde(default)]
+    pub group: Option<S<String>>,
 }
 
 /// `roles.yaml`.

@@ -80,6 +80,37 @@ impl Checker {
         }
     }
 
+    /// A local account (user or group) on the hosting node: a name of the
+    /// characters account names use, or a number; checked here, resolved by
+    /// the vertex on the node.
+    fn account(
+        &mut self,
+        file: &str,
+        what: &str,
+        s: &S<String>,
+    ) -> Option<flor_vertex::artifact::AccountName> {
+        let v = &s.value;
+        let ok = !v.is_empty()
+            && !v.starts_with('-')
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        match flor_vertex::artifact::AccountName::new(v) {
+            Ok(a) if ok => Some(a),
+            Ok(_) => {
+                self.push(
+                    file,
+                    line(s),
+                    format!("{what} {v:?}: not an account name (letters, digits, _ - .) or number"),
+                );
+                None
+            }
+            Err(l) => {
+                self.push(file, line(s), format!("{what} {v:?}: longer than {l}"));
+                None
+            }
+        }
+    }
+
     fn addr(&mut self, file: &str, what: &str, s: &S<String>) -> Option<SocketAddr> {
         match s.value.parse::<SocketAddr>() {
             Ok(a) if a.port() != 0 => Some(a),
@@ -576,6 +607,16 @@ fn declare_services(
             &format!("service {:?}", e.name.value),
             e.socks_port.as_ref(),
         );
+        let caller_socket = e.caller_socket.as_ref().map(|cs| {
+            let mut account = |what: &str, v: &Option<S<String>>| {
+                let v = v.as_ref()?;
+                c.account(model::SERVICES_FILE, &format!("caller_socket {what}"), v)
+            };
+            flor_vertex::artifact::CallerSocket {
+                user: account("user", &cs.value.user),
+                group: account("group", &cs.value.group),
+            }
+        });
         let (Some(name), Some(hosting), Some(upstream)) = (name, hosting, upstream) else {
             // Declared but unusable: references to it are not reported again.
             let key = if node_scoped {
@@ -615,6 +656,7 @@ fn declare_services(
                 upstream,
                 roles: Vec::new(),
                 socks_port,
+                caller_socket,
                 line: line(&e.name),
             },
         );

@@ -9,7 +9,8 @@
 //! The test causes one allowed flow (bob -> wiki) and one refused by alpha's
 //! ACL (carol -> wiki), then reads them back from Prometheus's query API for
 //! every running node, and through olga's SOCKS5 port with curl as
-//! `metrics.demo.flor.rete`; bob, who is no operator, is refused.
+//! `metrics.demo.flor.rete`; bob, who is no operator, is refused. Pushes
+//! carry the node the vertex proves: alpha pushing as beta is refused.
 //!
 //! Here rather than in agent/tests because it compiles the example rete with
 //! this crate's `retectl`; `flor` is the workspace's (`workspace_flor`).
@@ -20,80 +21,12 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 use testkit::{free_tcp, free_udp, Group};
-
-/// Starts `flor args` in its own process group, its log in `<home>/<log>`.
-fn spawn(home: &Path, args: &[&str], log: &str) -> Group {
-    std::fs::create_dir_all(home).unwrap();
-    let log = std::fs::File::create(home.join(log)).unwrap();
-    Group(
-        flor(home)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// `flor agent status --json`, once the vertex is healthy.
-fn healthy(home: &Path) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let o = flor(home)
-            .args(["agent", "status", "--rete", "demo.flor", "--json"])
-            .output()
-            .unwrap();
-        if o.status.success() {
-            let s: Value = serde_json::from_slice(&o.stdout).unwrap();
-            if s["vertex"]["health"] == "healthy" && s["listeners"].is_array() {
-                return s;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} not healthy: {}",
-            home.display(),
-            std::fs::read_to_string(home.join("agent.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The bound SOCKS5 port of `principal` in a status.
-fn socks_port(status: &Value, principal: &str) -> u16 {
-    status["listeners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["principal"] == principal)
-        .unwrap_or_else(|| panic!("no SOCKS5 listener for {principal}: {status}"))["actual"]
-        .as_u64()
-        .unwrap() as u16
-}
-
-/// A SOCKS5 CONNECT to `host:80`: the reply code and, when it succeeded, the stream.
-fn socks_connect(port: u16, host: &str) -> (u8, Option<TcpStream>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(&[5, 1, 0]).unwrap();
-    let mut m = [0u8; 2];
-    s.read_exact(&mut m).unwrap();
-    let mut req = vec![5, 1, 0, 3, host.len() as u8];
-    req.extend_from_slice(host.as_bytes());
-    req.extend_from_slice(&80u16.to_be_bytes());
-    s.write_all(&req).unwrap();
-    let mut reply = [0u8; 10];
-    s.read_exact(&mut reply).unwrap();
-    (reply[1], (reply[1] == 0).then_some(s))
-}
 
 /// A wiki upstream: answers every connection with one HTTP response.
 fn start_wiki() -> u16 {
@@ -365,5 +298,26 @@ fn prometheus_and_the_operator_read_every_nodes_counters() {
     // bob holds no operator role: mgmt01's vertex refuses him before the collector.
     let (code, _) = socks_connect(port_of("bob"), "metrics.demo.flor.rete");
     assert_eq!(code, 2, "bob may not read metrics");
+
+    // Pushes are labelled by the node the vertex proves (the side-channel),
+    // not by the path: alpha pushing under beta's name is refused.
+    let mgmt01: std::net::SocketAddr = format!("127.0.0.1:{mgmt_udp}").parse().unwrap();
+    let (status, body) = http_as(
+        &d.repo.join("certs/ca.crt"),
+        &tmp.join("alpha.bundle.json"),
+        "node/alpha",
+        "metrics-push",
+        mgmt01,
+        "POST",
+        "/push/beta",
+    );
+    let refusal = "spiffe://demo.flor/node/alpha may push only as node alpha, not as beta";
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains(refusal));
+    let log = std::fs::read_to_string(mgmt.join("metrics-server.log")).unwrap();
+    assert!(
+        log.contains(&format!("refused push (403): {refusal}")),
+        "{log}"
+    );
     drop(groups);
 }

@@ -6,6 +6,8 @@
 //! publishes their services; the store is `<install>/config-store`), and the
 //! operator olga publishes as `user/olga` through the `config-publish`
 //! service. bob, who has no `config-write` role, is refused by the ACL.
+//! Per-node reads: node alpha fetching beta's artifacts over Florete gets 403
+//! (logged with alpha's SPIFFE ID), its own and the operator's reads succeed.
 //!
 //! The roles under the agent: a config-server killed with SIGKILL comes back
 //! on its own with its store; a version that moves the metrics services to
@@ -151,6 +153,51 @@ fn operator_publishes_over_florete_and_others_are_refused() {
         std::fs::read(&stored).unwrap(),
         std::fs::read(v1.join("alpha/mgmt/agent.json")).unwrap()
     );
+
+    // Per-node reads (docs/config-server.md): the config-server asks mgmt01's
+    // vertex who is calling. alpha reads its own artifacts, not beta's; the
+    // operator reads every node's; a process on mgmt01 itself reads directly.
+    let alpha_bundle = tmp.join("alpha.bundle.json");
+    d.issue_bundle("alpha", None, &alpha_bundle);
+    let mgmt01: std::net::SocketAddr = format!("127.0.0.1:{udp}").parse().unwrap();
+    let get = |bundle: &Path, id: &str, node: &str| {
+        let path = format!("/artifact/{node}/mgmt/agent.json");
+        http_as(&ca, bundle, id, "config", mgmt01, "GET", &path)
+    };
+    let (status, body) = get(&alpha_bundle, "node/alpha", "alpha");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        body,
+        std::fs::read(v1.join("alpha/mgmt/agent.json")).unwrap()
+    );
+    let (status, body) = get(&alpha_bundle, "node/alpha", "beta");
+    let refusal = "spiffe://demo.flor/node/alpha may not read the artifacts of node beta";
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains(refusal));
+    let log = std::fs::read_to_string(home.join("config-server.log")).unwrap();
+    assert!(log.contains(&format!("refused (403): {refusal}")), "{log}");
+    let (status, body) = get(&laptop_bundle, "user/olga", "beta");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        body,
+        std::fs::read(v1.join("beta/mgmt/agent.json")).unwrap()
+    );
+    let local = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .arg(format!(
+            "http://127.0.0.1:{read}/artifact/beta/mgmt/agent.json"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&local.stdout), "200", "{local:?}");
 
     // bob holds no role that reaches config-publish: the vertex refuses before the server sees a byte.
     let bob = user_credentials(&laptop_bundle, "bob", tmp);

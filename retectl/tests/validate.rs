@@ -252,6 +252,23 @@ fn references_resolve() {
 }
 
 #[test]
+fn caller_socket_names_accounts() {
+    let d = Demo::new();
+    d.edit(
+        "services.yaml",
+        "upstream: 127.0.0.2:8080",
+        "upstream: 127.0.0.2:8080\n    caller_socket: {user: \"www data\", group: \"33\"}",
+    );
+    let err = fails(&d);
+    has(
+        &err,
+        &format!("services.yaml:{}:", d.line_of("services.yaml", "www data")),
+        "caller_socket user \"www data\": not an account name",
+    );
+    assert!(!err.contains("caller_socket group"), "{err}");
+}
+
+#[test]
 fn ports_are_valid() {
     let d = Demo::new();
     d.edit(

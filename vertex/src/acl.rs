@@ -88,6 +88,16 @@ impl Acl {
         }
     }
 
+    /// Does `caller`'s row grant `service`, pins aside? For a caller whose
+    /// certificate a vertex already checked against the pins when it admitted
+    /// the flow (the side-channel names only admitted callers).
+    pub fn grants(&self, caller: &SpiffeId, service: &SpiffeId) -> bool {
+        match (self.services.get(service), self.callers.get(caller)) {
+            (Some(bit), Some((mask, _))) => mask & bit != 0,
+            _ => false,
+        }
+    }
+
     /// Number of callers with any grant.
     pub fn callers(&self) -> usize {
         self.callers.len()

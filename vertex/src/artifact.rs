@@ -25,7 +25,7 @@ use crate::limits::{self, record_exceeded, Limit};
 /// Schema major version this build understands; a different major is refused.
 pub const SCHEMA_MAJOR: u16 = 1;
 /// Schema version this build writes (`major.minor`); minors only add optional fields.
-pub const SCHEMA_VERSION: &str = "1.2";
+pub const SCHEMA_VERSION: &str = "1.3";
 
 /// Why an artifact was refused after (or while) parsing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,6 +171,13 @@ bounded_text!(
     Limit::ShortLen
 );
 
+bounded_text!(
+    /// A local account on the node, user or group, by name (`www-data`) or number (`33`).
+    AccountName,
+    limits::MAX_NAME_LEN,
+    Limit::NameLen
+);
+
 impl ScopePath {
     /// Whether the path stays inside the scope: relative, no `..`, no empty segment.
     pub fn is_contained(&self) -> bool {
@@ -302,6 +309,24 @@ pub struct PublishedService {
     pub id: SpiffeId,
     /// The local upstream TCP address the vertex connects to.
     pub upstream: Addr,
+    /// Who may ask the service's identity side-channel (schema 1.3); `None`:
+    /// only the vertex's own user. Vertices of schema 1.1 ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_socket: Option<CallerSocket>,
+}
+
+/// The owner and group of a service's identity side-channel socket
+/// (`callers/<vertex>/<service>.sock`, docs/wire.md): the socket is mode
+/// 0600 for its user, 0660 when a group is named, so exactly the service's
+/// own account (or group) can ask which caller is on a connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallerSocket {
+    /// The owning user; `None`: the vertex's own user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<AccountName>,
+    /// The group that may ask too; `None`: no group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<AccountName>,
 }
 
 /// One caller and the services (indexes into `services`) it may reach.
@@ -840,12 +865,17 @@ pub(crate) mod tests {
             .push(PublishedService {
                 id: id("spiffe://demo.flor/service/wiki"),
                 upstream: Addr("127.0.0.1:8080".parse().unwrap()),
+                caller_socket: Some(CallerSocket {
+                    user: None,
+                    group: Some(AccountName::new("www-data").unwrap()),
+                }),
             })
             .unwrap();
         v.services
             .push(PublishedService {
                 id: id("spiffe://demo.flor/service/beta/tcp-echo"),
                 upstream: Addr("127.0.0.1:9000".parse().unwrap()),
+                caller_socket: None,
             })
             .unwrap();
         let mut both = ServiceIndexes::default();

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use crate::artifact::{AgentConfig, ArtifactError, MgmtSigner, VertexConfig};
 use crate::envelope::{self, ArtifactKind, EnvelopeError, Expect, Header};
-use crate::identity::{Name, TrustDomain};
+use crate::identity::{Name, SpiffeId, TrustDomain};
 
 /// The agent artifact's path inside a node's tree (and on the config-server).
 pub const AGENT_REL: &str = "mgmt/agent.json";
@@ -71,6 +71,29 @@ pub fn choose_home(
         Some(h) => h.join(USER_HOME_DIR),
         None => PathBuf::from(SYSTEM_HOME),
     }
+}
+
+/// The directory under a scope's runtime root that holds the identity
+/// side-channel sockets, one directory per vertex (`callers/<vertex>/`).
+pub const CALLERS_DIR: &str = "callers";
+
+/// Where vertex `vertex` serves the identity side-channel of `service`,
+/// relative to the scope's runtime root: `callers/<vertex>/<name>[.<node>].sock`
+/// (the service's hostname without the rete, so a rete-scoped `config` and a
+/// node-scoped `beta/tcp-echo` cannot collide). The vertex binds it; an
+/// upstream (the config-server, the metrics collector, any service) connects.
+pub fn caller_socket_rel(vertex: &Name, service: &SpiffeId) -> String {
+    let mut s = String::from(CALLERS_DIR);
+    s.push('/');
+    s.push_str(vertex.as_str());
+    s.push('/');
+    s.push_str(service.name().as_str());
+    if let Some(node) = service.node() {
+        s.push('.');
+        s.push_str(node.as_str());
+    }
+    s.push_str(".sock");
+    s
 }
 
 /// `mgmt/vertices/<name>.json`.
@@ -258,7 +281,19 @@ mod tests {
     fn paths_name_their_kind() {
         let flor = Name::new("flor").unwrap();
         assert_eq!(vertex_rel(&flor), "mgmt/vertices/flor.json");
-        assert_eq!(vertex_name_of("mgmt/vertices/flor.json"), Some(flor));
+        assert_eq!(
+            vertex_name_of("mgmt/vertices/flor.json"),
+            Some(flor.clone())
+        );
+        let id = |s| SpiffeId::parse(s).unwrap();
+        assert_eq!(
+            caller_socket_rel(&flor, &id("spiffe://demo.flor/service/config")),
+            "callers/flor/config.sock"
+        );
+        assert_eq!(
+            caller_socket_rel(&flor, &id("spiffe://demo.flor/service/beta/tcp-echo")),
+            "callers/flor/tcp-echo.beta.sock"
+        );
         assert_eq!(kind_of(AGENT_REL), Some(ArtifactKind::Agent));
         assert_eq!(
             kind_of("mgmt/vertices/flor.json"),

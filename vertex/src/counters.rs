@@ -332,12 +332,52 @@ pub static SERVE_HANDSHAKES: Handshakes = Handshakes::new("serve");
 /// Handshakes of connections this vertex dialled.
 pub static DIAL_HANDSHAKES: Handshakes = Handshakes::new("dial");
 
+/// The identity side-channel (`net::callers`): questions answered and flows it could not record.
+#[derive(Debug)]
+pub struct Callers {
+    /// Served flows not recorded because the table was at `MAX_CALLER_ENTRIES`.
+    pub table_full: Counter,
+    /// Questions answered with a caller.
+    known: Counter,
+    /// Questions answered `unknown`.
+    unknown: Counter,
+}
+
+impl Callers {
+    /// A question was answered, with a caller (`known`) or `unknown`.
+    pub fn asked(&self, known: bool) {
+        if known {
+            self.known.inc();
+        } else {
+            self.unknown.inc();
+        }
+    }
+
+    fn render(&self, out: &mut dyn Write, sep: char) -> fmt::Result {
+        let full = self.table_full.get();
+        series(out, "flor_caller_table_full_total", &[], full, sep)?;
+        for (answer, c) in [("known", &self.known), ("unknown", &self.unknown)] {
+            let labels = [("answer", answer)];
+            series(out, "flor_caller_lookups_total", &labels, c.get(), sep)?;
+        }
+        Ok(())
+    }
+}
+
+/// The side-channel's counters.
+pub static CALLERS: Callers = Callers {
+    table_full: Counter::new(),
+    known: Counter::new(),
+    unknown: Counter::new(),
+};
+
 /// Renders the vertex's counters as exposition lines, each ended by `sep`.
 pub fn render_vertex(out: &mut dyn Write, sep: char) -> fmt::Result {
     SERVE.render(out, sep)?;
     DIAL.render(out, sep)?;
     SERVE_HANDSHAKES.render(out, sep)?;
-    DIAL_HANDSHAKES.render(out, sep)
+    DIAL_HANDSHAKES.render(out, sep)?;
+    CALLERS.render(out, sep)
 }
 
 /// The agent's own events (one agent process per scope).

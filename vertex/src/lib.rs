@@ -29,6 +29,8 @@
 //! - [`wire`]: the stream preamble and close codes of the data plane.
 //! - [`http`]: sans-IO HTTP/1.1 heads and the publish body for the config-server and its clients.
 //! - [`control`]: the agent's control-socket request line.
+//! - [`callers`]: the identity side-channel: which caller is behind an upstream
+//!   TCP connection the vertex opened (table, request and answer lines).
 //! - [`counters`]: process-wide event counters of the vertex and the agent (fixed, atomic).
 //! - [`limits`]: every capacity, with its reason.
 //! - [`validity`]: a certificate's validity window and the time left (expiry).
@@ -41,6 +43,7 @@
 pub mod acl;
 pub mod artifact;
 pub mod bundle;
+pub mod callers;
 pub mod contract;
 pub mod control;
 pub mod counters;

@@ -105,6 +105,25 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = (MAX_FLOWS + MAX_FLOWS / 4) as u32;
 /// beyond it new flows get "overloaded".
 pub const MAX_FLOWS: usize = 1024;
 
+/// Upstream connections the identity side-channel remembers (`callers`): one
+/// per served flow, so it is sized to [`MAX_FLOWS`] and is full only if the
+/// flow cap and the table ever disagree. An entry is two socket addresses, two
+/// shared `Arc`s and a time (~80 bytes with the map's overhead), held only while
+/// its flow runs: 1,024 flows cost ~80 KiB. A flow that finds the table full is
+/// still served, logged and counted (`flor_caller_table_full_total`), and its
+/// upstream is answered `unknown`.
+pub const MAX_CALLER_ENTRIES: usize = MAX_FLOWS;
+
+/// Connections the side-channel sockets of one vertex serve at once (every
+/// service's together); one more is closed at once. An upstream asks once per
+/// accepted connection, in well under a millisecond, so 32 is plenty for a
+/// node's handful of services; each costs a task and a 128-byte line buffer.
+pub const MAX_CALLER_LOOKUPS: usize = 32;
+
+/// Seconds a side-channel connection may stay silent before the vertex closes
+/// it: an upstream may keep one open and ask per connection it accepts.
+pub const CALLER_LOOKUP_IDLE_S: u64 = 60;
+
 /// Open files a vertex asks for (its soft RLIMIT_NOFILE, raised at start up to
 /// the hard limit): a flow holds a TCP socket on each side it touches — the
 /// SOCKS5 client's on the dialing side, the upstream's on the serving side —

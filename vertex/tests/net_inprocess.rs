@@ -112,6 +112,7 @@ fn serving(
         port_offset: 0,
         socks_ip: net::SOCKS_IP,
         reset_secret: net::ResetSecret::random(),
+        runtime: None,
     };
     let bob = pki.creds("spiffe://demo.flor/user/bob");
     let echo = resolve(

@@ -350,6 +350,7 @@ mod tests {
                 .push(PublishedService {
                     id: SpiffeId::parse(id).unwrap(),
                     upstream: Addr(addr(up)),
+                    caller_socket: None,
                 })
                 .unwrap();
         }

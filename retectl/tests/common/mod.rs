@@ -3,8 +3,15 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use testkit::Group;
 
 /// The example repo in the source tree.
 pub fn example() -> PathBuf {
@@ -234,4 +241,119 @@ pub fn role_pid(home: &Path, role: &str, not: Option<u64>) -> u64 {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// Starts `flor args` in its own process group, its log in `<home>/<log>`.
+pub fn spawn(home: &Path, args: &[&str], log: &str) -> Group {
+    std::fs::create_dir_all(home).unwrap();
+    let log = std::fs::File::create(home.join(log)).unwrap();
+    Group(
+        flor(home)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `flor agent status --json`, once the vertex is healthy.
+pub fn healthy(home: &Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = flor(home)
+            .args(["agent", "status", "--rete", "demo.flor", "--json"])
+            .output()
+            .unwrap();
+        if o.status.success() {
+            let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+            if s["vertex"]["health"] == "healthy" && s["listeners"].is_array() {
+                return s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} not healthy: {}",
+            home.display(),
+            std::fs::read_to_string(home.join("agent.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The bound SOCKS5 port of `principal` in a status.
+pub fn socks_port(status: &Value, principal: &str) -> u16 {
+    status["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["principal"] == principal)
+        .unwrap_or_else(|| panic!("no SOCKS5 listener for {principal}: {status}"))["actual"]
+        .as_u64()
+        .unwrap() as u16
+}
+
+/// A SOCKS5 CONNECT to `host:80`: the reply code and, when it succeeded, the stream.
+pub fn socks_connect(port: u16, host: &str) -> (u8, Option<TcpStream>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m).unwrap();
+    let mut req = vec![5, 1, 0, 3, host.len() as u8];
+    req.extend_from_slice(host.as_bytes());
+    req.extend_from_slice(&80u16.to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).unwrap();
+    (reply[1], (reply[1] == 0).then_some(s))
+}
+
+/// The PEM certificate and key of `id` (e.g. `node/alpha`) in a Flow A bundle.
+pub fn bundle_credentials(bundle: &Path, id: &str) -> (String, String) {
+    let b: Value = serde_json::from_slice(&fs::read(bundle).unwrap()).unwrap();
+    let p = b["principals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == format!("spiffe://demo.flor/{id}"))
+        .unwrap_or_else(|| panic!("no {id} in {}", bundle.display()));
+    (
+        p["cert_pem"].as_str().unwrap().to_string(),
+        p["key_pem"].as_str().unwrap().to_string(),
+    )
+}
+
+/// One HTTP request over Florete, as `id` from `bundle`, to `service` at the
+/// vertex on `addr` (what an agent or `retectl publish` does): (status, body).
+pub fn http_as(
+    ca: &Path,
+    bundle: &Path,
+    id: &str,
+    service: &str,
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+) -> (u16, Vec<u8>) {
+    use flor_vertex::identity::{Dialable, SpiffeId};
+    use flor_vertex::net::{read_response, Credentials, Dialer};
+    use smol::io::AsyncWriteExt;
+    let (cert, key) = bundle_credentials(bundle, id);
+    let me = SpiffeId::parse(&format!("spiffe://demo.flor/{id}")).unwrap();
+    let creds =
+        std::sync::Arc::new(Credentials::from_pem(me, cert.as_bytes(), key.as_bytes()).unwrap());
+    let target =
+        Dialable::new(SpiffeId::parse(&format!("spiffe://demo.flor/service/{service}")).unwrap())
+            .unwrap();
+    flor_vertex::net::block_on(async {
+        let dialer = Dialer::new(&fs::read(ca).unwrap()).unwrap();
+        let mut flow = dialer.connect(&creds, &target, addr).await.unwrap();
+        let mut head = [0u8; 512];
+        let n =
+            flor_vertex::http::write_request(method, service, path, Some(0), &mut head).unwrap();
+        flow.write_all(&head[..n]).await.unwrap();
+        flow.flush().await.unwrap();
+        read_response(&mut flow, 1024 * 1024).await.unwrap()
+    })
 }

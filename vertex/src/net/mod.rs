@@ -15,6 +15,7 @@
 //! task runs on the thread in [`block_on`] (`exec`). Connections, streams and
 //! flows are capped by [`crate::limits`].
 
+mod callers;
 mod counting;
 mod dial;
 mod exec;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::sign::CertifiedKey;
@@ -18,6 +18,7 @@ use super::forward::pump;
 use super::take_slot;
 use super::tls::{spiffe_id_of, HandshakeFailure};
 use crate::acl::{AclHandle, Verdict as AclVerdict};
+use crate::callers::CallerTable;
 use crate::counters;
 use crate::identity::{Dialable, SniRegistry, SpiffeId, TrustDomain};
 use crate::limits::{HANDSHAKE_TIMEOUT_S, MAX_CONNECTIONS, MAX_FLOWS, UPSTREAM_CONNECT_TIMEOUT_S};
@@ -40,6 +41,8 @@ pub struct ServerCtx {
     pub connections: AtomicUsize,
     /// Flows being forwarded.
     pub flows: AtomicUsize,
+    /// Upstream connections -> their callers, for the identity side-channel.
+    pub callers: Arc<Mutex<CallerTable>>,
 }
 
 fn code(c: u32) -> quinn::VarInt {
@@ -95,7 +98,8 @@ type Refusal = (u32, &'static str, Option<Box<SpiffeId>>);
 /// Who calls: the caller's SPIFFE ID and the SHA-256 of its certificate's DER.
 #[derive(Debug)]
 struct Caller {
-    id: SpiffeId,
+    /// Shared with the side-channel's table while a flow runs.
+    id: Arc<SpiffeId>,
     cert_sha256: [u8; 32],
 }
 
@@ -147,7 +151,7 @@ fn identify(
         Some(Box::new(caller.clone())),
     ))?;
     let caller = Caller {
-        id: caller,
+        id: Arc::new(caller),
         cert_sha256,
     };
     Ok((caller, target.clone(), preamble))
@@ -188,15 +192,25 @@ async fn connection(conn: quinn::Connection, ctx: &Arc<ServerCtx>) {
         conn.remote_address()
     );
     let caller = Arc::new(caller);
+    let service = Arc::new(target.id().clone());
     let target = Arc::new(target);
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
                 let ctx = Arc::clone(ctx);
-                let (caller, target) = (Arc::clone(&caller), Arc::clone(&target));
+                let (caller, target, service) = (
+                    Arc::clone(&caller),
+                    Arc::clone(&target),
+                    Arc::clone(&service),
+                );
                 let conn = conn.clone();
                 super::exec::spawn(async move {
-                    stream(send, recv, &conn, &ctx, &caller, &target, preamble).await
+                    let who = Who {
+                        caller: &caller,
+                        target: &target,
+                        service: &service,
+                    };
+                    stream(send, recv, &conn, &ctx, who, preamble).await
                 })
                 .detach();
             }
@@ -269,19 +283,28 @@ async fn refuse_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream,
     .await;
 }
 
+/// Who a flow is for: the caller, and the service (as dialled and as an ID).
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    caller: &'a Caller,
+    target: &'a Dialable,
+    service: &'a Arc<SpiffeId>,
+}
+
 /// One flow: the hello, the checks, the upstream connect, the verdict, then
 /// the pump. Nothing the caller sent behind the hello is read before the
 /// verdict `Allowed` is written: the pump is the first reader of those bytes.
+/// While the pump runs, the side-channel can name the caller of its upstream
+/// connection.
 async fn stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     conn: &quinn::Connection,
     ctx: &ServerCtx,
-    who: &Caller,
-    target: &Dialable,
+    who: Who<'_>,
     preamble: Preamble,
 ) {
-    let caller = &who.id;
+    let (caller, target) = (&who.caller.id, who.target);
     let mut hello = [0u8; 1];
     if recv.read_exact(&mut hello).await.is_err() || hello[0] != preamble.hello() {
         log::warn!("refused stream {caller} -> {target}: bad preamble");
@@ -295,13 +318,13 @@ async fn stream(
     };
     // Checked per flow as well: an ACL swapped since the handshake, or a pin
     // that ran out, applies to new flows.
-    match acl_refusal(ctx, who, target.id()) {
+    match acl_refusal(ctx, who.caller, target.id()) {
         Ok(None) => {}
         Ok(Some(v)) => {
             log::warn!("refused flow {caller} -> {target}: {}", v.as_str());
             return refuse_stream(send, recv, v).await;
         }
-        Err(NotPinned) => return not_pinned(conn, who, target),
+        Err(NotPinned) => return not_pinned(conn, who.caller, target),
     }
     let Some(&upstream) = ctx.upstreams.get(target.id()) else {
         log::warn!("refused flow {caller} -> {target}: no upstream configured");
@@ -328,6 +351,9 @@ async fn stream(
         }
     };
     let _ = tcp.set_nodelay(true);
+    // Recorded before the verdict: the caller's first bytes, and so the
+    // upstream's first question, can only follow it.
+    let _recorded = super::callers::record(&ctx.callers, &tcp, &who.caller.id, who.service);
     if send.write_all(&[Verdict::Allowed as u8]).await.is_err() {
         return;
     }

@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::dial::{client_endpoint_on, Dialer};
@@ -16,6 +17,7 @@ use super::tls::{load_ca, registry, server_config, Credentials};
 use super::{transport, NetError};
 use crate::acl::{Acl, AclHandle, Swap};
 use crate::artifact::{Change, VertexConfig};
+use crate::callers::{CallerTable, MAX_CALLER_ENTRIES};
 use crate::identity::{Dialable, SpiffeId};
 
 /// What a vertex starts from: a validated artifact and the files it names.
@@ -35,6 +37,10 @@ pub struct VertexSetup {
     /// process of this vertex ([`ResetSecret::derive`]), so a restarted vertex
     /// resets its predecessor's connections and callers redial at once.
     pub reset_secret: ResetSecret,
+    /// The scope's runtime root: each published service's identity
+    /// side-channel socket is bound under it
+    /// ([`crate::contract::caller_socket_rel`]). `None`: no side-channel.
+    pub runtime: Option<PathBuf>,
 }
 
 /// One SOCKS5 listener as bound.
@@ -66,6 +72,8 @@ pub struct RunningVertex {
     client: Option<quinn::Endpoint>,
     serving: Option<Arc<ServerCtx>>,
     dialing: Option<Arc<SocksCtx>>,
+    /// The side-channel sockets, removed when the vertex is dropped.
+    side_channel: super::callers::SideChannel,
     _tasks: Vec<smol::Task<()>>,
 }
 
@@ -100,6 +108,11 @@ impl RunningVertex {
             self.cfg = new;
         }
         change
+    }
+
+    /// The identity side-channel sockets bound, one per published service.
+    pub fn caller_sockets(&self) -> &[PathBuf] {
+        &self.side_channel.paths
     }
 
     /// Closes every connection with close code SHUTDOWN, telling callers to
@@ -159,6 +172,29 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
 
     // Kept to read the flows in progress (`active_flows`).
     let (mut serving, mut dialing) = (None, None);
+    let callers = Arc::new(Mutex::new(CallerTable::new(MAX_CALLER_ENTRIES)));
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    let mut side_channel = super::callers::SideChannel::default();
+    #[cfg(unix)]
+    if let (Some(runtime), Some(_)) = (&setup.runtime, cfg.listen) {
+        for s in cfg.services.iter() {
+            let path = runtime.join(crate::contract::caller_socket_rel(&cfg.name, &s.id));
+            match super::callers::bind(&path, s.caller_socket.as_ref()) {
+                Ok(listener) => {
+                    log::info!("identity side-channel of {} on {}", s.id, path.display());
+                    tasks.push(exec::spawn(super::callers::serve_socket(
+                        listener,
+                        Arc::new(s.id.clone()),
+                        Arc::clone(&callers),
+                        Arc::clone(&side_channel.active),
+                    )));
+                    side_channel.paths.push(path);
+                }
+                // The service is still served; only its side-channel is missing.
+                Err(e) => log::error!("no identity side-channel for {}: {e}", s.id),
+            }
+        }
+    }
     let (udp, endpoint) = match cfg.listen {
         Some(listen) => {
             let tls = server_config(Arc::clone(&roots), Arc::new(registry(&published)))?;
@@ -188,6 +224,7 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
                 idle,
                 connections: AtomicUsize::new(0),
                 flows: AtomicUsize::new(0),
+                callers: Arc::clone(&callers),
             });
             serving = Some(Arc::clone(&ctx));
             tasks.push(exec::spawn(serve(ep.clone(), ctx)));
@@ -252,6 +289,7 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
         client,
         serving,
         dialing,
+        side_channel,
         _tasks: tasks,
     })
 }
