@@ -17,6 +17,7 @@
 //! ```
 
 pub mod machine;
+pub mod settle;
 
 /// Milliseconds on the shell's monotonic clock.
 pub type Millis = u64;
