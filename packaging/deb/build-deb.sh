@@ -100,7 +100,8 @@ done
 find "$pkg" -type d -exec chmod 0755 {} +
 
 install -d -m 0755 "$pkg/DEBIAN"
-installed_kib=$(du -sk --apparent-size "$pkg" | cut -f1)
+# Installed-Size: the files' bytes in KiB, rounded up (what dpkg -s and apt show).
+installed_kib=$(find "$pkg" -type f -printf '%s\n' | awk '{s += $1} END {print int((s + 1023) / 1024)}')
 {
 	cat <<CONTROL
 Package: flor
