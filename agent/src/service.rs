@@ -374,17 +374,28 @@ pub fn run() -> Result<(), String> {
     let mut signals = crate::process::stop_signals()?;
     supervise(|wait| {
         use smol::stream::StreamExt;
-        smol::block_on(smol::future::or(
-            async {
-                let _ = signals.next().await;
-                true
-            },
-            timeout(wait),
-        ))
+        // Short sleeps and a look at the signal stream, not a reactor timer: under
+        // qemu-user (how CI runs the MIPS router build) a smol timer in this loop
+        // never fired, so a scope enrolled after the first scan was never started.
+        let deadline = Instant::now() + wait;
+        loop {
+            if smol::block_on(smol::future::poll_once(signals.next())).is_some() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            std::thread::sleep(STOP_POLL.min(deadline - now));
+        }
     })
 }
 
+/// How often `flor service run` looks for SIGTERM while it waits for the next scan.
+const STOP_POLL: Duration = Duration::from_millis(200);
+
 /// Resolves to `false` after `d`: the "no stop asked for" side of a wait.
+#[cfg(windows)]
 pub async fn timeout(d: Duration) -> bool {
     smol::Timer::after(d).await;
     false

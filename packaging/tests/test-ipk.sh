@@ -229,7 +229,9 @@ else
 		echo "     the service's output (logd):"
 		sed 's/^/     /' "$T/procd.log" | tail -n 20
 	fi
-	kill "$svc" 2>/dev/null || true
+	# unshare --fork ignores SIGTERM itself; when it dies, --kill-child sends the
+	# service SIGTERM, as procd's stop would.
+	kill -KILL "$svc" 2>/dev/null || true
 	wait "$svc" 2>/dev/null || true
 	check "stopping the service stops the agent and its vertex (port $bob closed)" \
 		rete_wait 30 python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $bob)) == 0)"
