@@ -45,17 +45,10 @@ timed() { # <label> <command...>: runs it and prints how long it took
 # ---------------------------------------------------------------- docker mode
 if [ "$docker_mode" = 1 ]; then
   [ "${#boards[@]}" -gt 0 ] || boards=(openwrt-mipsel)
-  base_image=debian:bookworm
-  step "base image $base_image (no registry: debootstrap + docker import)"
-  if ! docker image inspect "$base_image" >/dev/null 2>&1; then
-    command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap
-    rootfs=$(mktemp -d /tmp/flor-bookworm-rootfs.XXXXXX)
-    timed debootstrap nice -n 19 debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
-    timed docker-import sh -c "tar -C '$rootfs' -c . | docker import - $base_image >/dev/null"
-    rm -rf "$rootfs"
-  else
-    echo "have $base_image"
-  fi
+  # shellcheck source=ci/debian-image.sh
+  source ci/debian-image.sh
+  step "base image $DEBIAN_BASE_IMAGE (no registry: debootstrap + docker import)"
+  debian_base_image
 
   step "toolchain image florete/cross-base (cross/Dockerfile runs cross/setup.sh)"
   # Where this network intercepts TLS, the image must trust the same CA as the host.

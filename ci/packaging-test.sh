@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Builds (or takes) flor's binaries, builds every package, and checks them:
-#   install.sh  in scratch roots, with a host build of flor (packaging/tests/test-install.sh)
-#   .ipk        for the mipsel router board, from its static musl build (test-ipk.sh)
+#   install.sh  in scratch roots, with a host build of flor (packaging/tests/test-install.sh);
+#               its unit's `flor service run` picks up a node that `flor enroll` adds
+#   .deb        amd64 from the host build, installed in a Debian container built from a
+#               debootstrap base: the service picks up `flor enroll <bundle>` and
+#               traffic flows (test-deb.sh); arm64 and armhf from the rpi-aarch64 and
+#               rpi-armv7 board builds when those exist (contents and `file` only)
+#   .ipk        for the mipsel router board, from its static musl build (test-ipk.sh);
+#               its `flor service run` under qemu-user picks up a newly enrolled node
 #   .msi        around an x86_64-pc-windows-gnu flor.exe (test-msi.sh): tables, then
 #               install, service, a rete node and uninstall under Wine
 #
 # usage: ci/packaging-test.sh [--flor FILE] [--mipsel FILE] [--exe FILE | --no-msi]
-#   --flor FILE    host flor for install.sh and for the rete the Windows node joins
-#                  (default: target/debug/flor, which `cargo test` has built already in
-#                  ci/test.sh; retectl is taken from beside it)
+#   --flor FILE    host flor for install.sh, the amd64 .deb and the rete the packaged
+#                  nodes join (default: target/debug/flor, which `cargo test` has built
+#                  already in ci/test.sh; retectl is taken from beside it)
 #   --mipsel FILE  static mipsel musl flor (default: build it with size-report for the
 #                  openwrt-mipsel board, the cross builders' recipe)
 #   --exe FILE     flor.exe to wrap (default: packaging/windows/build-exe.sh)
@@ -28,7 +34,7 @@ while [ $# -gt 0 ]; do
 	--mipsel) mipsel=${2:?}; shift ;;
 	--exe) exe=${2:?}; shift ;;
 	--no-msi) msi=0 ;;
-	-h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,23p' "$0"; exit 0 ;;
 	*) echo "packaging-test.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -72,12 +78,13 @@ run_check() { # run_check NAME CMD...: runs a test script, remembers its closing
 failed=0
 
 # Only this run's packages in target/packages.
-rm -f target/packages/flor_*.ipk target/packages/flor-*.msi
+rm -f target/packages/flor_*.ipk target/packages/flor_*.deb target/packages/flor-*.msi target/packages/flor-amd64
 
 step "shellcheck"
 run_check shellcheck bash -c 'shellcheck -x packaging/install.sh packaging/openwrt/build-ipk.sh \
 	packaging/openwrt/files/flor.init packaging/openwrt/control/postinst packaging/openwrt/control/prerm \
 	packaging/windows/build-msi.sh packaging/windows/build-exe.sh packaging/tests/*.sh ci/packaging-test.sh \
+	packaging/deb/build-deb.sh packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm ci/debian-image.sh \
 	&& echo "1 passed, 0 failed"'
 
 step "install.sh $(since)"
@@ -87,7 +94,29 @@ if [ -z "$flor" ]; then
 	nice -n 19 cargo test -q --workspace --locked --no-run
 	flor=target/debug/flor
 fi
-run_check install.sh packaging/tests/test-install.sh "$flor"
+retectl=$(dirname "$flor")/retectl
+run_check install.sh packaging/tests/test-install.sh "$flor" "$retectl"
+
+step "Debian .deb $(since)"
+# Packages ship stripped binaries (Debian policy; the release profile strips too):
+# the debug build's 80 MB of debug info would only slow xz down.
+mkdir -p target/packages
+strip -o target/packages/flor-amd64 "$flor"
+deb=$(packaging/deb/build-deb.sh --binary target/packages/flor-amd64 --arch amd64)
+ls -l "$deb"
+run_check deb-amd64 packaging/tests/test-deb.sh "$deb" amd64 target/packages/flor-amd64 "$flor" "$retectl"
+# The Raspberry Pi packages wrap the boards' cross builds (ci/cross.sh <board>); a cold
+# cross build takes ~10 min per board, so they are packaged only when already built.
+for row in "rpi-aarch64 arm64" "rpi-armv7 armhf"; do
+	read -r b a <<<"$row"
+	pi=target/boards/$b/release/flor
+	if [ -f "$pi" ]; then
+		deb=$(packaging/deb/build-deb.sh --binary "$pi" --arch "$a")
+		run_check "deb-$a" packaging/tests/test-deb.sh "$deb" "$a" "$pi"
+	else
+		results+=("deb-$a: not built (no $pi; ci/cross.sh $b builds it)")
+	fi
+done
 
 step "OpenWrt .ipk (openwrt-mipsel) $(since)"
 board=boards/openwrt-mipsel.toml
@@ -102,7 +131,7 @@ if [ -z "$mipsel" ]; then
 fi
 ipk=$(packaging/openwrt/build-ipk.sh --binary "$mipsel" --arch mipsel_24kc)
 ls -l "$ipk"
-run_check ipk packaging/tests/test-ipk.sh "$ipk" mipsel_24kc "$mipsel" "$board"
+run_check ipk packaging/tests/test-ipk.sh "$ipk" mipsel_24kc "$mipsel" "$board" "$flor" "$retectl"
 
 if [ "$msi" = 1 ]; then
 	step "Windows MSI $(since)"

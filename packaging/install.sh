@@ -3,14 +3,18 @@
 #
 # What it puts where (system install, the default; run as root):
 #   Linux  <prefix>/bin/flor                               (0755, prefix default /usr/local)
-#          /etc/systemd/system/flor-agent@.service          (0644) one templated unit; instance = rete scope
-#          /etc/systemd/system/multi-user.target.wants/flor-agent@<scope>.service  (per --scope)
+#          /etc/systemd/system/flor.service                 (0644) the one unit: `flor service run`
+#          /etc/systemd/system/multi-user.target.wants/flor.service  (what `systemctl enable` makes)
 #          /etc/flor/retes/                                 (0700) where `flor enroll` puts each scope
 #          <prefix>/share/{bash-completion,zsh,fish,man}/... flor's completions and man page
 #                                                           (packaging/extras.sh, when it is beside this script)
 #   macOS  <prefix>/bin/flor                               (0755)
-#          /Library/LaunchDaemons/org.florete.flor-agent.<scope>.plist  (0644) one per --scope
+#          /Library/LaunchDaemons/org.florete.flor.plist    (0644) the one daemon: `flor service run`
 #          /etc/flor/retes/                                 (0700)
+# One service per host: `flor service run` runs an agent for every enrolled scope and
+# starts a newly enrolled one within 2 s, so `sudo flor enroll <bundle>` is all a new
+# rete takes. The Linux unit is packaging/systemd/flor.service, embedded below (the
+# .deb installs the same file; packaging/tests/test-install.sh keeps them equal).
 # With --user (no root): ~/.local/bin/flor, a systemd user unit in ~/.config/systemd/user
 # or a LaunchAgent in ~/Library/LaunchAgents; scopes live in ~/.flor (flor's default).
 #
@@ -25,23 +29,28 @@
 # keeps /etc/flor (enrolled keys and certificates) unless --purge is given too.
 #
 # Upgrades: re-running it with a new binary writes the binary by rename, then restarts
-# every agent that is running (systemd try-restart, launchd kickstart -k) so the new
-# binary takes over; the restarted agent starts its vertex from the new binary too.
-# Agents that are stopped stay stopped; --no-start restarts nothing.
+# the service if it runs (systemd try-restart, launchd kickstart -k) so the new binary
+# takes over; its agents start their vertices from the new binary too. A stopped
+# service stays stopped; --no-start restarts nothing. A host with the per-scope units
+# of earlier releases (flor-agent@<scope>.service, org.florete.flor-agent.<scope>) has
+# them stopped, disabled and removed, and the one service enabled and started instead.
 set -eu
 
-LABEL_PREFIX=org.florete.flor-agent
-UNIT_NAME=flor-agent@.service
+UNIT_NAME=flor.service
+LABEL=org.florete.flor
+# The per-scope units of earlier releases, replaced by the one service.
+OLD_UNIT_NAME=flor-agent@.service
+OLD_LABEL_PREFIX=org.florete.flor-agent
 
 usage() {
 	cat <<'EOF'
 usage: install.sh [options]
   --binary FILE   install this flor binary (default: ./flor-<os>-<arch> next to this script)
-  --scope NAME    enable and start the agent for rete scope NAME (repeatable)
+  --scope NAME    accepted for old install lines; ignored (the service runs every enrolled scope)
   --prefix DIR    install prefix (default /usr/local; ~/.local with --user)
   --root DIR      write everything under DIR instead of / (also: DESTDIR=DIR); no service manager calls
   --user          install for the current user only (no root needed)
-  --uninstall     remove flor, its units and the scopes' service registrations
+  --uninstall     remove flor and its service
   --purge         with --uninstall: also delete the enrolled scopes (keys!) under the flor home
   --no-start      install and enable, but do not start or restart anything
   --os OS         linux or darwin (default: uname -s; only with --root)
@@ -195,12 +204,7 @@ flor_bin="$bindir/flor"
 live=0
 [ -n "$root" ] || live=1
 
-for s in $scopes; do
-	# The same rule as flor's scope names (agent/src/scope.rs): a-z 0-9 . - _, no leading dot.
-	case "$s" in
-	.* | *[!a-z0-9._-]*) die "scope name '$s' may hold only a-z, 0-9, '.', '-', '_' and may not start with '.'" ;;
-	esac
-done
+[ -z "$scopes" ] || say "--scope is no longer needed and is ignored: the flor service runs every enrolled scope"
 
 # --- file helpers --------------------------------------------------------------
 # Writes stdin to $1 with mode $2 through a temp file in the same directory and a
@@ -215,54 +219,41 @@ put_file() {
 	mv -f "$tmp" "$dest"
 }
 
-systemd_unit() {
-	if [ "$user_mode" = 1 ]; then
-		cat <<EOF
-# Florete agent for one rete scope (user install): flor-agent@<scope>.service.
-# Installed by install.sh; the agent supervises its vertex child (flor vertex run).
+# packaging/systemd/flor.service, byte for byte (test-install.sh compares them); the
+# .deb installs that file as it is, here only ExecStart gets this install's binary.
+system_unit_file() {
+	cat <<'FLOR_SERVICE_UNIT'
+# Florete node service: one `flor service run` for the host. It runs
+# `flor agent run --rete <scope>` for every rete enrolled under /etc/flor/retes,
+# starts a newly enrolled one within 2 s (`flor enroll <bundle>` as root is all it
+# takes), restarts a dead agent, and each agent supervises its vertex.
+# Installed by the .deb (packaging/deb) and install.sh, which embeds this file and
+# writes its own binary path into ExecStart (packaging/tests/test-install.sh keeps
+# the two equal).
 [Unit]
-Description=Florete agent for rete scope %i
-ConditionPathExists=%h/.flor/retes/%i/scope.json
-
-[Service]
-Type=simple
-ExecStart=$flor_bin agent run --rete %i
-Restart=on-failure
-RestartSec=5s
-
-[Install]
-WantedBy=$wants_target
-EOF
-		return
-	fi
-	cat <<EOF
-# Florete agent for one rete scope: flor-agent@<scope>.service (systemctl enable --now
-# flor-agent@demo.flor). Installed by install.sh; the agent supervises its vertex child
-# (flor vertex run), so one unit per scope carries both.
-[Unit]
-Description=Florete agent for rete scope %i
+Description=Florete node (an agent for every enrolled rete)
 Wants=network-online.target
 After=network-online.target
-# Enrolled with: sudo env FLOR_HOME=$flor_home flor enroll <bundle>
-ConditionPathExists=$flor_home/retes/%i/scope.json
 # A router-style node keeps trying: no start-rate limit.
 StartLimitIntervalSec=0
 
 [Service]
 Type=simple
-# flor's own default is ~/.flor; a system service has no home, so name it.
-Environment=FLOR_HOME=$flor_home
-Environment=FLOR_RUNTIME_DIR=/run/flor
-ExecStart=$flor_bin agent run --rete %i
+# No FLOR_HOME: as root, flor uses /etc/flor when it exists (the packages create
+# it), the same home `flor enroll` and `flor agent status` find when run as root.
+ExecStart=/usr/bin/flor service run
 Restart=on-failure
 RestartSec=5s
-# /run/flor/<scope>: vertex status files; removed when the unit stops.
-RuntimeDirectory=flor/%i
+# SIGTERM to the service only: it stops each agent, and each agent its vertex.
+KillMode=mixed
+TimeoutStopSec=30s
+# /run/flor/<scope>: the vertices' status files; removed when the service stops.
+RuntimeDirectory=flor
 RuntimeDirectoryMode=0750
-# The agent writes only its own scope (artifacts, staged versions, control socket).
+# The service writes only the flor home (scopes, artifacts, control sockets, logs).
 NoNewPrivileges=yes
 ProtectSystem=strict
-ReadWritePaths=$flor_home/retes/%i
+ReadWritePaths=/etc/flor
 ProtectHome=yes
 PrivateTmp=yes
 PrivateDevices=yes
@@ -273,45 +264,52 @@ RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 LimitNOFILE=8192
 
 [Install]
-WantedBy=$wants_target
-EOF
+WantedBy=multi-user.target
+FLOR_SERVICE_UNIT
 }
 
-plist_label() { echo "$LABEL_PREFIX.$1"; }
+systemd_unit() {
+	if [ "$user_mode" = 1 ]; then
+		cat <<EOF
+# Florete node service for one user (install.sh --user): one \`flor service run\`
+# that runs an agent for every rete enrolled under ~/.flor and starts a newly
+# enrolled one within 2 s.
+[Unit]
+Description=Florete node for this user (an agent for every enrolled rete)
+
+[Service]
+Type=simple
+ExecStart=$flor_bin service run
+Restart=on-failure
+RestartSec=5s
+KillMode=mixed
+TimeoutStopSec=30s
+
+[Install]
+WantedBy=$wants_target
+EOF
+		return
+	fi
+	system_unit_file | sed "s#^ExecStart=/usr/bin/flor #ExecStart=$flor_bin #"
+}
 
 launchd_plist() {
-	scope=$1
-	if [ "$user_mode" = 1 ]; then
-		log="$HOME/Library/Logs/flor-agent.$scope.log"
-		env_xml=""
-	else
-		log="/var/log/flor-agent.$scope.log"
-		env_xml="	<key>EnvironmentVariables</key>
-	<dict>
-		<key>FLOR_HOME</key>
-		<string>$flor_home</string>
-		<key>FLOR_RUNTIME_DIR</key>
-		<string>/var/run/flor</string>
-	</dict>
-"
-	fi
+	if [ "$user_mode" = 1 ]; then log="$HOME/Library/Logs/flor.log"; else log=/var/log/flor.log; fi
 	cat <<EOF
 <?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
-<!-- Florete agent for rete scope $scope. Installed by install.sh. -->
+<!-- Florete node: one flor service run for every enrolled rete. Installed by install.sh. -->
 <plist version="1.0">
 <dict>
 	<key>Label</key>
-	<string>$(plist_label "$scope")</string>
+	<string>$LABEL</string>
 	<key>ProgramArguments</key>
 	<array>
 		<string>$flor_bin</string>
-		<string>agent</string>
+		<string>service</string>
 		<string>run</string>
-		<string>--rete</string>
-		<string>$scope</string>
 	</array>
-$env_xml	<key>RunAtLoad</key>
+	<key>RunAtLoad</key>
 	<true/>
 	<key>KeepAlive</key>
 	<dict>
@@ -333,7 +331,6 @@ EOF
 systemctl_() {
 	if [ "$user_mode" = 1 ]; then systemctl --user "$@"; else systemctl "$@"; fi
 }
-sysctl_cmd() { if [ "$user_mode" = 1 ]; then echo "systemctl --user"; else echo systemctl; fi; }
 # FLOR_SYSTEMD_RUNDIR stands in for /run/systemd/system in tests (with a fake systemctl).
 have_systemd() { command -v systemctl >/dev/null 2>&1 && [ -d "${FLOR_SYSTEMD_RUNDIR:-/run/systemd/system}" ]; }
 launchd_domain() {
@@ -356,25 +353,52 @@ remove_extras() {
 	[ "$live" = 1 ] || find "$root$prefix/share" -depth -type d -empty -delete 2>/dev/null || true
 }
 
-# --- uninstall -------------------------------------------------------------------
-if [ "$uninstall" = 1 ]; then
+# Stops, disables and removes the per-scope units of earlier releases. Prints how
+# many it removed.
+remove_old_units() {
+	n=0
 	if [ "$os" = linux ]; then
 		for link in "$root$unit_dir"/*.wants/flor-agent@*.service; do
 			[ -L "$link" ] || continue
 			inst=$(basename "$link")
-			if [ "$live" = 1 ] && have_systemd; then systemctl_ disable --now "$inst" || true; fi
+			if [ "$live" = 1 ] && have_systemd; then systemctl_ disable --now "$inst" >/dev/null 2>&1 || true; fi
 			rm -f "$link"
-			say "disabled $inst"
+			say "stopped and disabled $inst (replaced by $UNIT_NAME)" >&2
+			n=$((n + 1))
 		done
-		rm -f "$root$unit_dir/$UNIT_NAME"
-		if [ "$live" = 1 ] && have_systemd; then systemctl_ daemon-reload || true; fi
+		if [ -f "$root$unit_dir/$OLD_UNIT_NAME" ]; then
+			rm -f "$root$unit_dir/$OLD_UNIT_NAME"
+			say "removed $unit_dir/$OLD_UNIT_NAME" >&2
+			n=$((n + 1))
+		fi
 	else
-		for plist in "$root$unit_dir/$LABEL_PREFIX".*.plist; do
+		for plist in "$root$unit_dir/$OLD_LABEL_PREFIX".*.plist; do
 			[ -f "$plist" ] || continue
 			if [ "$live" = 1 ]; then launchctl bootout "$(launchd_domain)" "$plist" 2>/dev/null || true; fi
 			rm -f "$plist"
-			say "removed $(basename "$plist")"
+			say "unloaded and removed $(basename "$plist") (replaced by $LABEL)" >&2
+			n=$((n + 1))
 		done
+	fi
+	echo "$n"
+}
+
+# --- uninstall -------------------------------------------------------------------
+if [ "$uninstall" = 1 ]; then
+	if [ "$os" = linux ]; then
+		if [ "$live" = 1 ] && have_systemd && [ -f "$unit_dir/$UNIT_NAME" ]; then
+			systemctl_ disable --now "$UNIT_NAME" || true
+		fi
+		rm -f "$root$unit_dir/$wants_target.wants/$UNIT_NAME" "$root$unit_dir/$UNIT_NAME"
+		remove_old_units >/dev/null
+		if [ "$live" = 1 ] && have_systemd; then systemctl_ daemon-reload || true; fi
+		say "removed $UNIT_NAME"
+	else
+		plist="$unit_dir/$LABEL.plist"
+		if [ "$live" = 1 ] && [ -f "$plist" ]; then launchctl bootout "$(launchd_domain)" "$plist" 2>/dev/null || true; fi
+		rm -f "$root$plist"
+		remove_old_units >/dev/null
+		say "removed $LABEL.plist"
 	fi
 	rm -f "$root$flor_bin"
 	remove_extras
@@ -402,9 +426,9 @@ if [ "$got" != "$platform" ] && ! { [ "$got" = darwin-universal ] && [ "$os" = d
 	die "$binary is a $got build, but this is $platform (wrong file, or pass --arch/--os for a scratch root)"
 fi
 
-# The binary: copy beside the old one, then rename over it, so a running agent keeps
+# The binary: copy beside the old one, then rename over it, so a running service keeps
 # its open file and the next start gets the new one. An upgrade is a different binary
-# where one was installed: running agents are restarted below so it takes over.
+# where one was installed: a running service is restarted below so it takes over.
 upgraded=0
 if [ -f "$root$flor_bin" ] && ! cmp -s "$binary" "$root$flor_bin"; then upgraded=1; fi
 put_file "$root$flor_bin" 0755 <"$binary"
@@ -414,64 +438,55 @@ install_extras
 mkdir -p "$root$flor_home/retes"
 chmod 0700 "$root$flor_home/retes"
 
+# The service: written, registered (first install or replacing the per-scope units:
+# start it) or changed (an upgrade: restart it if it runs).
+replaced=$(remove_old_units)
 if [ "$os" = linux ]; then
-	systemd_unit | put_file "$root$unit_dir/$UNIT_NAME" 0644
+	unit="$root$unit_dir/$UNIT_NAME"
+	fresh=0
+	[ -f "$unit" ] || fresh=1
+	if [ "$fresh" = 0 ] && ! systemd_unit | cmp -s - "$unit"; then upgraded=1; fi
+	systemd_unit | put_file "$unit" 0644
 	say "installed $unit_dir/$UNIT_NAME"
-	for s in $scopes; do
-		wants="$root$unit_dir/$wants_target.wants"
-		mkdir -p "$wants"
-		# What `systemctl enable flor-agent@<scope>` makes, made by hand so it works in a
-		# scratch root too.
-		ln -sfn "$unit_dir/$UNIT_NAME" "$wants/flor-agent@$s.service"
-		say "enabled flor-agent@$s.service"
-	done
+	# What `systemctl enable flor` makes, made by hand so it works in a scratch root too.
+	mkdir -p "$root$unit_dir/$wants_target.wants"
+	ln -sfn "$unit_dir/$UNIT_NAME" "$root$unit_dir/$wants_target.wants/$UNIT_NAME"
+	say "enabled $UNIT_NAME"
 	if [ "$live" = 1 ] && have_systemd; then
 		systemctl_ daemon-reload
-		if [ "$start" = 1 ] && [ "$upgraded" = 1 ]; then
-			# Every running instance, --scope or not; try-restart leaves stopped ones alone.
-			systemctl_ try-restart 'flor-agent@*.service'
-			say "restarted the running flor agents on the new binary"
-		fi
-		if [ "$start" = 1 ]; then
-			for s in $scopes; do
-				if [ -f "$flor_home/retes/$s/scope.json" ]; then
-					# After an upgrade the running ones were just restarted: start the rest.
-					if [ "$upgraded" = 1 ]; then systemctl_ start "flor-agent@$s.service"
-					else systemctl_ restart "flor-agent@$s.service"; fi
-					say "started flor-agent@$s.service"
-				else
-					say "scope $s is not enrolled yet: after flor enroll, run: $(sysctl_cmd) start flor-agent@$s"
-				fi
-			done
+		if [ "$start" = 1 ] && { [ "$fresh" = 1 ] || [ "$replaced" != 0 ]; }; then
+			systemctl_ restart "$UNIT_NAME"
+			say "started $UNIT_NAME: it runs every scope enrolled under $flor_home"
+		elif [ "$start" = 1 ] && [ "$upgraded" = 1 ]; then
+			# try-restart leaves a service that was stopped on purpose stopped.
+			systemctl_ try-restart "$UNIT_NAME"
+			say "restarted $UNIT_NAME (if it was running) on the new binary"
 		fi
 	elif [ "$live" = 1 ]; then
-		say "systemd is not running here; start the agent yourself: FLOR_HOME=$flor_home $flor_bin agent run --rete <scope>"
-		[ "$upgraded" = 0 ] || say "flor was upgraded: restart any running 'flor agent run' so the new binary takes over"
+		say "systemd is not running here; start the service yourself: $flor_bin service run"
+		[ "$upgraded" = 0 ] || say "flor was upgraded: restart a running 'flor service run' so the new binary takes over"
 	fi
 else
-	if [ "$live" = 1 ] && [ "$start" = 1 ] && [ "$upgraded" = 1 ]; then
-		# Every loaded agent not reloaded below (--scope) restarts on the new binary;
-		# kickstart -k kills and restarts a running job, and one that is not loaded is skipped.
-		for plist in "$unit_dir/$LABEL_PREFIX".*.plist; do
-			[ -f "$plist" ] || continue
-			label=$(basename "$plist" .plist)
-			case " $scopes " in *" ${label#"$LABEL_PREFIX".} "*) continue ;; esac
-			if launchctl print "$(launchd_domain)/$label" >/dev/null 2>&1; then
-				launchctl kickstart -k "$(launchd_domain)/$label"
-				say "restarted $label on the new binary"
-			fi
-		done
-	fi
-	for s in $scopes; do
-		plist="$unit_dir/$(plist_label "$s").plist"
-		launchd_plist "$s" | put_file "$root$plist" 0644
-		say "installed $plist"
-		if [ "$live" = 1 ] && [ "$start" = 1 ]; then
+	plist="$unit_dir/$LABEL.plist"
+	fresh=0
+	[ -f "$root$plist" ] || fresh=1
+	if [ "$fresh" = 0 ] && ! launchd_plist | cmp -s - "$root$plist"; then upgraded=1; fi
+	launchd_plist | put_file "$root$plist" 0644
+	say "installed $plist"
+	if [ "$live" = 1 ] && [ "$start" = 1 ]; then
+		if [ "$fresh" = 1 ] || [ "$replaced" != 0 ]; then
 			launchctl bootout "$(launchd_domain)" "$plist" 2>/dev/null || true
 			launchctl bootstrap "$(launchd_domain)" "$plist"
-			say "loaded $(plist_label "$s")"
+			say "loaded $LABEL: it runs every scope enrolled under $flor_home"
+		elif [ "$upgraded" = 1 ] && launchctl print "$(launchd_domain)/$LABEL" >/dev/null 2>&1; then
+			# kickstart -k kills and restarts the running job on the new binary.
+			launchctl kickstart -k "$(launchd_domain)/$LABEL"
+			say "restarted $LABEL on the new binary"
 		fi
-	done
-	[ -n "$scopes" ] || say "no --scope given: install.sh --scope <rete> adds a LaunchDaemon per enrolled scope"
+	fi
 fi
-say "done"
+if [ "$user_mode" = 1 ]; then
+	say "done; enroll with: $flor_bin enroll <bundle>"
+else
+	say "done; enroll with: sudo $flor_bin enroll <bundle>"
+fi

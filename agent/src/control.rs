@@ -173,6 +173,21 @@ fn connect_raw(path: &Path) -> io::Result<std::net::TcpStream> {
 ///
 /// `timeout` bounds the whole exchange (a sync waits for the new vertex to come up).
 pub fn call(scope: &Scope, req: Request, timeout: Duration) -> Result<bool, String> {
+    let out = std::io::stdout();
+    call_with(scope, req, timeout, |l| {
+        let mut o = out.lock();
+        let _ = writeln!(o, "{l}");
+    })
+}
+
+/// Sends `req` to the scope's agent and hands each answer line to `line`;
+/// returns whether it succeeded.
+pub fn call_with(
+    scope: &Scope,
+    req: Request,
+    timeout: Duration,
+    mut on_line: impl FnMut(&str),
+) -> Result<bool, String> {
     let path = socket_path(scope);
     let mut s = connect_raw(&path).map_err(|e| {
         format!(
@@ -188,16 +203,12 @@ pub fn call(scope: &Scope, req: Request, timeout: Duration) -> Result<bool, Stri
     line.push('\n');
     s.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
     let mut ok = None;
-    let out = std::io::stdout();
     for l in BufReader::new(s).lines() {
         let l = l.map_err(|e| format!("reading the agent's answer: {e}"))?;
         match l.as_str() {
             OK => ok = Some(true),
             FAILED => ok = Some(false),
-            _ => {
-                let mut o = out.lock();
-                let _ = writeln!(o, "{l}");
-            }
+            _ => on_line(&l),
         }
     }
     ok.ok_or_else(|| "the agent closed the connection without an answer".to_string())

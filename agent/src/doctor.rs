@@ -363,7 +363,8 @@ fn alive(pid: u32) -> bool {
 /// The agent and its vertex; returns whether the vertex runs.
 fn agent_and_vertex(c: &mut Checks<'_>, scope: &Scope) -> bool {
     let start = format!(
-        "start it: flor agent run --rete {0} (systemd: systemctl start flor-agent@{0}; OpenWrt: /etc/init.d/flor start)",
+        "start the flor service, which runs every enrolled scope: {} (or only this scope: flor agent run --rete {})",
+        crate::service::start_hint(&crate::scope::base_dir()),
         scope.name
     );
     if crate::control::agent_running(scope) {

@@ -13,7 +13,9 @@
 //!
 //! `scope.json` is written last: it is what makes a scope "enrolled", so an
 //! enrollment interrupted at any point is simply not there yet and can be run
-//! again.
+//! again. Then [`settle`] waits for the host's service to start the scope's
+//! agent and its vertex ([`crate::core::settle`] decides), so enroll ends by
+//! saying that traffic flows, or what to start.
 
 use std::fmt;
 use std::fs;
@@ -26,6 +28,7 @@ use flor_vertex::identity::{Kind, Name, SpiffeId, TrustDomain};
 use flor_vertex::limits::{MAX_BUNDLE_BYTES, MAX_PEM_LEN};
 use pki_types::pem::PemObject;
 
+use crate::core::settle::{self, Probe, Settled};
 use crate::fetch::{FetchError, Source};
 use crate::scope::{Scope, ScopeError, ScopeInfo};
 use crate::store::{self, StoreError};
@@ -322,8 +325,6 @@ pub struct Enrolled {
     pub info: ScopeInfo,
     /// The installed version.
     pub version: u32,
-    /// The scope's agent was running and has re-read the scope.
-    pub agent_reloaded: bool,
 }
 
 /// `flor enroll`.
@@ -508,8 +509,74 @@ pub fn enroll(
         scope,
         info,
         version: verified.version(),
-        agent_reloaded: agent_running,
     })
+}
+
+/// How the node runs the scope once `flor enroll` wrote it.
+pub struct Settlement {
+    /// How the wait ended.
+    pub outcome: Settled,
+    /// The flor home the scope is in (the one the service must run for).
+    pub home: PathBuf,
+    /// The command that starts this host's service.
+    pub hint: &'static str,
+    /// The agent's SOCKS5 lines from `flor agent status`, once it runs.
+    pub socks: Vec<String>,
+}
+
+/// Waits (at most [`settle::SETTLE_WITHIN`]) until the scope's agent runs a
+/// healthy vertex, or says at once that no service will start it.
+pub fn settle(scope: &Scope) -> Settlement {
+    let home = crate::scope::base_dir();
+    let start = std::time::Instant::now();
+    let outcome = loop {
+        let probe = Probe {
+            service: crate::service::service_running(&home),
+            agent: agent_health(scope),
+        };
+        let elapsed = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let Some(outcome) = settle::decide(elapsed, probe) {
+            break outcome;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(settle::PROBE_EVERY));
+    };
+    let mut socks = Vec::new();
+    if outcome == Settled::Running {
+        let _ = crate::control::call_with(
+            scope,
+            crate::control::Request::Status { json: false },
+            STATUS_TIMEOUT,
+            |l| {
+                if l.trim_start().starts_with("socks5") {
+                    socks.push(l.trim().to_string());
+                }
+            },
+        );
+    }
+    Settlement {
+        outcome,
+        hint: crate::service::start_hint(&home),
+        home,
+        socks,
+    }
+}
+
+/// How long one status request to the agent may take.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `Some(healthy)` when the scope's agent answers `status json`.
+fn agent_health(scope: &Scope) -> Option<bool> {
+    let mut json = String::new();
+    let asked = crate::control::call_with(
+        scope,
+        crate::control::Request::Status { json: true },
+        STATUS_TIMEOUT,
+        |l| json.push_str(l),
+    );
+    match asked {
+        Ok(true) => crate::status::Brief::healthy(&json),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -90,6 +90,12 @@ fn stderr_is_journal() -> bool {
     }
 }
 
+/// Whether this process's standard streams go to the system log (the journal
+/// under systemd, logd under procd), which a child writing to them reaches too.
+pub fn streams_are_system_log() -> bool {
+    matches!(style(false), Style::Journal | Style::Procd { .. })
+}
+
 /// Installs the logger. `file`: append there instead of standard error;
 /// `agent_pipe`: this process is a vertex whose standard output is the agent's pipe.
 pub fn init(file: Option<std::fs::File>, agent_pipe: bool) {

@@ -17,7 +17,7 @@
 //! flor config-server  store and serve the published tree (management node)
 //! flor metrics-server keep each node's pushed counters, serve them to Prometheus (management node)
 //! flor vertex run     the data plane (started by the agent)
-//! flor service run    an agent for every enrolled scope (the Windows service)
+//! flor service run    an agent for every enrolled scope (the host's one service)
 //! ```
 
 mod agent;
@@ -51,6 +51,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use argh::FromArgs;
+
+use crate::core::settle::{self, Settled};
 
 /// Florete node: agent and vertex.
 #[derive(FromArgs)]
@@ -106,7 +108,7 @@ struct PingCmd {
     rete: Option<String>,
 }
 
-/// One agent for every enrolled rete (the Windows service).
+/// One agent for every enrolled rete (the host's service: systemd, procd, Windows).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "service")]
 struct ServiceCmd {
@@ -332,13 +334,34 @@ fn run(cmd: Cmd) -> Result<bool, String> {
                 e.info.port_offset,
                 e.scope.install.display()
             );
-            if !e.agent_reloaded {
-                println!(
-                    "start the agent with:\n  flor agent run --rete {}",
-                    e.scope.name
-                );
+            let s = enroll::settle(&e.scope);
+            let name = &e.scope.name;
+            match s.outcome {
+                Settled::Running => {
+                    println!("the agent of scope {name} runs its vertex: traffic flows");
+                    for l in &s.socks {
+                        println!("  {l}");
+                    }
+                    Ok(true)
+                }
+                Settled::NoService => {
+                    println!(
+                        "no flor service runs for {}, so nothing runs scope {name} yet; start it with:\n  {}",
+                        s.home.display(),
+                        s.hint
+                    );
+                    Ok(true)
+                }
+                Settled::NoAgent => Err(format!(
+                    "enrolled, but the flor service for {} did not start the agent of scope {name} within {} s; see the service's log (journalctl -u flor, logread -e flor)",
+                    s.home.display(),
+                    settle::SETTLE_WITHIN / 1000
+                )),
+                Settled::NotHealthy => Err(format!(
+                    "enrolled, but the vertex of scope {name} did not come up within {} s; see flor agent status --rete {name} and flor doctor --rete {name}",
+                    settle::SETTLE_WITHIN / 1000
+                )),
             }
-            Ok(true)
         }
         Cmd::Agent(AgentCmd { cmd }) => match cmd {
             AgentSub::Run(r) => {

@@ -7,11 +7,14 @@
 //! scope that has no agent, restarts an agent that exited after a growing
 //! pause ([`restart_delay`]), stops the agent of a scope that was removed,
 //! and on stop ends them all (each agent stops its own vertex). Each agent's
-//! output is appended to `<install>/agent.log`, kept under [`MAX_AGENT_LOG`].
+//! output goes to the system log where the service's does (systemd, procd),
+//! else to `<install>/agent.log`, kept under [`MAX_AGENT_LOG`].
 //!
-//! systemd, launchd and procd run one unit per scope instead (packaging/);
-//! this command serves them too where one unit for every rete is wanted.
-//! Agents are started from the running binary ([`crate::process::self_exe`]),
+//! systemd (the `flor` unit) and procd (`/etc/init.d/flor`) run it too, so a
+//! host has one service whatever it enrolls (packaging/). While it runs it
+//! holds `<home>/service.lock` ([`SERVICE_LOCK`]): `flor enroll` reads from it
+//! that a new scope will be started, and a second service for the same home
+//! refuses to run. Agents are started from the running binary ([`crate::process::self_exe`]),
 //! so a binary replaced by an upgrade never stops this supervisor.
 
 use std::fs;
@@ -19,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::scope::{scopes_dir, Scope};
+use crate::core::settle::Init;
+use crate::scope::{base_dir, scopes_dir, Scope};
 
 /// How often the enrolled scopes are looked for and agents checked: a new
 /// enrollment starts its agent within this time.
@@ -35,6 +39,61 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 pub const MAX_AGENT_LOG: u64 = 1024 * 1024;
 /// The agent's log file in each install root.
 pub const AGENT_LOG: &str = "agent.log";
+
+/// The file in the flor home a running service holds an exclusive lock on.
+/// The kernel drops the lock with the process, so a crashed service never
+/// leaves a stale claim behind (unlike a pid file).
+pub const SERVICE_LOCK: &str = "service.lock";
+
+/// Takes `<home>/service.lock`; the lock lasts as long as the returned file.
+fn take_lock(home: &Path) -> Result<fs::File, String> {
+    let path = home.join(SERVICE_LOCK);
+    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    // The service may start before anything created its home (a fresh install).
+    fs::create_dir_all(home).map_err(fail)?;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(fail)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(fs::TryLockError::WouldBlock) => Err(format!(
+            "another flor service already runs for {} (it holds {}); stop it first",
+            home.display(),
+            path.display()
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(fail(e)),
+    }
+}
+
+/// Whether a `flor service run` runs for the flor home `home` (holds its lock).
+pub fn service_running(home: &Path) -> bool {
+    let Ok(f) = fs::File::open(home.join(SERVICE_LOCK)) else {
+        return false;
+    };
+    matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
+}
+
+/// The command that starts the service for the flor home `home` on this host.
+pub fn start_hint(home: &Path) -> &'static str {
+    let system = cfg!(windows) || home == Path::new(flor_vertex::contract::SYSTEM_HOME);
+    crate::core::settle::start_hint(init_system(), system)
+}
+
+/// The service manager of this host, from the files each one leaves.
+fn init_system() -> Init {
+    if cfg!(windows) {
+        Init::Windows
+    } else if Path::new("/run/systemd/system").is_dir() {
+        Init::Systemd
+    } else if Path::new("/etc/rc.common").is_file() {
+        Init::Procd
+    } else {
+        Init::Other
+    }
+}
 
 /// The pause before restarting an agent that failed `failures` times in a row (1, 2, 4 … 60 s).
 pub fn restart_delay(failures: u32) -> Duration {
@@ -117,14 +176,19 @@ fn agent_log(scope: &Scope) -> std::io::Result<fs::File> {
     fs::OpenOptions::new().create(true).append(true).open(path)
 }
 
+/// Starts a scope's agent. Under systemd and procd it writes to the service's
+/// own streams, so its lines are in the system log (`journalctl -u flor`,
+/// `logread -e flor`) and a router's flash is not written; elsewhere (a
+/// terminal, the Windows service) to `<install>/agent.log`.
 fn spawn_agent(exe: &Path, scope: &Scope) -> std::io::Result<Child> {
-    let log = agent_log(scope)?;
-    Command::new(exe)
-        .args(["agent", "run", "--rete", &scope.name])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
+    let mut cmd = Command::new(exe);
+    cmd.args(["agent", "run", "--rete", &scope.name])
+        .stdin(Stdio::null());
+    if !crate::logging::streams_are_system_log() {
+        let log = agent_log(scope)?;
+        cmd.stdout(log.try_clone()?).stderr(log);
+    }
+    cmd.spawn()
 }
 
 /// Asks every agent to stop, waits for them, kills the ones that do not.
@@ -172,6 +236,7 @@ pub fn supervise(mut stop_within: impl FnMut(Duration) -> bool) -> Result<(), St
     crate::windows::kill_children_with_me();
     let exe =
         crate::process::self_exe().map_err(|e| format!("cannot find the flor binary: {e}"))?;
+    let _lock = take_lock(&base_dir())?;
     log::info!(
         "service: running an agent for every rete enrolled under {}",
         scopes_dir().display()
@@ -309,17 +374,28 @@ pub fn run() -> Result<(), String> {
     let mut signals = crate::process::stop_signals()?;
     supervise(|wait| {
         use smol::stream::StreamExt;
-        smol::block_on(smol::future::or(
-            async {
-                let _ = signals.next().await;
-                true
-            },
-            timeout(wait),
-        ))
+        // Short sleeps and a look at the signal stream, not a reactor timer: under
+        // qemu-user (how CI runs the MIPS router build) a smol timer in this loop
+        // never fired, so a scope enrolled after the first scan was never started.
+        let deadline = Instant::now() + wait;
+        loop {
+            if smol::block_on(smol::future::poll_once(signals.next())).is_some() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            std::thread::sleep(STOP_POLL.min(deadline - now));
+        }
     })
 }
 
+/// How often `flor service run` looks for SIGTERM while it waits for the next scan.
+const STOP_POLL: Duration = Duration::from_millis(200);
+
 /// Resolves to `false` after `d`: the "no stop asked for" side of a wait.
+#[cfg(windows)]
 pub async fn timeout(d: Duration) -> bool {
     smol::Timer::after(d).await;
     false
@@ -328,6 +404,23 @@ pub async fn timeout(d: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_service_lock_is_held_by_one_service_and_seen_by_others() {
+        let home = std::env::temp_dir().join(format!("flor-service-lock-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&home);
+        assert!(!service_running(&home), "no lock file: no service");
+        let held = take_lock(&home).unwrap();
+        assert!(service_running(&home));
+        let second = take_lock(&home).err().unwrap_or_default();
+        assert!(
+            second.contains("another flor service already runs for"),
+            "{second}"
+        );
+        drop(held);
+        assert!(!service_running(&home), "the lock goes with its holder");
+        fs::remove_dir_all(&home).unwrap();
+    }
 
     #[test]
     fn restarts_back_off_to_a_minute() {

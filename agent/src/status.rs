@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Version of the status JSON. Bump on a change that removes or renames a field.
 pub const SCHEMA: u32 = 1;
@@ -13,6 +13,33 @@ pub const SCHEMA: u32 = 1;
 /// Largest status JSON the agent writes: 16 SOCKS5 listeners with their
 /// identities, one QUIC listener, an error and an event fit with room to spare.
 pub const MAX_STATUS_JSON: usize = 16 * 1024;
+
+/// `vertex.health` of a vertex that reported its bindings and serves.
+pub const HEALTHY: &str = "healthy";
+
+/// The part of the status JSON `flor enroll` reads back to tell that the new
+/// scope's traffic flows (any schema: only fields that are never removed).
+#[derive(Debug, Deserialize)]
+pub struct Brief<'a> {
+    /// The supervised vertex.
+    #[serde(borrow)]
+    pub vertex: BriefVertex<'a>,
+}
+
+/// [`VertexHealth`] as [`Brief`] reads it.
+#[derive(Debug, Deserialize)]
+pub struct BriefVertex<'a> {
+    /// [`HEALTHY`], "starting" or "restarting".
+    pub health: &'a str,
+}
+
+impl Brief<'_> {
+    /// Whether the status JSON `json` says the vertex serves; `None`: not a status.
+    pub fn healthy(json: &str) -> Option<bool> {
+        let (b, _) = serde_json_core::from_str::<Brief<'_>>(json).ok()?;
+        Some(b.vertex.health == HEALTHY)
+    }
+}
 
 /// What `flor agent status` shows.
 #[derive(Clone, Debug, Serialize)]
@@ -364,6 +391,15 @@ mod tests {
         s.pending = None;
         let v: serde_json::Value = serde_json::from_str(&s.to_json().unwrap()).unwrap();
         assert!(v["listeners"].is_null() && v["pending"].is_null());
+    }
+
+    #[test]
+    fn enroll_reads_the_vertex_health_back_from_the_json() {
+        assert_eq!(Brief::healthy(&sample().to_json().unwrap()), Some(true));
+        let mut s = sample();
+        s.vertex.health = "starting";
+        assert_eq!(Brief::healthy(&s.to_json().unwrap()), Some(false));
+        assert_eq!(Brief::healthy("no rete"), None);
     }
 
     #[test]

@@ -98,7 +98,7 @@ Installed-Size: $installed_size
 Description: Florete node: agent and vertex (QUIC mTLS service overlay)
  One static binary, flor, that pulls this router's signed configuration from its
  rete, verifies it, and runs the vertex that forwards TCP over QUIC with mTLS,
- SPIFFE identities and RBAC. procd runs one agent per enrolled rete scope.
+ SPIFFE identities and RBAC. procd runs one flor service for every enrolled rete.
 EOF
 # opkg keeps a locally edited conffile on upgrade (writing the new one as -opkg).
 echo /etc/config/flor >"$ctl/conffiles"

@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
 # Checks packaging/install.sh in scratch roots: architecture detection, the files it
-# writes and their modes, the systemd unit (systemd-analyze verify) and launchd plist,
-# idempotence, refusal of a binary for another architecture, and --uninstall/--purge.
+# writes and their modes, the one systemd unit (the embedded copy equals
+# packaging/systemd/flor.service; systemd-analyze verify) and launchd plist, and then
+# the must-show: the installed unit's `flor service run` picks up a rete that
+# `flor enroll <bundle>` adds, and traffic flows through the new node. Also
+# idempotence, the move from an earlier release's per-scope units, refusal of a binary
+# for another architecture, and --uninstall/--purge.
 #
-# usage: packaging/tests/test-install.sh FLOR_BINARY
-#   FLOR_BINARY: a flor built for this machine (e.g. target/release/flor); its command
-#   line in the unit is run with --help to prove the binary accepts it.
+# usage: packaging/tests/test-install.sh FLOR_BINARY [RETECTL]
+#   FLOR_BINARY: a flor built for this machine (e.g. target/debug/flor); the rete's
+#   other nodes run it too. RETECTL: the operator's (default: beside FLOR_BINARY).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
 # shellcheck source=packaging/tests/lib.sh
 source "$here/lib.sh"
+# shellcheck source=packaging/tests/rete.sh
+source "$here/rete.sh"
 install_sh="$here/../install.sh"
-bin=${1:?usage: test-install.sh FLOR_BINARY}
+bin=${1:?usage: test-install.sh FLOR_BINARY [RETECTL]}
 [ -f "$bin" ] || { echo "test-install.sh: $bin: no such file" >&2; echo "0 passed, 1 failed"; exit 1; }
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+retectl=${2:-$(dirname "$bin")/retectl}
+[ ! -f "$retectl" ] || retectl=$(cd "$(dirname "$retectl")" && pwd)/$(basename "$retectl")
 
 T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+trap 'rete_down; rm -rf "$T"' EXIT
 
 # listing ROOT: every path with its type, mode and link target, plus file checksums,
 # so two installs can be compared byte for byte.
@@ -42,33 +51,37 @@ host=$("$install_sh" --print-arch)
 host_arch=${host#*-}
 echo "   host platform: $host"
 
+echo "== install.sh: the embedded unit is packaging/systemd/flor.service"
+# install.sh is piped from curl, so it carries the unit; the .deb installs the file.
+embedded=$(sed -n "/^\tcat <<'FLOR_SERVICE_UNIT'\$/,/^FLOR_SERVICE_UNIT\$/p" "$install_sh" | sed '1d;$d')
+check "install.sh's embedded unit equals packaging/systemd/flor.service byte for byte" \
+	[ "$embedded" = "$(cat "$repo/packaging/systemd/flor.service")" ]
+
 echo "== install.sh: Linux system install in a scratch root"
 R=$T/root
-if out=$("$install_sh" --root "$R" --binary "$bin" --scope demo.flor --scope home 2>&1); then
+if out=$("$install_sh" --root "$R" --binary "$bin" 2>&1); then
 	ok "install exits 0"
 else
 	bad "install failed: $out"
 fi
-unit=$R/etc/systemd/system/flor-agent@.service
+unit=$R/etc/systemd/system/flor.service
 check "flor at /usr/local/bin/flor, mode 755" [ "$(mode "$R/usr/local/bin/flor")" = 755 ]
 check "flor is the given binary, byte for byte" cmp -s "$bin" "$R/usr/local/bin/flor"
-check "templated unit flor-agent@.service, mode 644" [ "$(mode "$unit")" = 644 ]
+check "one unit flor.service, mode 644" [ "$(mode "$unit")" = 644 ]
 check "/etc/flor/retes exists with mode 700 (holds keys)" [ "$(mode "$R/etc/flor/retes")" = 700 ]
-for s in demo.flor home; do
-	l=$R/etc/systemd/system/multi-user.target.wants/flor-agent@$s.service
-	check "scope $s enabled: wants link -> the template" [ "$(readlink "$l")" = /etc/systemd/system/flor-agent@.service ]
-done
+check "enabled: multi-user.target.wants/flor.service -> the unit" \
+	[ "$(readlink "$R/etc/systemd/system/multi-user.target.wants/flor.service")" = /etc/systemd/system/flor.service ]
 check "nothing else was written" [ "$(cd "$R" && find . -type f -o -type l | sort | tr '\n' ' ')" = \
-	"./etc/systemd/system/flor-agent@.service ./etc/systemd/system/multi-user.target.wants/flor-agent@demo.flor.service ./etc/systemd/system/multi-user.target.wants/flor-agent@home.service ./usr/local/bin/flor ./usr/local/share/bash-completion/completions/flor ./usr/local/share/fish/vendor_completions.d/flor.fish ./usr/local/share/man/man1/flor.1 ./usr/local/share/zsh/site-functions/_flor " ]
+	"./etc/systemd/system/flor.service ./etc/systemd/system/multi-user.target.wants/flor.service ./usr/local/bin/flor ./usr/local/share/bash-completion/completions/flor ./usr/local/share/fish/vendor_completions.d/flor.fish ./usr/local/share/man/man1/flor.1 ./usr/local/share/zsh/site-functions/_flor " ]
 check "completions and man page (packaging/extras.sh) are readable, mode 644" \
 	bash -c "[ \"\$(stat -c %a '$R/usr/local/share/man/man1/flor.1')\" = 644 ] && bash -n '$R/usr/local/share/bash-completion/completions/flor'"
-check "unit runs 'flor agent run --rete %i'" grep -qx 'ExecStart=/usr/local/bin/flor agent run --rete %i' "$unit"
-check "unit sets FLOR_HOME=/etc/flor" grep -qx 'Environment=FLOR_HOME=/etc/flor' "$unit"
-check "unit sets FLOR_RUNTIME_DIR=/run/flor and RuntimeDirectory=flor/%i" \
-	bash -c "grep -qx 'Environment=FLOR_RUNTIME_DIR=/run/flor' '$unit' && grep -qx 'RuntimeDirectory=flor/%i' '$unit'"
-check "unit waits for an enrolled scope" grep -qx 'ConditionPathExists=/etc/flor/retes/%i/scope.json' "$unit"
+check "the unit is packaging/systemd/flor.service with this install's binary in ExecStart" \
+	[ "$(cat "$unit")" = "$(sed 's#^ExecStart=/usr/bin/flor #ExecStart=/usr/local/bin/flor #' "$repo/packaging/systemd/flor.service")" ]
+check "unit runs 'flor service run'" grep -qx 'ExecStart=/usr/local/bin/flor service run' "$unit"
+check "unit sets no FLOR_HOME (root finds /etc/flor, as flor enroll does)" bash -c "! grep -q '^Environment=.*FLOR_HOME' '$unit'"
+check "unit makes /run/flor (RuntimeDirectory=flor)" grep -qx 'RuntimeDirectory=flor' "$unit"
 check "unit restarts on failure" grep -qx 'Restart=on-failure' "$unit"
-check "unit may write only its scope" bash -c "grep -qx 'ProtectSystem=strict' '$unit' && grep -qx 'ReadWritePaths=/etc/flor/retes/%i' '$unit'"
+check "unit may write only the flor home" bash -c "grep -qx 'ProtectSystem=strict' '$unit' && grep -qx 'ReadWritePaths=/etc/flor' '$unit'"
 check "unit is wanted by multi-user.target" grep -qx 'WantedBy=multi-user.target' "$unit"
 
 if command -v systemd-analyze >/dev/null; then
@@ -76,30 +89,72 @@ if command -v systemd-analyze >/dev/null; then
 	# copy of flor (the only change), and require a silent, successful verify.
 	V=$T/verify
 	mkdir -p "$V"
-	sed "s#^ExecStart=/usr/local/bin/flor #ExecStart=$R/usr/local/bin/flor #" "$unit" >"$V/flor-agent@.service"
-	vout=$(systemd-analyze verify "$V/flor-agent@demo.flor.service" 2>&1) && vrc=0 || vrc=$?
+	sed "s#^ExecStart=/usr/local/bin/flor #ExecStart=$R/usr/local/bin/flor #" "$unit" >"$V/flor.service"
+	vout=$(systemd-analyze verify "$V/flor.service" 2>&1) && vrc=0 || vrc=$?
 	[ -z "$vout" ] || printf '%s\n' "$vout" | sed 's/^/     /'
-	check "systemd-analyze verify flor-agent@demo.flor.service: no warnings, exit 0" test "$vrc" = 0 -a -z "$vout"
+	check "systemd-analyze verify flor.service: no warnings, exit 0" test "$vrc" = 0 -a -z "$vout"
 else
 	echo "  note: systemd-analyze is not installed here; unit checked by content only"
 fi
 
-# The unit's command line, as systemd would run it for instance demo.flor, is one the
-# binary accepts (argh exits 0 for --help on a known subcommand and 1 on an unknown one).
-cmdline=$(sed -n 's/^ExecStart=//p' "$unit" | sed "s#^/usr/local/bin/flor#$R/usr/local/bin/flor#; s/%i/demo.flor/")
+# The unit's command line is one the binary accepts (argh exits 0 for --help on a
+# known subcommand and 1 on an unknown one).
+cmdline=$(sed -n 's/^ExecStart=//p' "$unit" | sed "s#^/usr/local/bin/flor#$R/usr/local/bin/flor#")
 # shellcheck disable=SC2086 # the unit's command line, split into words as systemd does
 check "the binary accepts the unit's command line ($cmdline --help)" $cmdline --help
-# Run as the unit runs it, with the unit's FLOR_HOME moved into the scratch root: with
-# no scope enrolled the agent must stop at once and say what to do.
-# shellcheck disable=SC2086
-agent_out=$(env FLOR_HOME="$R/etc/flor" FLOR_RUNTIME_DIR="$T/run" timeout 10 $cmdline 2>&1) && arc=0 || arc=$?
-# shellcheck disable=SC2016 # $1 and $2 belong to the inner bash
-check "run unenrolled, the agent exits 1 naming the scope and flor enroll: $agent_out" \
-	bash -c '[ "$1" = 1 ] && [[ "$2" == *demo.flor*enroll* ]]' _ "$arc" "$agent_out"
+
+echo "== install.sh: the service picks up a newly enrolled rete (scratch root)"
+# The unit's command line, run as systemd would run it but with the scratch root's
+# /etc/flor named by FLOR_HOME (on a live system root finds /etc/flor by itself; the
+# .deb test shows that in a container) and FLOR_RUNTIME_DIR for RuntimeDirectory.
+if [ -x "$retectl" ] && rete_up "$T/rete" "$bin" "$retectl"; then
+	ok "a rete runs on loopback (mgmt01 with the config-server, alpha with the wiki)"
+	svc_env=(env FLOR_HOME="$R/etc/flor" FLOR_RUNTIME_DIR="$T/run")
+	# shellcheck disable=SC2086 # the unit's command line, split into words as systemd does
+	"${svc_env[@]}" $cmdline >"$T/service.log" 2>&1 &
+	svc=$!
+	mkdir -p "$T/node"
+	t0=$(date +%s%N)
+	enrolled=$(cd "$T/node" && "${svc_env[@]}" "$R/usr/local/bin/flor" enroll "$RETE_BUNDLE" 2>&1) && erc=0 || erc=$?
+	took=$((($(date +%s%N) - t0) / 1000000))
+	printf '%s\n' "$enrolled" | sed 's/^/     /'
+	# shellcheck disable=SC2016 # $1 and $2 belong to the inner bash
+	check "flor enroll <bundle> alone exits 0 and says traffic flows (${took} ms)" \
+		bash -c '[ "$1" = 0 ] && grep -q "runs its vertex: traffic flows" <<<"$2"' _ "$erc" "$enrolled"
+	status=$("${svc_env[@]}" "$R/usr/local/bin/flor" agent status --json 2>&1 || true)
+	check "flor agent status finds the scope in the install's home" \
+		grep -q "\"install\":\"$R/etc/flor/retes/demo.flor\"" <<<"$status"
+	bob=$(socks_port_of "$status" bob 2>/dev/null || echo 0)
+	page=$(curl -sS --max-time 20 --socks5-hostname "127.0.0.1:$bob" http://wiki.demo.flor.rete/ 2>&1 || true)
+	check "bob's request goes through the new node's SOCKS5 port $bob to the wiki: '$page'" [ "$page" = "$RETE_WIKI" ]
+	check "the service started the agent (its log is in the scope)" grep -q "running v" "$R/etc/flor/retes/demo.flor/agent.log"
+	kill "$svc" 2>/dev/null || true
+	wait "$svc" 2>/dev/null || true
+	check "the service stopped its agent and vertex with it (port $bob closed)" \
+		rete_wait 20 python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $bob)) == 0)"
+	rete_down
+	rm -rf "$R/etc/flor/retes/demo.flor" "$R/etc/flor/service.lock"
+else
+	bad "a rete runs on loopback (retectl: $retectl)"
+	rete_down
+fi
+
+echo "== install.sh: replaces the per-scope units of earlier releases"
+RO=$T/old-root
+mkdir -p "$RO/etc/systemd/system/multi-user.target.wants"
+echo "[Service]" >"$RO/etc/systemd/system/flor-agent@.service"
+for s in demo.flor home; do
+	ln -s /etc/systemd/system/flor-agent@.service "$RO/etc/systemd/system/multi-user.target.wants/flor-agent@$s.service"
+done
+out=$("$install_sh" --root "$RO" --binary "$bin" 2>&1)
+check "flor-agent@*.service links and template are gone, flor.service is enabled" \
+	[ "$(cd "$RO" && find . -type f -o -type l | sort | tr '\n' ' ')" = \
+	"./etc/systemd/system/flor.service ./etc/systemd/system/multi-user.target.wants/flor.service ./usr/local/bin/flor " ]
+check "and it says so" grep -q "stopped and disabled flor-agent@demo.flor.service (replaced by flor.service)" <<<"$out"
 
 echo "== install.sh: idempotent"
 before=$(listing "$R")
-"$install_sh" --root "$R" --binary "$bin" --scope demo.flor --scope home >/dev/null
+"$install_sh" --root "$R" --binary "$bin" >/dev/null
 check "a second identical install changes nothing" [ "$before" = "$(listing "$R")" ]
 
 echo "== install.sh: refuses a binary for another architecture"
@@ -117,7 +172,7 @@ echo "== install.sh: uninstall keeps enrolled scopes, purge removes them"
 mkdir -p "$R/etc/flor/retes/demo.flor"
 echo '{}' >"$R/etc/flor/retes/demo.flor/scope.json"
 "$install_sh" --root "$R" --uninstall >/dev/null
-check "uninstall removed flor, the unit and the wants links" \
+check "uninstall removed flor, the unit and the wants link" \
 	[ "$(cd "$R" && find . -type f -o -type l | sort | tr '\n' ' ')" = "./etc/flor/retes/demo.flor/scope.json " ]
 "$install_sh" --root "$R" --uninstall >/dev/null
 check "uninstall twice is fine" [ -f "$R/etc/flor/retes/demo.flor/scope.json" ]
@@ -132,8 +187,7 @@ cp "$bin" "$REL/flor-$host"
 R3=$T/rel-root
 "$REL/install.sh" --root "$R3" --prefix /opt/flor >/dev/null
 check "picked flor-$host from the release directory into /opt/flor/bin" cmp -s "$bin" "$R3/opt/flor/bin/flor"
-check "the unit runs /opt/flor/bin/flor" grep -qx 'ExecStart=/opt/flor/bin/flor agent run --rete %i' "$R3/etc/systemd/system/flor-agent@.service"
-check "no --scope: no instance enabled" [ ! -e "$R3/etc/systemd/system/multi-user.target.wants" ]
+check "the unit runs /opt/flor/bin/flor" grep -qx 'ExecStart=/opt/flor/bin/flor service run' "$R3/etc/systemd/system/flor.service"
 rm "$REL/flor-$host"
 if out=$("$REL/install.sh" --root "$T/none" 2>&1); then bad "install without a binary succeeded"; else
 	check "without a binary it says which file it looked for" grep -q "no --binary given and no $REL/flor-$host" <<<"$out"
@@ -141,18 +195,18 @@ fi
 
 echo "== install.sh: Linux user install"
 R4=$T/user-root
-HOME=/home/ada "$install_sh" --user --root "$R4" --binary "$bin" --scope demo.flor >/dev/null
-uunit=$R4/home/ada/.config/systemd/user/flor-agent@.service
+HOME=/home/ada "$install_sh" --user --root "$R4" --binary "$bin" >/dev/null
+uunit=$R4/home/ada/.config/systemd/user/flor.service
 check "user install: flor in ~/.local/bin" cmp -s "$bin" "$R4/home/ada/.local/bin/flor"
-check "user unit runs ~/.local/bin/flor and sets no FLOR_HOME (flor's ~/.flor default)" \
-	bash -c "grep -qx 'ExecStart=/home/ada/.local/bin/flor agent run --rete %i' '$uunit' && ! grep -q FLOR_HOME '$uunit'"
-check "user instance wanted by default.target" [ -L "$R4/home/ada/.config/systemd/user/default.target.wants/flor-agent@demo.flor.service" ]
+check "user unit runs '~/.local/bin/flor service run' and sets no FLOR_HOME (flor's ~/.flor default)" \
+	bash -c "grep -qx 'ExecStart=/home/ada/.local/bin/flor service run' '$uunit' && ! grep -q FLOR_HOME '$uunit'"
+check "user unit wanted by default.target" [ -L "$R4/home/ada/.config/systemd/user/default.target.wants/flor.service" ]
 check "\$HOME/.flor/retes mode 700" [ "$(mode "$R4/home/ada/.flor/retes")" = 700 ]
 if command -v systemd-analyze >/dev/null; then
 	V=$T/verify-user
 	mkdir -p "$V"
-	sed "s#^ExecStart=/home/ada/.local/bin/flor #ExecStart=$R4/home/ada/.local/bin/flor #" "$uunit" >"$V/flor-agent@.service"
-	vout=$(systemd-analyze verify "$V/flor-agent@demo.flor.service" 2>&1) && vrc=0 || vrc=$?
+	sed "s#^ExecStart=/home/ada/.local/bin/flor #ExecStart=$R4/home/ada/.local/bin/flor #" "$uunit" >"$V/flor.service"
+	vout=$(systemd-analyze verify "$V/flor.service" 2>&1) && vrc=0 || vrc=$?
 	check "systemd-analyze verify (user unit): no warnings, exit 0" test "$vrc" = 0 -a -z "$vout"
 fi
 
@@ -164,30 +218,33 @@ mkdir -p "$MAC"
 cp "$install_sh" "$MAC/install.sh"
 printf '\xcf\xfa\xed\xfe\x07\x00\x00\x01\x03\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00' >"$MAC/flor-darwin-x86_64"
 R5=$T/mac-root
-"$MAC/install.sh" --root "$R5" --os darwin --arch x86_64 --scope demo.flor >/dev/null
-plist=$R5/Library/LaunchDaemons/org.florete.flor-agent.demo.flor.plist
+mkdir -p "$R5/Library/LaunchDaemons"
+echo '<plist/>' >"$R5/Library/LaunchDaemons/org.florete.flor-agent.demo.flor.plist"
+"$MAC/install.sh" --root "$R5" --os darwin --arch x86_64 >/dev/null
+plist=$R5/Library/LaunchDaemons/org.florete.flor.plist
 check "flor at /usr/local/bin/flor, mode 755" [ "$(mode "$R5/usr/local/bin/flor")" = 755 ]
-check "LaunchDaemon org.florete.flor-agent.demo.flor.plist, mode 644" [ "$(mode "$plist")" = 644 ]
+check "one LaunchDaemon org.florete.flor.plist, mode 644" [ "$(mode "$plist")" = 644 ]
+check "the per-scope plist of an earlier release is gone" [ ! -e "$R5/Library/LaunchDaemons/org.florete.flor-agent.demo.flor.plist" ]
 if command -v xmllint >/dev/null; then
 	check "plist is well-formed XML" xmllint --noout "$plist"
 fi
-check "plist parses (plistlib) with label, program, environment, keep-alive" python3 - "$plist" <<'EOF'
+check "plist parses (plistlib) with label, 'flor service run', keep-alive, log" python3 - "$plist" <<'PLIST'
 import plistlib, sys
 p = plistlib.load(open(sys.argv[1], "rb"))
-assert p["Label"] == "org.florete.flor-agent.demo.flor", p["Label"]
-assert p["ProgramArguments"] == ["/usr/local/bin/flor", "agent", "run", "--rete", "demo.flor"], p["ProgramArguments"]
-assert p["EnvironmentVariables"] == {"FLOR_HOME": "/etc/flor", "FLOR_RUNTIME_DIR": "/var/run/flor"}, p["EnvironmentVariables"]
+assert p["Label"] == "org.florete.flor", p["Label"]
+assert p["ProgramArguments"] == ["/usr/local/bin/flor", "service", "run"], p["ProgramArguments"]
+assert "EnvironmentVariables" not in p, "root finds /etc/flor by itself"
 assert p["RunAtLoad"] is True and p["KeepAlive"] == {"SuccessfulExit": False}
-assert p["StandardErrorPath"] == "/var/log/flor-agent.demo.flor.log"
-EOF
+assert p["StandardErrorPath"] == "/var/log/flor.log"
+PLIST
 check "an ELF binary is refused for macOS" bash -c "! '$install_sh' --root '$T/mac2' --os darwin --arch x86_64 --binary '$bin' >/dev/null 2>&1"
 "$MAC/install.sh" --root "$R5" --os darwin --arch x86_64 --uninstall >/dev/null
 check "macOS uninstall removes flor and the plist" test ! -e "$plist" -a ! -e "$R5/usr/local/bin/flor"
 
-echo "== install.sh: an upgrade restarts the running agents, after the new binary is in place"
+echo "== install.sh: the service manager, live (fake systemctl and launchctl)"
 # A live --user install (no root, no scratch root) with fake systemctl/launchctl first on
 # PATH: each logs its arguments and whether the installed flor is already the new binary.
-# launchctl print answers "loaded" for every job, as if every agent were running.
+# launchctl print answers "loaded" for every job, as if the service were running.
 FAKE=$T/fake-bin
 mkdir -p "$FAKE" "$T/systemd-run"
 for tool in systemctl launchctl; do
@@ -204,23 +261,31 @@ live_install() { # live_install HOME BINARY [args...]: a live --user install wit
 	shift 2
 	: >"$T/calls"
 	env HOME="$h" PATH="$FAKE:$PATH" FLOR_SYSTEMD_RUNDIR="$T/systemd-run" NEW_FLOR="$b" \
-		INSTALLED_FLOR="$h/.local/bin/flor" "$install_sh" --user --binary "$b" "$@" >/dev/null
+		INSTALLED_FLOR="$h/.local/bin/flor" "$install_sh" --user --binary "$b" "$@" >/dev/null 2>&1
 }
 # A different build of the same platform: the same ELF with one byte more at the end.
 NEWBIN=$T/flor-new
 cp "$bin" "$NEWBIN"
 printf '\0' >>"$NEWBIN"
 H=$T/live-home
+# An earlier release's layout: a per-scope user unit, enabled.
+mkdir -p "$H/.config/systemd/user/default.target.wants"
+echo "[Service]" >"$H/.config/systemd/user/flor-agent@.service"
+ln -s "$H/.config/systemd/user/flor-agent@.service" "$H/.config/systemd/user/default.target.wants/flor-agent@demo.flor.service"
 live_install "$H" "$bin" --scope demo.flor
-check "first install restarts nothing it did not start" bash -c "! grep -q try-restart '$T/calls'"
+check "from per-scope units: flor-agent@demo.flor is disabled and stopped first" \
+	[ "$(head -1 "$T/calls")" = 'systemctl --user disable --now flor-agent@demo.flor.service [new]' ]
+check "then the one service starts: daemon-reload, restart flor.service" \
+	[ "$(tail -n 2 "$T/calls" | tr '\n' ' ')" = 'systemctl --user daemon-reload [new] systemctl --user restart flor.service [new] ' ]
+check "no per-scope unit is left" [ -z "$(find "$H/.config/systemd/user" -name 'flor-agent@*')" ]
 live_install "$H" "$NEWBIN"
-check "upgrade: systemctl --user try-restart 'flor-agent@*.service', after the new binary is in place" \
-	grep -qxF 'systemctl --user try-restart flor-agent@*.service [new]' "$T/calls"
-check "upgrade: the units are reloaded before the restart" \
+check "upgrade: systemctl --user try-restart flor.service, after the new binary is in place" \
+	grep -qxF 'systemctl --user try-restart flor.service [new]' "$T/calls"
+check "upgrade: the unit is reloaded before the restart" \
 	[ "$(head -1 "$T/calls")" = 'systemctl --user daemon-reload [new]' ]
 check "upgrade: the installed flor is the new binary" cmp -s "$NEWBIN" "$H/.local/bin/flor"
 live_install "$H" "$NEWBIN"
-check "the same binary again restarts nothing" bash -c "! grep -q try-restart '$T/calls'"
+check "the same binary again restarts nothing" bash -c "! grep -q restart '$T/calls'"
 live_install "$H" "$bin" --no-start
 check "--no-start: an upgrade restarts nothing" bash -c "! grep -q restart '$T/calls'"
 MH=$T/mac-live-home
@@ -229,17 +294,15 @@ cp "$MAC/flor-darwin-x86_64" "$T/mac-old"
 cp "$MAC/flor-darwin-x86_64" "$T/mac-new"
 printf '\0' >>"$T/mac-new"
 mac_live() { FLOR_UNAME_S=Darwin FLOR_UNAME_M=x86_64 live_install "$@"; }
-mac_live "$MH" "$T/mac-old" --scope demo.flor --scope home
-mac_live "$MH" "$T/mac-new" --scope home
+mac_live "$MH" "$T/mac-old"
 uid=$(id -u)
-check "macOS upgrade: launchctl kickstart -k the loaded agent of another scope, after the new binary is in place" \
-	grep -qxF "launchctl kickstart -k gui/$uid/org.florete.flor-agent.demo.flor [new]" "$T/calls"
-check "macOS upgrade: the --scope agent is reloaded (bootstrap), not kickstarted too" \
-	bash -c "! grep -q 'kickstart.*flor-agent.home' '$T/calls' && grep -q 'bootstrap gui/$uid .*org.florete.flor-agent.home.plist' '$T/calls'"
+check "macOS first install: the LaunchAgent is loaded (bootstrap)" \
+	grep -q "bootstrap gui/$uid .*org.florete.flor.plist" "$T/calls"
+mac_live "$MH" "$T/mac-new"
+check "macOS upgrade: launchctl kickstart -k the loaded service, after the new binary is in place" \
+	grep -qxF "launchctl kickstart -k gui/$uid/org.florete.flor [new]" "$T/calls"
 
 echo "== install.sh: bad input"
-check "a scope name with '/' is refused" bash -c "! '$install_sh' --root '$T/bad' --binary '$bin' --scope '../x' >/dev/null 2>&1"
-check "nothing written for a refused scope" [ ! -e "$T/bad/usr/local/bin/flor" ]
 check "an unknown option is refused" bash -c "! '$install_sh' --frobnicate >/dev/null 2>&1"
 
 summary

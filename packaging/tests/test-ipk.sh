@@ -4,21 +4,29 @@
 # architecture (and runs under qemu when a qemu-user for it is installed), the procd
 # init script (shellcheck, and its start_service run under busybox ash against a
 # scratch /etc/flor), the maintainer scripts, and that a rebuild gives the same bytes.
+# With FLOR and RETECTL, the must-show: the package's `flor service run`, run under
+# qemu-user as the init script's procd instance, picks up a rete that a plain
+# `flor enroll <bundle>` adds, and curl gets a page through the emulated node.
 #
-# usage: packaging/tests/test-ipk.sh IPK ARCH BINARY [BOARD_TOML]
+# usage: packaging/tests/test-ipk.sh IPK ARCH BINARY [BOARD_TOML [FLOR RETECTL]]
 #   IPK         the package to check (from packaging/openwrt/build-ipk.sh)
 #   ARCH        the OpenWrt architecture it must declare, e.g. mipsel_24kc
 #   BINARY      the flor it was built from (compared byte for byte, and rebuilt from)
 #   BOARD_TOML  optional boards/<board>.toml: its [file].expect and [qemu] are used
+#   FLOR, RETECTL  host builds for the rete's other nodes and its operator
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=packaging/tests/lib.sh
 source "$here/lib.sh"
+# shellcheck source=packaging/tests/rete.sh
+source "$here/rete.sh"
 repo=$(cd "$here/../.." && pwd)
-ipk=${1:?usage: test-ipk.sh IPK ARCH BINARY [BOARD_TOML]}
+ipk=${1:?usage: test-ipk.sh IPK ARCH BINARY [BOARD_TOML [FLOR RETECTL]]}
 arch=${2:?ARCH}
 binary=${3:?BINARY}
 board=${4:-}
+flor=${5:-}
+retectl=${6:-}
 abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
 for f in "$ipk" "$binary" ${board:+"$board"}; do
 	[ -f "$f" ] || { echo "test-ipk.sh: $f: no such file" >&2; echo "0 passed, 1 failed"; exit 1; }
@@ -28,7 +36,7 @@ binary=$(abs "$binary")
 [ -z "$board" ] || board=$(abs "$board")
 
 T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+trap 'rete_down; rm -rf "$T"' EXIT
 
 echo "== $(basename "$ipk"): archive layout"
 check "ar members are debian-binary, control.tar.gz, data.tar.gz in that order" \
@@ -143,23 +151,14 @@ procd_close_instance() { echo "close"; }
 start_service
 EOF
 got=$(FLOR_HOME="$T/home" FLOR_RUNTIME_DIR="$T/run" "${sh_[@]}" "$T/harness.sh" "$init")
-want="instance demo.flor
-  command /usr/bin/flor agent run --rete demo.flor
+want="instance flor
+  command /usr/bin/flor service run
   env FLOR_HOME=$T/home FLOR_RUNTIME_DIR=$T/run RUST_LOG=warn FLOR_LOG=procd
   respawn 3600 5 0
   stdout 1
   stderr 1
-  file $T/home/retes/demo.flor/scope.json
-close
-instance home
-  command /usr/bin/flor agent run --rete home
-  env FLOR_HOME=$T/home FLOR_RUNTIME_DIR=$T/run RUST_LOG=warn FLOR_LOG=procd
-  respawn 3600 5 0
-  stdout 1
-  stderr 1
-  file $T/home/retes/home/scope.json
 close"
-check "start_service (${sh_[*]}): one respawning instance per enrolled scope, none for the rest" [ "$got" = "$want" ]
+check "start_service (${sh_[*]}): one respawning 'flor service run' for every scope" [ "$got" = "$want" ]
 [ "$got" = "$want" ] || diff <(echo "$want") <(echo "$got") | sed 's/^/     /' || true
 got=$(FLOR_TEST_ENABLED=0 FLOR_HOME="$T/home" "${sh_[@]}" "$T/harness.sh" "$init")
 check "option enabled '0' starts nothing" [ -z "$got" ]
@@ -169,12 +168,76 @@ run_flor() {
 	else timeout 20 "$T/data/usr/bin/flor" "$@"; fi
 }
 check "the instance's command line is one the binary accepts (exit 0 on --help)" \
-	run_flor agent run --rete demo.flor --help
-mkdir -p "$T/empty"
-agent_out=$(FLOR_HOME="$T/empty" FLOR_RUNTIME_DIR="$T/run" run_flor agent run --rete demo.flor 2>&1) && arc=0 || arc=$?
-# shellcheck disable=SC2016 # $1 and $2 belong to the inner bash
-check "run unenrolled, the agent exits 1 naming the scope and flor enroll: $agent_out" \
-	bash -c '[ "$1" = 1 ] && [[ "$2" == *demo.flor*enroll* ]]' _ "$arc" "$agent_out"
+	run_flor service run --help
+
+echo "== the service under qemu-user picks up a newly enrolled rete"
+# The init script's one instance, `flor service run` with its environment, run from the
+# package's binary under qemu-user. The service starts each agent, and each agent its
+# vertex, from /proc/self/exe: a foreign binary the kernel can run only through
+# binfmt_misc. So the service runs in a user namespace of its own with a binfmt_misc
+# instance (Linux 6.7+) that registers qemu for the package's architecture; nothing
+# is registered on this machine. FLOR_HOME and FLOR_RUNTIME_DIR name a scratch
+# /etc/flor and /var/run/flor, as the init script passes them to procd.
+case "$arch" in
+mipsel_*) bf_magic='\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x08\x00'
+	bf_mask='\xff\xff\xff\xff\xff\xff\xff\x00\xfe\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff' ;;
+mips_*) bf_magic='\x7fELF\x01\x02\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x08'
+	bf_mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff' ;;
+arm_*) bf_magic='\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00'
+	bf_mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff' ;;
+aarch64_*) bf_magic='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
+	bf_mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff' ;;
+*) bf_magic="" ;;
+esac
+qemu_path=$(command -v "$qemu" 2>/dev/null || true)
+if [ -z "$flor" ] || [ -z "$retectl" ]; then
+	echo "  note: no host FLOR and RETECTL given: the service was not run against a rete"
+elif [ -z "$bf_magic" ] || [ -z "$qemu_path" ]; then
+	echo "  note: no qemu-user for $arch here: the service was not run"
+elif ! unshare --user --map-root-user --mount --fork sh -c 'mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc' 2>/dev/null; then
+	bad "a user namespace with its own binfmt_misc (Linux 6.7+, unshare) to run the service's children under qemu"
+elif ! rete_up "$T/rete" "$flor" "$retectl"; then
+	bad "a rete runs on loopback (mgmt01 with the config-server, alpha with the wiki)"
+else
+	ok "a rete runs on loopback (mgmt01 with the config-server, alpha with the wiki)"
+	router=$T/router
+	mkdir -p "$router/etc/flor/retes" "$router/var/run/flor" "$router/tmp"
+	router_env=(env FLOR_HOME="$router/etc/flor" FLOR_RUNTIME_DIR="$router/var/run/flor"
+		RUST_LOG=warn FLOR_LOG=procd ${qemu_cpu:+QEMU_CPU="$qemu_cpu"})
+	# shellcheck disable=SC2016 # $1.. belong to the inner sh
+	"${router_env[@]}" unshare --user --map-root-user --mount --fork --kill-child=TERM sh -c '
+		mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || exit 97
+		printf "%s" ":flor-test:M::$1:$2:$3:F" >/proc/sys/fs/binfmt_misc/register || exit 98
+		shift 3
+		exec "$@"' _ "$bf_magic" "$bf_mask" "$qemu_path" "$T/data/usr/bin/flor" service run \
+		>"$T/procd.log" 2>&1 &
+	svc=$!
+	# As root on the router: plain `flor enroll <bundle>`, run under qemu too.
+	t0=$(date +%s%N)
+	enrolled=$(cd "$router/tmp" && "${router_env[@]}" "$qemu_path" "$T/data/usr/bin/flor" enroll "$RETE_BUNDLE" 2>&1) && erc=0 || erc=$?
+	took=$((($(date +%s%N) - t0) / 1000000))
+	printf '%s\n' "$enrolled" | sed 's/^/     /'
+	# shellcheck disable=SC2016 # $1 and $2 belong to the inner bash
+	check "flor enroll <bundle> alone exits 0 and says traffic flows (${took} ms under qemu)" \
+		bash -c '[ "$1" = 0 ] && grep -q "runs its vertex: traffic flows" <<<"$2"' _ "$erc" "$enrolled"
+	status=$("${router_env[@]}" "$qemu_path" "$T/data/usr/bin/flor" agent status --json 2>/dev/null || true)
+	bob=$(socks_port_of "$status" bob 2>/dev/null || echo 0)
+	page=$(curl -sS --max-time 30 --socks5-hostname "127.0.0.1:$bob" http://wiki.demo.flor.rete/ 2>&1 || true)
+	check "curl gets the wiki through the emulated node's SOCKS5 port $bob (bob): '$page'" [ "$page" = "$RETE_WIKI" ]
+	check "the agents' lines go to the service's streams (procd's log), not to the flash" \
+		test ! -e "$router/etc/flor/retes/demo.flor/agent.log"
+	if [ "$erc" != 0 ] || [ "$page" != "$RETE_WIKI" ]; then
+		echo "     the service's output (logd):"
+		sed 's/^/     /' "$T/procd.log" | tail -n 20
+	fi
+	# unshare --fork ignores SIGTERM itself; when it dies, --kill-child sends the
+	# service SIGTERM, as procd's stop would.
+	kill -KILL "$svc" 2>/dev/null || true
+	wait "$svc" 2>/dev/null || true
+	check "stopping the service stops the agent and its vertex (port $bob closed)" \
+		rete_wait 30 python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $bob)) == 0)"
+	rete_down
+fi
 
 echo "== maintainer scripts (image-build mode, IPKG_INSTROOT)"
 I=$T/instroot

@@ -332,22 +332,20 @@ pub fn render(rete: &Rete, opts: &Options) -> Page {
         h,
         "<li>
 <h3>Enroll with your bundle</h3>
-<p>Your operator sends you a bundle: one file such as <code>laptop.bundle.json</code>. Enroll it, then start the agent:</p>
-<pre><code>flor enroll &lt;file&gt;
-flor agent run --rete {td}</code></pre>
-<p>To have the agent run as a service, start it with the installer instead of <code>flor agent run</code>:</p>
+<p>Your operator sends you a bundle: one file such as <code>laptop.bundle.json</code>. Enroll it; the flor service the installer set up starts your node within seconds, and enroll says when traffic flows:</p>
+<pre><code>sudo flor enroll &lt;file&gt;</code></pre>
 <ul class=\"variants\">
-<li>just you: <code>sh install.sh --user --scope {td}</code></li>
-<li>whole machine: <code>sudo env FLOR_HOME=/etc/flor flor enroll &lt;file&gt;</code>, then <code>sudo sh install.sh --scope {td}</code></li>
-<li>OpenWrt: <code>FLOR_HOME=/etc/flor flor enroll &lt;file&gt;</code>, then <code>/etc/init.d/flor restart</code></li>
-<li>Windows: in an administrator terminal, <code>flor enroll &lt;file&gt;</code>; the Florete service starts the agent within seconds</li>
+<li>just you (<code>install.sh --user</code>): <code>flor enroll &lt;file&gt;</code></li>
+<li>OpenWrt: as root, <code>flor enroll &lt;file&gt;</code></li>
+<li>Windows: in an administrator terminal, <code>flor enroll &lt;file&gt;</code></li>
+<li>no service installed: <code>flor enroll &lt;file&gt;</code>, then keep <code>flor service run</code> running</li>
 </ul>
 <p class=\"note warn\">A bundle may hold your private keys. Keep it to yourself and delete it once enrolled; never put it on a web page or in git.</p>
 </li>
 <li>
 <h3>Find your SOCKS5 port</h3>
-<pre><code>flor agent status --rete {td}</code></pre>
-<p>Each identity on your device has a <code>socks5</code> line; use the <code>actual</code> address on the line ending in <code>spiffe://{td}/user/&lt;you&gt;</code>. With one rete and one person on the device it is usually <code>{EXAMPLE_SOCKS}</code>; your operator may have given you another port, the same on each of your devices. The port is yours and stays yours when others are added or removed: what you reach through it, you reach as yourself.</p>
+<pre><code>sudo flor agent status --rete {td}</code></pre>
+<p>Enroll printed these lines too (without <code>sudo</code> where you enrolled without it). Each identity on your device has a <code>socks5</code> line; use the <code>actual</code> address on the line ending in <code>spiffe://{td}/user/&lt;you&gt;</code>. With one rete and one person on the device it is usually <code>{EXAMPLE_SOCKS}</code>; your operator may have given you another port, the same on each of your devices. The port is yours and stays yours when others are added or removed: what you reach through it, you reach as yourself.</p>
 </li>
 "
     );

@@ -23,8 +23,7 @@ const HOSTS: [&str; 5] = [
     "config-publish.demo.flor.rete",
 ];
 /// The enroll step's command block as Chromium serializes it (`<`, `>` escaped in text).
-const ENROLL: &str =
-    "<pre><code>flor enroll &lt;file&gt;\nflor agent run --rete demo.flor</code></pre>";
+const ENROLL: &str = "<pre><code>sudo flor enroll &lt;file&gt;</code></pre>";
 /// The SOCKS5 example: the most-used rete-scoped service through the first port.
 const CURL: &str = "curl --socks5-hostname 127.0.0.1:1080 http://wiki.demo.flor.rete/";
 /// The screenshot CI keeps (docs/landing.md).

@@ -32,6 +32,7 @@ use super::{
     VertexState, HEALTH_WINDOW_MS,
 };
 use crate::control::Request;
+use crate::status::HEALTHY;
 
 /// A control client waiting for answer lines; the shell numbers them.
 pub type ClientId = u32;
@@ -443,7 +444,7 @@ impl Machine {
     pub fn view(&self, now: Now) -> View<'_> {
         let (vertex_pid, vertex_health) = match self.sup.state() {
             VertexState::Running { pid, healthy, .. } => {
-                (Some(pid), if healthy { "healthy" } else { "starting" })
+                (Some(pid), if healthy { HEALTHY } else { "starting" })
             }
             VertexState::Waiting { .. } => (None, "restarting"),
         };

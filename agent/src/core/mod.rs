@@ -19,6 +19,7 @@
 
 pub mod machine;
 pub mod roles;
+pub mod settle;
 
 /// Milliseconds on the shell's monotonic clock.
 pub type Millis = u64;
