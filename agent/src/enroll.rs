@@ -22,6 +22,7 @@ use flor_vertex::bundle::{Bundle, CsrEntry, CsrRequest, CSR_FORMAT};
 use flor_vertex::file;
 use flor_vertex::identity::{Kind, Name, SpiffeId, TrustDomain};
 use flor_vertex::limits::{MAX_BUNDLE_BYTES, MAX_PEM_LEN};
+use flor_vertex::net::{NetError, P256Key};
 use pki_types::pem::PemObject;
 
 use crate::fetch::{FetchError, Source};
@@ -141,17 +142,16 @@ pub fn id_create(
             .join(PENDING_DIR)
             .join(artifact::key_path(&id).as_str());
         // Re-running reuses the pending key, so a CSR already sent stays valid.
-        let key = match fs::read_to_string(&key_file) {
-            Ok(pem) => {
-                rcgen::KeyPair::from_pem(&pem).map_err(|e| EnrollError::Crypto(e.to_string()))?
-            }
+        let key = match fs::read(&key_file) {
+            Ok(pem) => P256Key::from_pem(&pem).map_err(|e| EnrollError::Crypto(e.to_string()))?,
             Err(_) => {
-                let k = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-                    .map_err(|e| EnrollError::Crypto(e.to_string()))?;
-                write(&key_file, k.serialize_pem().as_bytes(), 0o600)?;
+                let (k, pkcs8) =
+                    P256Key::generate().map_err(|e| EnrollError::Crypto(e.to_string()))?;
+                write(&key_file, private_key_pem(pkcs8).as_bytes(), 0o600)?;
                 k
             }
         };
+        let key = CsrKey(key);
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
             .map_err(|e| EnrollError::Crypto(e.to_string()))?;
         let uri = id.to_uri();
@@ -189,9 +189,35 @@ pub fn id_create(
 }
 
 /// The raw public key of a PKCS#8 PEM key, to match it against a certificate.
-fn public_key_of(key_pem: &str) -> Result<Vec<u8>, String> {
-    let k = rcgen::KeyPair::from_pem(key_pem).map_err(|e| e.to_string())?;
-    Ok(k.public_key_raw().to_vec())
+fn public_key_of(key_pem: &str) -> Result<Vec<u8>, NetError> {
+    Ok(P256Key::from_pem(key_pem.as_bytes())?.public_key().to_vec())
+}
+
+/// A PKCS#8 key as the PEM `PRIVATE KEY` file retectl also writes.
+fn private_key_pem(pkcs8: Vec<u8>) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new("PRIVATE KEY", pkcs8), config)
+}
+
+/// The device's key as rcgen signs a certificate request with it. rcgen's own
+/// `KeyPair` also carries RSA, whose code would then ship on every router;
+/// this implements rcgen's signing trait with the one key type a rete uses.
+struct CsrKey(P256Key);
+
+impl rcgen::PublicKeyData for CsrKey {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.public_key()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl rcgen::SigningKey for CsrKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.0.sign(msg).map_err(|_| rcgen::Error::RingUnspecified)
+    }
 }
 
 /// Whether the DER certificate in `cert_pem` carries `raw_pk` (its SubjectPublicKeyInfo bits).
