@@ -26,6 +26,7 @@ use flor_vertex::bundle::{Bundle, CsrEntry, CsrRequest, CSR_FORMAT};
 use flor_vertex::file;
 use flor_vertex::identity::{Kind, Name, SpiffeId, TrustDomain};
 use flor_vertex::limits::{MAX_BUNDLE_BYTES, MAX_PEM_LEN};
+use flor_vertex::net::{NetError, P256Key};
 use pki_types::pem::PemObject;
 
 use crate::core::settle::{self, Probe, Settled};
@@ -146,25 +147,23 @@ pub fn id_create(
             .join(PENDING_DIR)
             .join(artifact::key_path(&id).as_str());
         // Re-running reuses the pending key, so a CSR already sent stays valid.
-        let key = match fs::read_to_string(&key_file) {
-            Ok(pem) => {
-                rcgen::KeyPair::from_pem(&pem).map_err(|e| EnrollError::Crypto(e.to_string()))?
-            }
+        let key = match fs::read(&key_file) {
+            Ok(pem) => P256Key::from_pem(&pem).map_err(|e| EnrollError::Crypto(e.to_string()))?,
             Err(_) => {
-                let k = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-                    .map_err(|e| EnrollError::Crypto(e.to_string()))?;
-                write(&key_file, k.serialize_pem().as_bytes(), 0o600)?;
+                let (k, pkcs8) =
+                    P256Key::generate().map_err(|e| EnrollError::Crypto(e.to_string()))?;
+                write(&key_file, private_key_pem(pkcs8).as_bytes(), 0o600)?;
                 k
             }
         };
-        let csr_pem = csr(&id, &key)?;
+        let csr_pem = csr(&id, &CsrKey(key))?;
         csrs.push(CsrEntry { id, csr_pem });
     }
     write_request(td, node_name, csrs, out)
 }
 
 /// A PKCS#10 request for `id` over `key`: the SPIFFE ID as the only SAN.
-fn csr(id: &SpiffeId, key: &rcgen::KeyPair) -> Result<String, EnrollError> {
+fn csr(id: &SpiffeId, key: &CsrKey) -> Result<String, EnrollError> {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
         .map_err(|e| EnrollError::Crypto(e.to_string()))?;
     let uri = id.to_uri();
@@ -209,13 +208,9 @@ pub fn id_renew(scope: &Scope, out: Option<&Path>) -> Result<PathBuf, EnrollErro
             Err(_) if id.kind() == Kind::Node => continue,
             Err(e) => return Err(EnrollError::Io(key_file, e)),
         };
-        let key = core::str::from_utf8(&pem)
-            .ok()
-            .and_then(|pem| rcgen::KeyPair::from_pem(pem).ok())
-            .ok_or_else(|| {
-                EnrollError::Crypto(format!("{}: not a PEM private key", key_file.display()))
-            })?;
-        let csr_pem = csr(&id, &key)?;
+        let key = P256Key::from_pem(&pem)
+            .map_err(|e| EnrollError::Crypto(format!("{}: {e}", key_file.display())))?;
+        let csr_pem = csr(&id, &CsrKey(key))?;
         csrs.push(CsrEntry { id, csr_pem });
     }
     let out = out.map_or_else(
@@ -252,9 +247,35 @@ fn write_request(
 }
 
 /// The raw public key of a PKCS#8 PEM key, to match it against a certificate.
-fn public_key_of(key_pem: &str) -> Result<Vec<u8>, String> {
-    let k = rcgen::KeyPair::from_pem(key_pem).map_err(|e| e.to_string())?;
-    Ok(k.public_key_raw().to_vec())
+fn public_key_of(key_pem: &str) -> Result<Vec<u8>, NetError> {
+    Ok(P256Key::from_pem(key_pem.as_bytes())?.public_key().to_vec())
+}
+
+/// A PKCS#8 key as the PEM `PRIVATE KEY` file retectl also writes.
+fn private_key_pem(pkcs8: Vec<u8>) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new("PRIVATE KEY", pkcs8), config)
+}
+
+/// The device's key as rcgen signs a certificate request with it. rcgen's own
+/// `KeyPair` also carries RSA, whose code would then ship on every router;
+/// this implements rcgen's signing trait with the one key type a rete uses.
+struct CsrKey(P256Key);
+
+impl rcgen::PublicKeyData for CsrKey {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.public_key()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl rcgen::SigningKey for CsrKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.0.sign(msg).map_err(|_| rcgen::Error::RingUnspecified)
+    }
 }
 
 /// Whether the DER certificate in `cert_pem` carries `raw_pk` (its SubjectPublicKeyInfo bits).

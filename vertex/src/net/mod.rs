@@ -38,7 +38,7 @@ pub use reset::ResetSecret;
 pub use response::{read_response, ResponseError};
 pub use serve::{serve, ServerCtx};
 pub use socks::{bind_preferred, serve_socks, SocksCtx};
-pub use tls::{load_ca, CertProblem, Credentials, HandshakeFailure, PeerIdError};
+pub use tls::{load_ca, CertProblem, Credentials, HandshakeFailure, P256Key, PeerIdError};
 pub use vertex::{start, RunningVertex, SocksBinding, VertexSetup, SOCKS_IP};
 
 use crate::identity::SpiffeId;

@@ -10,11 +10,13 @@ use std::sync::Arc;
 
 use pki_types::pem::PemObject;
 use pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
-use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::{CertifiedKey, Signer, SigningKey};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use super::NetError;
 use crate::identity::{Dialable, SniRegistry, SpiffeId, TrustDomain};
@@ -73,9 +75,152 @@ impl rustls::client::ResolvesClientCert for OneClientCert {
     }
 }
 
-/// The crypto provider: rustls with ring (one copy of ring on the router).
+/// The crypto provider: rustls with ring, cut to what a rete uses.
+///
+/// Every certificate of a rete is ECDSA P-256 (retectl's CA, bundles and
+/// Flow B CSRs), every peer is a flor speaking TLS 1.3 over QUIC, so the
+/// provider offers only that: one signature scheme to verify and sign, one
+/// key exchange, AES-128-GCM (which QUIC's Initial packets require anyway)
+/// and ChaCha20-Poly1305 (faster where there is no AES hardware, as on MIPS
+/// routers). Leaving RSA, P-384 and AES-256 unreferenced lets the linker drop
+/// their code (size-report/README.md has what it saved).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::{cipher_suite, kx_group};
+    Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        kx_groups: vec![kx_group::X25519],
+        signature_verification_algorithms: P256_ONLY,
+        secure_random: &P256Keys,
+        key_provider: &P256Keys,
+    })
+}
+
+/// Verifies only ECDSA P-256 with SHA-256: the one scheme rete certificates use.
+static P256_ONLY: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
+    all: &[webpki::ring::ECDSA_P256_SHA256],
+    mapping: &[(
+        SignatureScheme::ECDSA_NISTP256_SHA256,
+        &[webpki::ring::ECDSA_P256_SHA256],
+    )],
+};
+
+/// Loads P-256 private keys (PKCS#8, as retectl and `flor enroll` write them)
+/// and draws randomness from the OS, through ring. rustls's own ring key
+/// provider also accepts RSA, P-384 and Ed25519 keys, which would keep their
+/// code in the binary; this one is the few lines rustls leaves to providers.
+#[derive(Debug)]
+struct P256Keys;
+
+impl rustls::crypto::SecureRandom for P256Keys {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), buf)
+            .map_err(|_| rustls::crypto::GetRandomFailed)
+    }
+}
+
+impl rustls::crypto::KeyProvider for P256Keys {
+    fn load_private_key(
+        &self,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn SigningKey>, rustls::Error> {
+        let PrivateKeyDer::Pkcs8(der) = key else {
+            return Err(rustls::Error::General("private key is not PKCS#8".into()));
+        };
+        let key = P256Key::from_pkcs8(der.secret_pkcs8_der())
+            .map_err(|_| rustls::Error::General("private key is not ECDSA P-256".into()))?;
+        Ok(Arc::new(TlsKey(Arc::new(key))))
+    }
+}
+
+/// An ECDSA P-256 private key: the one key type of a rete. The TLS provider
+/// signs handshakes with it and `flor enroll` signs its certificate requests.
+#[derive(Debug)]
+pub struct P256Key(EcdsaKeyPair);
+
+impl P256Key {
+    /// A new random key and its PKCS#8 DER (what the key file holds).
+    pub fn generate() -> Result<(P256Key, Vec<u8>), NetError> {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+            .map_err(|_| NetError::Tls("P-256 key generation"))?;
+        let key = P256Key::from_pkcs8(pkcs8.as_ref())?;
+        Ok((key, pkcs8.as_ref().to_vec()))
+    }
+
+    /// Reads a PKCS#8 DER key; refuses any other key type.
+    pub fn from_pkcs8(der: &[u8]) -> Result<P256Key, NetError> {
+        EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_ASN1_SIGNING,
+            der,
+            &ring::rand::SystemRandom::new(),
+        )
+        .map(P256Key)
+        .map_err(|_| NetError::BadPem("private key (ECDSA P-256, PKCS#8)"))
+    }
+
+    /// Reads a PEM `PRIVATE KEY` (PKCS#8) file's contents.
+    pub fn from_pem(pem: &[u8]) -> Result<P256Key, NetError> {
+        match PrivateKeyDer::from_pem_slice(pem) {
+            Ok(PrivateKeyDer::Pkcs8(der)) => P256Key::from_pkcs8(der.secret_pkcs8_der()),
+            _ => Err(NetError::BadPem("private key (ECDSA P-256, PKCS#8)")),
+        }
+    }
+
+    /// The public key as an uncompressed point (65 bytes), as it appears in
+    /// a certificate's SubjectPublicKeyInfo.
+    pub fn public_key(&self) -> &[u8] {
+        self.0.public_key().as_ref()
+    }
+
+    /// An ASN.1 DER ECDSA signature over SHA-256 of `message`.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, NetError> {
+        self.0
+            .sign(&ring::rand::SystemRandom::new(), message)
+            .map(|sig| sig.as_ref().to_vec())
+            .map_err(|_| NetError::Tls("ECDSA signing"))
+    }
+}
+
+/// A [`P256Key`] signing TLS 1.3 CertificateVerify messages.
+#[derive(Debug)]
+struct TlsKey(Arc<P256Key>);
+
+impl SigningKey for TlsKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
+        offered
+            .contains(&SignatureScheme::ECDSA_NISTP256_SHA256)
+            .then(|| Box::new(TlsSigner(Arc::clone(&self.0))) as Box<dyn Signer>)
+    }
+
+    fn public_key(&self) -> Option<pki_types::SubjectPublicKeyInfoDer<'_>> {
+        // keys_match() compares this with the certificate's key.
+        Some(rustls::sign::public_key_to_spki(
+            &pki_types::alg_id::ECDSA_P256,
+            self.0.public_key(),
+        ))
+    }
+
+    fn algorithm(&self) -> rustls::SignatureAlgorithm {
+        rustls::SignatureAlgorithm::ECDSA
+    }
+}
+
+#[derive(Debug)]
+struct TlsSigner(Arc<P256Key>);
+
+impl Signer for TlsSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        self.0
+            .sign(message)
+            .map_err(|_| rustls::Error::General("ECDSA signing failed".into()))
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        SignatureScheme::ECDSA_NISTP256_SHA256
+    }
 }
 
 /// Loads the rete CA (one or more PEM certificates) as the only trust anchor.
@@ -169,9 +314,10 @@ pub fn server_config(
     registry: Arc<SniRegistry<Arc<CertifiedKey>>>,
 ) -> Result<rustls::ServerConfig, NetError> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(&provider))
-        .build()
-        .map_err(|_| NetError::Tls("client verifier"))?;
+    let verifier = Arc::new(CaClientVerifier {
+        roots,
+        provider: Arc::clone(&provider),
+    });
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|_| NetError::Tls("TLS 1.3"))?
@@ -228,21 +374,16 @@ impl ServerCertVerifier for ExactSanVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let ee = webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-        })?;
-        ee.verify_for_usage(
-            self.provider.signature_verification_algorithms.all,
-            &self.roots.roots,
+        // The dialer logs a refusal with the address (HandshakeFailure);
+        // the error keeps the reason so that log line can name it.
+        verify_chain(
+            &self.roots,
+            &self.provider,
+            end_entity,
             intermediates,
             now,
             webpki::KeyUsage::server_auth(),
-            None,
-            None,
-        )
-        // The dialer logs the refusal with the address (HandshakeFailure);
-        // the error keeps the reason so that log line can name it.
-        .map_err(|e| rustls::Error::InvalidCertificate(certificate_error(e)))?;
+        )?;
         match spiffe_id_of(end_entity, self.expected.trust_domain()) {
             Ok(id) if id == self.expected => Ok(ServerCertVerified::assertion()),
             Ok(id) => {
@@ -270,6 +411,98 @@ impl ServerCertVerifier for ExactSanVerifier {
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         // TLS 1.3 only (QUIC); a TLS 1.2 signature is never legitimate here.
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Checks that `end_entity` chains to the rete CA for `usage` at `now`.
+fn verify_chain(
+    roots: &RootCertStore,
+    provider: &CryptoProvider,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+    usage: webpki::KeyUsage,
+) -> Result<(), rustls::Error> {
+    let ee = webpki::EndEntityCert::try_from(end_entity)
+        .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+    ee.verify_for_usage(
+        provider.signature_verification_algorithms.all,
+        &roots.roots,
+        intermediates,
+        now,
+        usage,
+        None,
+        None,
+    )
+    .map(|_| ())
+    .map_err(|e| rustls::Error::InvalidCertificate(certificate_error(e)))
+}
+
+/// Requires a client certificate that chains to the rete CA. rustls's
+/// `WebPkiClientVerifier` checks the same and also parses revocation lists,
+/// which a rete does not use (a principal is removed by name, spec 000), so
+/// this verifier keeps that parser out of router builds. It sends no CA
+/// names in its request: every flor presents its one certificate anyway.
+/// Which principal a verified certificate names is decided after the
+/// handshake, by the ACL (serve.rs).
+#[derive(Debug)]
+struct CaClientVerifier {
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for CaClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        verify_chain(
+            &self.roots,
+            &self.provider,
+            end_entity,
+            intermediates,
+            now,
+            webpki::KeyUsage::client_auth(),
+        )?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // TLS 1.3 only (QUIC), as for the server's certificate.
         Err(rustls::Error::PeerIncompatible(
             rustls::PeerIncompatible::Tls12NotOffered,
         ))
