@@ -10,6 +10,7 @@
 #   /usr/bin/flor                      the binary
 #   /lib/systemd/system/flor.service   packaging/systemd/flor.service as it is: one
 #                                      `flor service run` for every enrolled rete
+#   /usr/share/{bash-completion,zsh,fish,man}/...  completions and flor.1 (packaging/extras.sh)
 # and the maintainer scripts in packaging/deb/ make /etc/flor/retes (0700), enable
 # and start the service on install, restart it on upgrade, stop it on removal.
 # Enrolled scopes (/etc/flor, keys included) stay even on purge.
@@ -97,6 +98,9 @@ for row in "${FILES[@]}"; do
 	[ -f "$src" ] || die "$src: no such file (for $dest)"
 	install -D -m "$mode" "$src" "$pkg$dest"
 done
+# Shell completions (bash, zsh, fish) and the man page: packaging/extras.sh, the
+# same installer install.sh uses, into the package root.
+sh "$repo/packaging/extras.sh" --prefix /usr --version "${version%-*}" "$pkg" >/dev/null
 find "$pkg" -type d -exec chmod 0755 {} +
 
 install -d -m 0755 "$pkg/DEBIAN"

@@ -70,8 +70,12 @@ check "control holds control, postinst, prerm, postrm" \
 echo "== files"
 listing=$(dpkg-deb --contents "$deb" | awk '$1 !~ /^d/ {print $1, $2, $6}' | sort -k3)
 expected="-rw-r--r-- root/root ./lib/systemd/system/flor.service
--rwxr-xr-x root/root ./usr/bin/flor"
-check "/usr/bin/flor and /lib/systemd/system/flor.service, root-owned, right modes" [ "$listing" = "$expected" ]
+-rwxr-xr-x root/root ./usr/bin/flor
+-rw-r--r-- root/root ./usr/share/bash-completion/completions/flor
+-rw-r--r-- root/root ./usr/share/fish/vendor_completions.d/flor.fish
+-rw-r--r-- root/root ./usr/share/man/man1/flor.1
+-rw-r--r-- root/root ./usr/share/zsh/vendor-completions/_flor"
+check "flor, its unit, completions and man page, root-owned, right modes" [ "$listing" = "$expected" ]
 [ "$listing" = "$expected" ] || printf '     got:\n%s\n' "$listing"
 check "every entry is owned by root/root" bash -c "! dpkg-deb --contents '$deb' | awk '{print \$2}' | grep -v '^root/root$'"
 check "/usr/bin/flor is the given binary, byte for byte" cmp -s "$binary" "$T/x/usr/bin/flor"
