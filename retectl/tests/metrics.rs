@@ -314,7 +314,7 @@ fn prometheus_and_the_operator_read_every_nodes_counters() {
     let refusal = "spiffe://demo.flor/node/alpha may push only as node alpha, not as beta";
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains(refusal));
-    let log = std::fs::read_to_string(mgmt.join("metrics-server.log")).unwrap();
+    let log = std::fs::read_to_string(mgmt.join("agent.log")).unwrap();
     assert!(
         log.contains(&format!("refused push (403): {refusal}")),
         "{log}"

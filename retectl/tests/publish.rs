@@ -174,7 +174,7 @@ fn operator_publishes_over_florete_and_others_are_refused() {
     let refusal = "spiffe://demo.flor/node/alpha may not read the artifacts of node beta";
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains(refusal));
-    let log = std::fs::read_to_string(home.join("config-server.log")).unwrap();
+    let log = std::fs::read_to_string(tmp.join("agent.log")).unwrap();
     assert!(log.contains(&format!("refused (403): {refusal}")), "{log}");
     let (status, body) = get(&laptop_bundle, "user/olga", "beta");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
