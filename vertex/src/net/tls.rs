@@ -99,6 +99,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Verifies only ECDSA P-256 with SHA-256: the one scheme rete certificates use.
+/// The provider and both verifiers read it from here.
 static P256_ONLY: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
     all: &[webpki::ring::ECDSA_P256_SHA256],
     mapping: &[(
@@ -313,12 +314,8 @@ pub fn server_config(
     roots: Arc<RootCertStore>,
     registry: Arc<SniRegistry<Arc<CertifiedKey>>>,
 ) -> Result<rustls::ServerConfig, NetError> {
-    let provider = provider();
-    let verifier = Arc::new(CaClientVerifier {
-        roots,
-        provider: Arc::clone(&provider),
-    });
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let verifier = Arc::new(CaClientVerifier { roots });
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|_| NetError::Tls("TLS 1.3"))?
         .with_client_cert_verifier(verifier)
@@ -340,13 +337,11 @@ pub fn client_config(
     caller: &Credentials,
     target: &Dialable,
 ) -> Result<rustls::ClientConfig, NetError> {
-    let provider = provider();
     let verifier = ExactSanVerifier {
         roots,
         expected: target.id().clone(),
-        provider: Arc::clone(&provider),
     };
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|_| NetError::Tls("TLS 1.3"))?
         .dangerous()
@@ -362,7 +357,6 @@ pub fn client_config(
 struct ExactSanVerifier {
     roots: Arc<RootCertStore>,
     expected: SpiffeId,
-    provider: Arc<CryptoProvider>,
 }
 
 impl ServerCertVerifier for ExactSanVerifier {
@@ -378,7 +372,6 @@ impl ServerCertVerifier for ExactSanVerifier {
         // the error keeps the reason so that log line can name it.
         verify_chain(
             &self.roots,
-            &self.provider,
             end_entity,
             intermediates,
             now,
@@ -422,25 +415,17 @@ impl ServerCertVerifier for ExactSanVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &P256_ONLY)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        P256_ONLY.supported_schemes()
     }
 }
 
 /// Checks that `end_entity` chains to the rete CA for `usage` at `now`.
 fn verify_chain(
     roots: &RootCertStore,
-    provider: &CryptoProvider,
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
     now: UnixTime,
@@ -449,7 +434,7 @@ fn verify_chain(
     let ee = webpki::EndEntityCert::try_from(end_entity)
         .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
     ee.verify_for_usage(
-        provider.signature_verification_algorithms.all,
+        P256_ONLY.all,
         &roots.roots,
         intermediates,
         now,
@@ -471,7 +456,6 @@ fn verify_chain(
 #[derive(Debug)]
 struct CaClientVerifier {
     roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
 }
 
 impl ClientCertVerifier for CaClientVerifier {
@@ -487,7 +471,6 @@ impl ClientCertVerifier for CaClientVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         verify_chain(
             &self.roots,
-            &self.provider,
             end_entity,
             intermediates,
             now,
@@ -514,18 +497,11 @@ impl ClientCertVerifier for CaClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &P256_ONLY)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        P256_ONLY.supported_schemes()
     }
 }
 
