@@ -149,7 +149,7 @@ done
 out=$("$install_sh" --root "$RO" --binary "$bin" 2>&1)
 check "flor-agent@*.service links and template are gone, flor.service is enabled" \
 	[ "$(cd "$RO" && find . -type f -o -type l | sort | tr '\n' ' ')" = \
-	"./etc/systemd/system/flor.service ./etc/systemd/system/multi-user.target.wants/flor.service ./usr/local/bin/flor " ]
+	"./etc/systemd/system/flor.service ./etc/systemd/system/multi-user.target.wants/flor.service ./usr/local/bin/flor ./usr/local/share/bash-completion/completions/flor ./usr/local/share/fish/vendor_completions.d/flor.fish ./usr/local/share/man/man1/flor.1 ./usr/local/share/zsh/site-functions/_flor " ]
 check "and it says so" grep -q "stopped and disabled flor-agent@demo.flor.service (replaced by flor.service)" <<<"$out"
 
 echo "== install.sh: idempotent"
