@@ -17,19 +17,56 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// A free loopback UDP address (bound and released; tests pick distinct ones).
-pub fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind a loopback UDP socket")
+/// Where [`free_tcp`] and [`free_udp`] hand out ports: below Linux's
+/// ephemeral range (`ip_local_port_range`, 32768–60999 by default). A port
+/// taken from the ephemeral range by binding port 0 and released can be
+/// reused by the kernel for any outgoing connection before the test's server
+/// binds it — seen in CI as "nothing listens on 37373" when a config-server
+/// lost its port. Below that range only an explicit bind takes a port.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// The next candidate port: a per-process start (so parallel test binaries
+/// begin in different places) and then one step per call (so tests in one
+/// binary never get the same port twice).
+fn next_candidate() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let next = NEXT.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        AtomicU32::new(std::process::id().wrapping_mul(7919).wrapping_add(nanos) % span)
+    });
+    let step = next.fetch_add(1, Ordering::Relaxed) % span;
+    TEST_PORTS.start + u16::try_from(step).expect("step < span fits u16")
 }
 
-/// A free loopback TCP port (bound and released).
+/// A loopback port nobody holds for TCP or UDP right now (checked by binding
+/// both and releasing them), outside the ephemeral range.
+fn free_port() -> u16 {
+    for _ in 0..u32::from(TEST_PORTS.end - TEST_PORTS.start) {
+        let port = next_candidate();
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {TEST_PORTS:?}")
+}
+
+/// A free loopback UDP address (checked and released; never handed out twice
+/// in one test process).
+pub fn free_udp() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A free loopback TCP port (checked and released; never handed out twice in
+/// one test process).
 pub fn free_tcp() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a loopback TCP socket")
-        .port()
+    free_port()
 }
 
 /// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`; Linux).

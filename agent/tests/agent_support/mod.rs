@@ -66,13 +66,12 @@ impl Pilot {
     }
 
     pub fn start_config_server(&mut self) {
-        let log = std::fs::File::create(
-            self.store
-                .0
-                .join("../cs.log")
-                .with_file_name(format!("cs-{}.log", self.read)),
-        )
-        .unwrap();
+        let log_path = self
+            .store
+            .0
+            .join("../cs.log")
+            .with_file_name(format!("cs-{}.log", self.read));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = flor_cmd(&self.mgmt.home.0)
             .args([
                 "config-server",
@@ -90,9 +89,26 @@ impl Pilot {
             .process_group(0)
             .spawn()
             .unwrap();
-        self.cs = Some(Group(child));
-        wait_tcp(self.read);
-        wait_tcp(self.publish);
+        let mut cs = Group(child);
+        // A config-server that exits (its port taken, a bad flag) says why in
+        // its log: show that instead of only "nothing listens".
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in [self.read, self.publish] {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Ok(Some(status)) = cs.0.try_wait() {
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    panic!(
+                        "the config-server exited ({status}) before listening on {port}:\n{log}"
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "nothing listens on {port} after 20 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.cs = Some(cs);
     }
 
     pub fn stop_config_server(&mut self) {
