@@ -158,6 +158,25 @@ pub const UPSTREAM_WRITE_BATCH_CHUNKS: usize = 64;
 /// congestion signal). The kernel caps it at `net.core.rmem_max`.
 pub const UDP_SOCKET_BUFFER_BYTES: usize = 1024 * 1024;
 
+/// Largest UDP payload a vertex sends or accepts, and the ceiling of QUIC's
+/// path MTU discovery: 8,952 bytes, a 9,000-byte jumbo frame less the IPv6
+/// and UDP headers. A path starts at QUIC's 1,200 bytes and probes upward;
+/// on an ordinary 1,500-byte link the probes above it are lost and the path
+/// settles at 1,452 as before, while loopback (a node's own services, the
+/// bench) and jumbo-frame LANs carry 6x fewer packets for the same bytes,
+/// and a QUIC connection pays its costs per packet. It costs no RAM: the
+/// endpoint's receive buffer is sized by [`GRO_DATAGRAM_BYTES`], not by this.
+pub const MAX_UDP_PAYLOAD: u16 = 8952;
+
+/// Most bytes the kernel hands over as one (GRO-coalesced) receive or takes
+/// as one segmented (GSO) send: the 16-bit UDP and IPv4 length fields cap
+/// both at 64 KiB. quinn sizes its receive slots as payload x segments, so a
+/// vertex reports `ceil(GRO_DATAGRAM_BYTES / MAX_UDP_PAYLOAD)` receive segments
+/// (8 slots' worth of 8,952 = 70 KiB each, 32 slots, 2.2 MiB of which only
+/// what the kernel writes becomes resident) and at most
+/// `(GRO_DATAGRAM_BYTES - 29) / MAX_UDP_PAYLOAD` segments per send.
+pub const GRO_DATAGRAM_BYTES: usize = 64 * 1024;
+
 /// QUIC receive window of one stream: how much one flow may have in flight.
 /// 1 MiB keeps a LAN link full; a router pays it only for flows that fill it.
 pub const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;

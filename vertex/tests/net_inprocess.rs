@@ -328,6 +328,74 @@ fn a_new_caller_holds_its_early_bytes_for_the_verdict_of_an_old_vertex() {
     });
 }
 
+/// Sends `len` bytes through `flow` to an echo while reading them back, and
+/// checks that every byte returns in order.
+async fn echo_through(flow: net::Flow, len: usize) {
+    let (mut send, mut recv) = flow.into_parts();
+    let pattern = |i: usize| (i % 251) as u8;
+    let writer = async move {
+        let mut sent = 0;
+        while sent < len {
+            let n = (64 * 1024).min(len - sent);
+            let chunk: Vec<u8> = (sent..sent + n).map(pattern).collect();
+            send.write_all(&chunk).await.unwrap();
+            sent += n;
+        }
+        let _ = send.finish();
+    };
+    let reader = async move {
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        while got < len {
+            let n = recv
+                .read(&mut buf)
+                .await
+                .unwrap()
+                .expect("the echo ended early");
+            for (k, b) in buf[..n].iter().enumerate() {
+                assert_eq!(*b, pattern(got + k), "byte {} came back wrong", got + k);
+            }
+            got += n;
+        }
+    };
+    smol::future::zip(writer, reader).await;
+}
+
+#[test]
+fn the_path_mtu_grows_past_ethernet_on_loopback_but_not_past_an_old_peers_limit() {
+    use flor_vertex::limits::MAX_UDP_PAYLOAD;
+    let pki = Pki::new();
+    let udp = free_udp();
+    let (setup, bob, echo) = serving(&pki, udp, false, 30);
+    // A peer of the previous release: quinn's default 1,472-byte datagram limit.
+    let (old_addr, old_echo, _seen, _server) = foreign_server(&pki, ALPN_V2, None);
+    net::block_on(async {
+        let _vertex = net::start(setup).unwrap();
+        let dialer = Dialer::new(pki.ca_pem.as_bytes()).unwrap();
+        let flow = dialer.connect(&bob, &echo, udp).await.unwrap();
+        echo_through(flow, 4 << 20).await;
+        // Path MTU discovery probes beside the traffic; on loopback (MTU
+        // 65,536) it climbs to the ceiling within a few round trips.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mtu = dialer.path_mtu(&bob, &echo, udp).await.unwrap();
+            if mtu > MAX_UDP_PAYLOAD - 100 {
+                assert!(mtu <= MAX_UDP_PAYLOAD, "path MTU {mtu} above the ceiling");
+                break;
+            }
+            assert!(Instant::now() < deadline, "path MTU stuck at {mtu}");
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+        let flow = dialer.connect(&bob, &old_echo, old_addr).await.unwrap();
+        echo_through(flow, 4 << 20).await;
+        let mtu = dialer.path_mtu(&bob, &old_echo, old_addr).await.unwrap();
+        assert!(
+            mtu <= 1472,
+            "sent {mtu}-byte datagrams to a peer that takes 1,472"
+        );
+    });
+}
+
 #[test]
 fn early_bytes_ride_with_the_hello_only_where_no_retry_follows_and_arrive_once() {
     let pki = Pki::new();

@@ -173,7 +173,7 @@ impl AsyncWrite for Flow {
 
 /// A client-only QUIC endpoint on an ephemeral UDP port (dual-stack if the host has IPv6).
 pub fn client_endpoint() -> Result<quinn::Endpoint, NetError> {
-    client_endpoint_on(Arc::new(quinn::SmolRuntime))
+    client_endpoint_on(Arc::new(super::exec::PlainRuntime))
 }
 
 /// [`client_endpoint`] whose drivers run on `runtime` (a vertex's: `exec`).
@@ -182,12 +182,9 @@ pub(crate) fn client_endpoint_on(
 ) -> Result<quinn::Endpoint, NetError> {
     let socket = dual_stack_udp().or_else(|_| UdpSocket::bind(("0.0.0.0", 0)))?;
     super::size_udp_buffers(&socket);
-    Ok(quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        None,
-        socket,
-        runtime,
-    )?)
+    let mut cfg = quinn::EndpointConfig::default();
+    super::accept_large_datagrams(&mut cfg);
+    Ok(quinn::Endpoint::new(cfg, None, socket, runtime)?)
 }
 
 /// `[::]:0` that also reaches IPv4 nodes (as IPv4-mapped addresses).
@@ -395,6 +392,26 @@ impl Dialer {
         let took = started.elapsed();
         *slot.lock().await = Some(conn);
         Ok(took)
+    }
+
+    /// The path MTU (largest UDP payload) the pooled connection to `target`
+    /// at `addr` as `caller` has found so far, if there is one: 1,200 at the
+    /// start, up to [`crate::limits::MAX_UDP_PAYLOAD`] where the path and the
+    /// peer take it (discovery probes beside the traffic once the handshake is
+    /// confirmed; a path stuck low explains a slow bulk transfer).
+    pub async fn path_mtu(
+        &self,
+        caller: &Arc<Credentials>,
+        target: &Dialable,
+        addr: SocketAddr,
+    ) -> Option<u16> {
+        let key: PoolKey = (caller.id.clone(), target.clone(), addr);
+        let slot = {
+            let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(pool.get(&key)?)
+        };
+        let conn = slot.lock().await;
+        conn.as_ref().map(|c| c.stats().path.current_mtu)
     }
 
     /// The local UDP address flows leave from.

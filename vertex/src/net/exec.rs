@@ -20,6 +20,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use quinn::Runtime as _;
+
+use crate::limits::{GRO_DATAGRAM_BYTES, MAX_UDP_PAYLOAD};
+
 static EXECUTOR: smol::Executor<'static> = smol::Executor::new();
 
 /// Spawns a vertex task (run by whoever is in [`block_on`]).
@@ -60,6 +64,88 @@ impl quinn::Runtime for VertexRuntime {
         &self,
         sock: std::net::UdpSocket,
     ) -> io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
-        quinn::SmolRuntime.wrap_udp_socket(sock)
+        Datagrams::wrap(sock)
+    }
+}
+
+/// quinn's smol runtime with [`Datagrams`] sockets: for endpoints outside a
+/// vertex (the agent's and retectl's `Dialer`).
+#[derive(Debug)]
+pub(crate) struct PlainRuntime;
+
+impl quinn::Runtime for PlainRuntime {
+    fn new_timer(&self, t: Instant) -> Pin<Box<dyn quinn::AsyncTimer>> {
+        quinn::SmolRuntime.new_timer(t)
+    }
+
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        quinn::SmolRuntime.spawn(future)
+    }
+
+    fn wrap_udp_socket(
+        &self,
+        sock: std::net::UdpSocket,
+    ) -> io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
+        Datagrams::wrap(sock)
+    }
+}
+
+/// quinn's smol UDP socket, with segment counts that fit [`MAX_UDP_PAYLOAD`]
+/// datagrams into the kernel's 64 KiB ([`GRO_DATAGRAM_BYTES`]).
+///
+/// quinn sizes its receive buffer as payload x receive segments x 32 slots,
+/// and the kernel's report of 64 GRO segments would make that 18 MiB at
+/// 8,952 bytes; no coalesced receive exceeds 64 KiB, so `ceil(64 KiB /
+/// payload)` segments per slot hold every one. On the send side quinn may
+/// batch 10 segments of the path MTU, which above 6,550 bytes would not fit
+/// one GSO send; `(64 KiB - headers) / payload` always does.
+#[derive(Debug)]
+struct Datagrams(Arc<dyn quinn::AsyncUdpSocket>);
+
+impl Datagrams {
+    fn wrap(sock: std::net::UdpSocket) -> io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
+        let inner = quinn::SmolRuntime.wrap_udp_socket(sock)?;
+        Ok(Arc::new(Datagrams(inner)))
+    }
+}
+
+/// UDP and IPv6 headers, the most a GSO send's 64 KiB length field carries
+/// beside the payload.
+const DATAGRAM_HEADERS: usize = 8 + 40;
+
+impl quinn::AsyncUdpSocket for Datagrams {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn quinn::UdpPoller>> {
+        self.0.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit) -> io::Result<()> {
+        self.0.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context,
+        bufs: &mut [io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.0.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        let fit = (GRO_DATAGRAM_BYTES - DATAGRAM_HEADERS) / usize::from(MAX_UDP_PAYLOAD);
+        self.0.max_transmit_segments().min(fit.max(1))
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        let fit = GRO_DATAGRAM_BYTES.div_ceil(usize::from(MAX_UDP_PAYLOAD));
+        self.0.max_receive_segments().min(fit)
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.0.may_fragment()
     }
 }

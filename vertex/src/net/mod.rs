@@ -44,7 +44,7 @@ pub use vertex::{start, RunningVertex, SocksBinding, VertexSetup, SOCKS_IP};
 use crate::identity::SpiffeId;
 use crate::limits::{
     CONNECTION_RECEIVE_WINDOW, FLOW_BUFFER_BYTES, KEEP_ALIVE_S, MAX_STREAMS_PER_CONNECTION,
-    SEND_WINDOW, STREAM_RECEIVE_WINDOW, UDP_SOCKET_BUFFER_BYTES,
+    MAX_UDP_PAYLOAD, SEND_WINDOW, STREAM_RECEIVE_WINDOW, UDP_SOCKET_BUFFER_BYTES,
 };
 
 /// Why the data plane could not be set up.
@@ -98,10 +98,20 @@ pub(crate) fn transport(idle: Duration) -> Arc<quinn::TransportConfig> {
     t.receive_window(CONNECTION_RECEIVE_WINDOW.into());
     t.send_window(SEND_WINDOW);
     t.keep_alive_interval(Some(Duration::from_secs(KEEP_ALIVE_S)));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    t.mtu_discovery_config(Some(mtu));
     if let Ok(idle) = quinn::IdleTimeout::try_from(idle) {
         t.max_idle_timeout(Some(idle));
     }
     Arc::new(t)
+}
+
+/// The datagram size every endpoint of ours accepts ([`MAX_UDP_PAYLOAD`]; quinn's
+/// default is 1,472), set on an endpoint configuration made elsewhere.
+pub(crate) fn accept_large_datagrams(cfg: &mut quinn::EndpointConfig) {
+    // Only fails below QUIC's 1,200-byte minimum, which the constant is not.
+    let _ = cfg.max_udp_payload_size(MAX_UDP_PAYLOAD);
 }
 
 /// Asks the kernel for [`UDP_SOCKET_BUFFER_BYTES`] of queue on a QUIC socket,

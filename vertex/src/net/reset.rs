@@ -93,6 +93,7 @@ impl ResetSecret {
             quinn::EndpointConfig::new(Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &self.reset)));
         let secret = self.clone();
         cfg.cid_generator(move || Box::new(secret.cid_generator()));
+        super::accept_large_datagrams(&mut cfg);
         cfg
     }
 
