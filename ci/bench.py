@@ -535,11 +535,16 @@ def report(args, m, started, load_start, load_end):
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+    # From ip(8), not /sys: under BENCH_LO_MTU the bench runs in a network
+    # namespace of its own, which the host's /sys does not show.
+    link = subprocess.run(["ip", "-o", "link", "show", "lo"], capture_output=True, text=True)
+    lo_mtu = (re.search(r"\bmtu (\d+)", link.stdout) or [None, "?"])[1]
     head = (f"{started:%Y-%m-%d %H:%M} UTC, bench at commit {commit}"
             f"{' (with uncommitted changes)' if dirty else ''}, flor measured: "
             f"{os.path.relpath(args.flor, args.src) if args.flor.startswith(args.src) else os.path.basename(args.flor)}"
             f" ({os.path.getsize(args.flor)} bytes), "
-            f"{os.cpu_count()} × {cpu}, Linux {platform.release()}; load average (1 min) "
+            f"{os.cpu_count()} × {cpu}, Linux {platform.release()}, loopback MTU {lo_mtu}; "
+            f"load average (1 min) "
             f"{load_start} at the start, {load_end} at the end; {args.reps} runs, iperf3 "
             f"-t {args.seconds}; a run is *disturbed* when other processes used more than "
             f"{DISTURBED_CORES} cores during it (from /proc/stat); † marks a cell where every run was "

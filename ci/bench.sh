@@ -3,7 +3,8 @@
 # Florete on the example rete, side by side in one run on loopback (release
 # build of flor, real agents and vertices). Prints a markdown table; with
 # `--section NAME` also rewrites that section of docs/performance.md.
-# Options go to ci/bench.py (--reps, --seconds, --samples, --only, --note).
+# Options go to ci/bench.py (--reps, --seconds, --samples, --only, --note);
+# BENCH_LO_MTU=1500 runs it all over a 1,500-byte loopback (below).
 # Takes ~6 minutes with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,5 +29,14 @@ if [ -z "${FLOR_BIN:-}" ]; then
 fi
 # retectl only prepares the rete: a debug build is enough.
 cargo build --locked -p retectl
-exec python3 ci/bench.py --src "$SRC" --flor "$FLOR_BIN" \
-  --retectl "$SRC/target/debug/retectl" --client "$CLIENT" "$@"
+BENCH=(python3 ci/bench.py --src "$SRC" --flor "$FLOR_BIN"
+  --retectl "$SRC/target/debug/retectl" --client "$CLIENT" "$@")
+# BENCH_LO_MTU=1500: run everything in a network namespace of its own whose
+# loopback has that MTU, i.e. the packet size of an Ethernet path, for both
+# tunnels alike (TCP keeps its segmentation offload there, as on a real NIC;
+# QUIC's path MTU discovery stops at the link's size). Needs root.
+if [ -n "${BENCH_LO_MTU:-}" ]; then
+  exec unshare --net sh -c 'ip link set lo up && ip link set lo mtu "$0" && exec "$@"' \
+    "$BENCH_LO_MTU" "${BENCH[@]}"
+fi
+exec "${BENCH[@]}"

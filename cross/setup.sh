@@ -115,5 +115,6 @@ ZCC
 zig_wrapper mipsel-unknown-linux-musl mipsel-linux-musleabi
 zig_wrapper mips-unknown-linux-musl mips-linux-musleabi
 zig_wrapper armv7-unknown-linux-musleabihf arm-linux-musleabihf -mcpu=generic+v7a+vfp3d16+thumb2
+zig_wrapper aarch64-unknown-linux-musl aarch64-linux-musl
 
 echo "cross/setup.sh: ok: $("$bin/rustc" --version), zig $("$bin/zig" version), $("$bin/cargo-zigbuild" --version)"

@@ -275,6 +275,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "openwrt-aarch64",
                 "openwrt-armv7",
                 "openwrt-mips",
                 "openwrt-mipsel",

@@ -173,7 +173,7 @@ impl AsyncWrite for Flow {
 
 /// A client-only QUIC endpoint on an ephemeral UDP port (dual-stack if the host has IPv6).
 pub fn client_endpoint() -> Result<quinn::Endpoint, NetError> {
-    client_endpoint_on(Arc::new(super::exec::PlainRuntime))
+    client_endpoint_on(Arc::new(super::exec::Runtime::PLAIN))
 }
 
 /// [`client_endpoint`] whose drivers run on `runtime` (a vertex's: `exec`).

@@ -20,8 +20,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use quinn::Runtime as _;
-
 use crate::limits::{GRO_DATAGRAM_BYTES, MAX_UDP_PAYLOAD};
 
 static EXECUTOR: smol::Executor<'static> = smol::Executor::new();
@@ -46,47 +44,45 @@ pub fn block_on<T>(f: impl Future<Output = T>) -> T {
     smol::block_on(EXECUTOR.run(f))
 }
 
-/// quinn's smol runtime, except that connection and endpoint drivers run on
-/// the vertex's executor.
+/// quinn's smol runtime with [`Datagrams`] sockets. [`Runtime::VERTEX`]
+/// runs connection and endpoint drivers on the vertex's executor;
+/// [`Runtime::PLAIN`] on smol's global one, for endpoints outside a vertex
+/// (the agent's and retectl's `Dialer`).
 #[derive(Debug)]
-pub(crate) struct VertexRuntime;
-
-impl quinn::Runtime for VertexRuntime {
-    fn new_timer(&self, t: Instant) -> Pin<Box<dyn quinn::AsyncTimer>> {
-        quinn::SmolRuntime.new_timer(t)
-    }
-
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
-        EXECUTOR.spawn(future).detach();
-    }
-
-    fn wrap_udp_socket(
-        &self,
-        sock: std::net::UdpSocket,
-    ) -> io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
-        Datagrams::wrap(sock)
-    }
+pub(crate) struct Runtime {
+    on_vertex_executor: bool,
 }
 
-/// quinn's smol runtime with [`Datagrams`] sockets: for endpoints outside a
-/// vertex (the agent's and retectl's `Dialer`).
-#[derive(Debug)]
-pub(crate) struct PlainRuntime;
+impl Runtime {
+    /// Drivers run where the vertex's tasks run ([`block_on`]).
+    pub(crate) const VERTEX: Runtime = Runtime {
+        on_vertex_executor: true,
+    };
+    /// Drivers run on smol's global executor.
+    pub(crate) const PLAIN: Runtime = Runtime {
+        on_vertex_executor: false,
+    };
+}
 
-impl quinn::Runtime for PlainRuntime {
+impl quinn::Runtime for Runtime {
     fn new_timer(&self, t: Instant) -> Pin<Box<dyn quinn::AsyncTimer>> {
         quinn::SmolRuntime.new_timer(t)
     }
 
     fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
-        quinn::SmolRuntime.spawn(future)
+        if self.on_vertex_executor {
+            EXECUTOR.spawn(future).detach();
+        } else {
+            quinn::SmolRuntime.spawn(future)
+        }
     }
 
     fn wrap_udp_socket(
         &self,
         sock: std::net::UdpSocket,
     ) -> io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
-        Datagrams::wrap(sock)
+        let inner = quinn::SmolRuntime.wrap_udp_socket(sock)?;
+        Ok(Arc::new(Datagrams(inner)))
     }
 }
 
@@ -101,13 +97,6 @@ impl quinn::Runtime for PlainRuntime {
 /// one GSO send; `(64 KiB - headers) / payload` always does.
 #[derive(Debug)]
 struct Datagrams(Arc<dyn quinn::AsyncUdpSocket>);
-
-impl Datagrams {
-    fn wrap(sock: std::net::UdpSocket) -> io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
-        let inner = quinn::SmolRuntime.wrap_udp_socket(sock)?;
-        Ok(Arc::new(Datagrams(inner)))
-    }
-}
 
 /// UDP and IPv6 headers, the most a GSO send's 64 KiB length field carries
 /// beside the payload.

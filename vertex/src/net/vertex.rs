@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::dial::{client_endpoint_on, Dialer};
-use super::exec::{self, VertexRuntime};
+use super::exec::{self, Runtime};
 use super::reset::ResetSecret;
 use super::serve::{serve, ServerCtx};
 use super::socks::{bind_preferred, serve_socks, RouteTable, SocksCtx};
@@ -208,7 +208,7 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
                 setup.reset_secret.endpoint_config(),
                 Some(sc),
                 socket,
-                Arc::new(VertexRuntime),
+                Arc::new(Runtime::VERTEX),
             )?;
             let bound = ep.local_addr()?;
             log::info!(
@@ -236,7 +236,7 @@ pub fn start(setup: VertexSetup) -> Result<RunningVertex, NetError> {
     let mut socks = Vec::new();
     let mut client = None;
     if !cfg.socks.is_empty() {
-        let ep = client_endpoint_on(Arc::new(VertexRuntime))?;
+        let ep = client_endpoint_on(Arc::new(Runtime::VERTEX))?;
         client = Some(ep.clone());
         let dialer = Arc::new(Dialer::with_endpoint(ep, Arc::clone(&roots), idle));
         let ctx = Arc::new(SocksCtx {
