@@ -5,7 +5,8 @@
 #   .deb        amd64 from the host build, installed in a Debian container built from a
 #               debootstrap base: the service picks up `flor enroll <bundle>` and
 #               traffic flows (test-deb.sh); arm64 and armhf from the rpi-aarch64 and
-#               rpi-armv7 board builds when those exist (contents and `file` only)
+#               rpi-armv7 board builds (ci/test.sh's ci/cross.sh builds every board):
+#               contents, `file`, and the packaged binary run under qemu-user
 #   .ipk        for the mipsel router board, from its static musl build (test-ipk.sh);
 #               its `flor service run` under qemu-user picks up a newly enrolled node
 #   .msi        around an x86_64-pc-windows-gnu flor.exe (test-msi.sh): tables, then
@@ -105,8 +106,9 @@ strip -o target/packages/flor-amd64 "$flor"
 deb=$(packaging/deb/build-deb.sh --binary target/packages/flor-amd64 --arch amd64)
 ls -l "$deb"
 run_check deb-amd64 packaging/tests/test-deb.sh "$deb" amd64 target/packages/flor-amd64 "$flor" "$retectl"
-# The Raspberry Pi packages wrap the boards' cross builds (ci/cross.sh <board>); a cold
-# cross build takes ~10 min per board, so they are packaged only when already built.
+# The Raspberry Pi packages wrap the boards' cross builds, which ci/cross.sh (run
+# by ci/test.sh before this) leaves in target/boards; run alone, this script
+# packages them only when they are already built.
 for row in "rpi-aarch64 arm64" "rpi-armv7 armhf"; do
 	read -r b a <<<"$row"
 	pi=target/boards/$b/release/flor

@@ -97,8 +97,28 @@ echo "== reproducible"
 again=$("$repo/packaging/deb/build-deb.sh" --binary "$binary" --arch "$arch" --version "$(field Version)" --out "$T/again")
 check "a rebuild from the same inputs gives the same bytes" cmp -s "$deb" "$again"
 
+# The Raspberry Pi packages: the packaged binary runs under qemu-user against
+# Debian bookworm's cross glibc (2.36, Raspberry Pi OS bookworm's), which also
+# checks that the Depends: read from it is satisfiable there.
+case "$arch" in
+arm64) qemu=(qemu-aarch64-static -cpu cortex-a72) ld=/usr/aarch64-linux-gnu ;;
+armhf) qemu=(qemu-arm-static -cpu cortex-a7) ld=/usr/arm-linux-gnueabihf ;;
+*) qemu=() ;;
+esac
+if [ "${#qemu[@]}" -gt 0 ] && command -v "${qemu[0]}" >/dev/null && [ -d "$ld" ]; then
+	echo "== the packaged binary under ${qemu[0]}"
+	want="flor $(field Version | sed 's/-[^-]*$//')"
+	got=$(QEMU_LD_PREFIX=$ld "${qemu[@]}" "$T/x/usr/bin/flor" --version 2>&1 || true)
+	check "flor --version runs and prints '$want' (got '$got')" [ "$got" = "$want" ]
+	help_rc=0
+	QEMU_LD_PREFIX=$ld "${qemu[@]}" "$T/x/usr/bin/flor" --help >/dev/null 2>&1 || help_rc=$?
+	check "flor --help runs (exit $help_rc)" [ "$help_rc" = 0 ]
+elif [ "${#qemu[@]}" -gt 0 ]; then
+	echo "  note: no ${qemu[0]} or $ld here (cross/setup.sh installs both): the $arch binary was not run"
+fi
+
 if [ "$arch" != amd64 ] || [ -z "$flor" ] || [ -z "$retectl" ]; then
-	echo "  note: $arch package: contents checked; it is installed and run only for amd64 (with FLOR and RETECTL)"
+	echo "  note: $arch package: contents checked and its binary run under qemu-user; it is installed and its service run only for amd64 (with FLOR and RETECTL)"
 	summary
 	exit
 fi

@@ -172,9 +172,9 @@ pub const MAX_UDP_PAYLOAD: u16 = 8952;
 /// as one segmented (GSO) send: the 16-bit UDP and IPv4 length fields cap
 /// both at 64 KiB. quinn sizes its receive slots as payload x segments, so a
 /// vertex reports `ceil(GRO_DATAGRAM_BYTES / MAX_UDP_PAYLOAD)` receive segments
-/// (8 slots' worth of 8,952 = 70 KiB each, 32 slots, 2.2 MiB of which only
-/// what the kernel writes becomes resident) and at most
-/// `(GRO_DATAGRAM_BYTES - 29) / MAX_UDP_PAYLOAD` segments per send.
+/// (8 segments of 8,952 bytes = 70 KiB per slot, 32 slots: 2.2 MiB of which
+/// only what the kernel writes becomes resident) and at most as many segments
+/// per send as fit in `GRO_DATAGRAM_BYTES` beside the UDP and IPv6 headers (7).
 pub const GRO_DATAGRAM_BYTES: usize = 64 * 1024;
 
 /// QUIC receive window of one stream: how much one flow may have in flight.
