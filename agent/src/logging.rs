@@ -14,6 +14,11 @@
 //!  a file, the Windows service)
 //! ```
 //!
+//! In the journal and under procd every scope's agent, vertex and roles
+//! write to the one system log, so there each line names its scope after the
+//! priority (`<4>demo.flor flor::agent: msg`) when the process was started
+//! for one (`--rete`); a log file belongs to one scope already.
+//!
 //! A vertex under procd shares its standard output with the agent as the
 //! apply pipe, so it writes info lines there behind [`PIPED_LOG`], and the
 //! agent passes them on to its own standard output unchanged.
@@ -97,8 +102,10 @@ pub fn streams_are_system_log() -> bool {
 }
 
 /// Installs the logger. `file`: append there instead of standard error;
-/// `agent_pipe`: this process is a vertex whose standard output is the agent's pipe.
-pub fn init(file: Option<std::fs::File>, agent_pipe: bool) {
+/// `agent_pipe`: this process is a vertex whose standard output is the agent's pipe;
+/// `scope`: the rete scope this process serves, named on system-log lines.
+pub fn init(file: Option<std::fs::File>, agent_pipe: bool, scope: Option<&str>) {
+    let scope = scope.map(|s| format!("{s} ")).unwrap_or_default();
     let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     // A log file always gets timestamps, whoever started the process.
     let style = if file.is_some() {
@@ -110,16 +117,22 @@ pub fn init(file: Option<std::fs::File>, agent_pipe: bool) {
         b.target(env_logger::Target::Pipe(Box::new(f)));
     }
     b.format(move |buf, r| match style {
-        Style::Journal => writeln!(buf, "<{}>{}: {}", priority(r.level()), r.target(), r.args()),
+        Style::Journal => writeln!(
+            buf,
+            "<{}>{scope}{}: {}",
+            priority(r.level()),
+            r.target(),
+            r.args()
+        ),
         Style::Procd { piped } if r.level() > Level::Warn => {
             // Written here, not to env_logger's target (stderr); `buf` stays empty.
             let prefix = if piped { PIPED_LOG } else { "" };
             let mut out = std::io::stdout().lock();
-            let _ =
-                writeln!(out, "{prefix}{}: {}", r.target(), r.args()).and_then(|()| out.flush());
+            let _ = writeln!(out, "{prefix}{scope}{}: {}", r.target(), r.args())
+                .and_then(|()| out.flush());
             Ok(())
         }
-        Style::Procd { .. } => writeln!(buf, "{} {}: {}", r.level(), r.target(), r.args()),
+        Style::Procd { .. } => writeln!(buf, "{} {scope}{}: {}", r.level(), r.target(), r.args()),
         Style::Plain => {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

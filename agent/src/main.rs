@@ -437,6 +437,20 @@ fn run(cmd: Cmd) -> Result<bool, String> {
     }
 }
 
+/// The scope a long-running process serves, as its command line names it:
+/// what its lines in the shared system log are tagged with.
+fn serving_scope(cmd: &Cmd) -> Option<&str> {
+    match cmd {
+        Cmd::Agent(AgentCmd {
+            cmd: AgentSub::Run(r),
+        }) => r.rete.as_deref(),
+        Cmd::Vertex(v) => v.rete(),
+        Cmd::ConfigServer(c) => c.rete.as_deref(),
+        Cmd::MetricsServer(c) => c.rete.as_deref(),
+        _ => None,
+    }
+}
+
 fn main() {
     let flor: Flor = argh::from_env();
     let mut log_file = None;
@@ -461,7 +475,11 @@ fn main() {
         }
     }
     let agent_pipe = matches!(&flor.cmd, Some(Cmd::Vertex(v)) if v.agent_pipe());
-    logging::init(log_file, agent_pipe);
+    logging::init(
+        log_file,
+        agent_pipe,
+        flor.cmd.as_ref().and_then(serving_scope),
+    );
     let Some(cmd) = flor.cmd else {
         if flor.version {
             println!("flor {}", env!("CARGO_PKG_VERSION"));

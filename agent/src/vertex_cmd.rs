@@ -292,6 +292,13 @@ fn reset_secret(name: &str, node_key: Option<&[u8]>, keys: &[Vec<u8>]) -> ResetS
 }
 
 impl VertexCmd {
+    /// The scope named with `--rete`, if any.
+    pub fn rete(&self) -> Option<&str> {
+        match &self.cmd {
+            VertexSub::Run(a) => a.rete.as_deref(),
+        }
+    }
+
     /// Whether standard output is the agent's apply pipe (`--agent-pipe`).
     pub fn agent_pipe(&self) -> bool {
         match &self.cmd {

@@ -142,6 +142,11 @@ fn both_sides_name_why_a_certificate_was_refused() {
         // The journal reads the priority from the prefix: a warning is <4>.
         let line = l.lines().find(|x| x.contains(server_says)).unwrap();
         assert!(line.starts_with("<4>"), "no priority prefix: {line}");
+        // Every scope's processes share the journal: the line names beta's.
+        assert!(
+            line.starts_with(&format!("<4>{} flor_vertex::", rete.td)),
+            "the journal line does not name the scope: {line}"
+        );
         let client_line = format!(
             "spiffe://demo.flor/user/{user} -> {echo}: mTLS handshake failed: the server refused our certificate: {client_says}"
         );
