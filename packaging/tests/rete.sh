@@ -1,7 +1,7 @@
 # Sourced by the package tests: a running rete on loopback for a packaged flor to join.
 #
 #   operator  retectl: CA, signer, compile examples/my-rete, bundles
-#   mgmt01    flor agent + config-server
+#   mgmt01    flor agent, which runs the config-server its artifact publishes
 #   alpha     flor agent; a python3 http.server behind the `wiki` service
 #   laptop    left for the node under test: $RETE_DIR/laptop.bundle.json (users bob,
 #             carol, olga); its plain `flor enroll` fetches from mgmt01 over Florete
@@ -79,11 +79,9 @@ for name in ("nodes.yaml", "services.yaml"):
     open(path, "w").write("".join(out))
 PY
 	)
-	local config config_publish wiki
+	local wiki
 	# The users' SOCKS5 ports, preferences only, move away from the demo's 1080-1082.
 	sed -i 's/socks_port: 108\([0-9]\)/socks_port: 116\1/' "$RETE_DIR/operator/my-rete/users.yaml"
-	config=$(sed -n 's/^config=//p' <<<"$ports")
-	config_publish=$(sed -n 's/^config_publish=//p' <<<"$ports")
 	wiki=$(sed -n 's/^wiki=//p' <<<"$ports")
 	(
 		cd "$RETE_DIR/operator/my-rete"
@@ -101,16 +99,19 @@ PY
 
 	# The helper nodes' own SOCKS5 ports (1179) move out of the band the tested node uses.
 	rete_on mgmt01 "$RETE_FLOR" enroll mgmt01.bundle.json --from ../operator/out --port-offset 3000 >/dev/null
+	# The agent runs the config-server its artifact publishes (on the rewritten ports).
 	rete_bg mgmt01 agent.log "$RETE_FLOR" agent run --rete demo.flor
-	rete_bg mgmt01 config-server.log "$RETE_FLOR" config-server --rete demo.flor \
-		--read-listen "127.0.0.1:$config" --publish-listen "127.0.0.1:$config_publish" --store store
 	rete_wait 30 rete_healthy mgmt01 || { echo "rete.sh: mgmt01 did not come up:" >&2; cat "$RETE_DIR/mgmt01/agent.log" >&2; return 1; }
 
 	# The operator publishes version 1 as olga, from the laptop bundle's copy of her keys.
 	mkdir -p "$RETE_DIR/operator/node"
 	(cd "$RETE_DIR/operator/node" && FLOR_HOME="$RETE_DIR/operator/.flor" "$RETE_FLOR" enroll "$RETE_BUNDLE" --from ../out >/dev/null) || return 1
-	(cd "$RETE_DIR/operator/my-rete" && HOME="$RETE_DIR/operator" FLOR_HOME="$RETE_DIR/operator/.flor" \
-		"$retectl" publish ../out --as olga >/dev/null) || { echo "rete.sh: retectl publish failed" >&2; return 1; }
+	# Retried: the agent may still be starting its config-server.
+	rete_publish() {
+		(cd "$RETE_DIR/operator/my-rete" && HOME="$RETE_DIR/operator" FLOR_HOME="$RETE_DIR/operator/.flor" \
+			"$retectl" publish ../out --as olga)
+	}
+	rete_wait 30 rete_publish || { echo "rete.sh: retectl publish failed:" >&2; rete_publish >&2; return 1; }
 
 	mkdir -p "$RETE_DIR/alpha/www"
 	RETE_WIKI="hello from the demo.flor wiki on alpha"
