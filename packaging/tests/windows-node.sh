@@ -3,11 +3,11 @@
 # the Florete service it registered, is the demo rete's laptop, and real HTTP traffic goes
 # through its SOCKS5 port to a Linux node.
 #
-#   operator (Linux)  retectl: CA, signer, compile examples/my-rete, bundles
-#   mgmt01   (Linux)  flor agent, which runs the config-server, on 127.0.0.1
-#   laptop   (Wine)   `flor enroll` in a console; the service starts its agent within
-#                     seconds; the agent starts the vertex; users bob and carol
-#   alpha    (Linux)  python3 http.server behind the `wiki` service on 127.0.0.2
+#   operator, mgmt01, alpha (Linux)  packaging/tests/rete.sh: CA, signer, version 1
+#                     published, mgmt01's agent with its config-server, alpha's wiki
+#   laptop   (Wine)   `flor enroll` in a console, fetching over Florete from mgmt01; the
+#                     service starts its agent within seconds; the agent starts the
+#                     vertex; users bob and carol
 #
 # Checks: enroll writes C:\ProgramData\Florete\retes\demo.flor; the service starts the
 # agent with no further command; `flor agent status` reaches it (the loopback port and
@@ -22,9 +22,10 @@
 #   FLOR, RETECTL: Linux builds of flor and retectl for the other nodes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
 # shellcheck source=packaging/tests/lib.sh
 source "$here/lib.sh"
+# shellcheck source=packaging/tests/rete.sh
+source "$here/rete.sh"
 flor=$(realpath "${1:?usage: windows-node.sh FLOR RETECTL}")
 retectl=$(realpath "${2:?RETECTL}")
 : "${WINEPREFIX:?set WINEPREFIX to the prefix the MSI is installed in}"
@@ -33,68 +34,36 @@ exe='C:\Program Files\Florete\flor.exe'
 programdata="$WINEPREFIX/drive_c/ProgramData/Florete"
 
 W=$(mktemp -d /tmp/florete-win.XXXXXX)
-PIDS=()
 cleanup() {
 	exec 9>&- 2>/dev/null || true
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	rete_down
 	wait 2>/dev/null || true
 	rm -rf "$W"
 }
+PIDS=()
 trap cleanup EXIT
 
 indent() { sed 's/^/     /'; }
 # win ARGS...: flor.exe under Wine, CRs dropped.
 win() { "$wine" "$exe" "$@" 2>&1 | tr -d '\r'; }
-on() { # on NODE CMD...: a Linux node with its own FLOR_HOME
-	local node=$1
-	shift
-	(cd "$W/$node" && FLOR_HOME="$W/$node/.flor" FLOR_RUNTIME_DIR="$W/$node/.run" "$@")
-}
-bg() { # bg NODE LOG CMD...
-	local node=$1 log=$2
-	shift 2
-	(cd "$W/$node" && FLOR_HOME="$W/$node/.flor" FLOR_RUNTIME_DIR="$W/$node/.run" exec "$@" >"$log" 2>&1) &
-	PIDS+=("$!")
-}
 # until_ok SECONDS CMD...: retries CMD every half second.
-until_ok() {
-	local n=$(($1 * 2))
-	shift
-	for _ in $(seq "$n"); do
-		if "$@" >/dev/null 2>&1; then return 0; fi
-		sleep 0.5
-	done
-	return 1
-}
-healthy_linux() { on "$1" "$flor" agent status 2>/dev/null | grep -q "flor pid .* healthy"; }
+until_ok() { rete_wait "$@"; }
 healthy_win() { win agent status | grep -q "flor pid .* healthy"; }
 socks_port() { # socks_port USER: the Windows laptop's actual SOCKS5 port for that user
-	win agent status --json | python3 -c "import json,sys; print(next(l['actual'] for l in json.load(sys.stdin)['listeners'] if l.get('principal','').endswith('/user/$1')))"
+	socks_port_of "$(win agent status --json)" "$1"
 }
 port_closed() { ! python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$1"; }
 no_node_processes() { ! pgrep -f 'flor.exe (agent|vertex) run' >/dev/null; }
 
-echo "== operator: the demo rete from examples/my-rete"
-mkdir -p "$W"/{operator,mgmt01,alpha}
-cp -r "$repo/examples/my-rete" "$W/operator/my-rete"
-(
-	cd "$W/operator/my-rete"
-	export HOME="$W/operator"
-	"$retectl" ca init . >/dev/null
-	"$retectl" ca sign . --kind management-plane --name primary >/dev/null
-	"$retectl" compile . --all --out ../out >/dev/null
-	for n in mgmt01 alpha laptop; do
-		"$retectl" issue-bundle . --node "$n" --out "$W/$n.bundle.json" >/dev/null
-	done
-)
-mv "$W/mgmt01.bundle.json" "$W/mgmt01/" && mv "$W/alpha.bundle.json" "$W/alpha/"
-cp -r "$W/operator/out" "$W/mgmt01/out"
-ok "CA, signer, compiled tree and three bundles"
-
-echo "== mgmt01 (Linux): agent (it runs the config-server its artifact publishes)"
-check "mgmt01 enrolls from the compiled tree" on mgmt01 "$flor" enroll mgmt01.bundle.json --from out
-bg mgmt01 agent.log "$flor" agent run --rete demo.flor
-check "mgmt01's vertex is healthy" until_ok 30 healthy_linux mgmt01
+echo "== the Linux nodes: operator, mgmt01 (config-server), alpha (the wiki) (packaging/tests/rete.sh)"
+if rete_up "$W/rete" "$flor" "$retectl"; then
+	ok "CA, signer, version 1 published; mgmt01 and alpha run (ports rewritten to free ones)"
+else
+	bad "the rete came up (see above)"
+	summary
+	exit
+fi
 
 echo "== laptop (Windows, Wine): enroll in a console; the service does the rest"
 mkfifo "$W/keepalive"
@@ -102,7 +71,7 @@ mkfifo "$W/keepalive"
 PIDS+=("$!")
 exec 9>"$W/keepalive" # closed by cleanup: the console then reads EOF and exits
 check "the Florete service runs" until_ok 30 bash -c "'$wine' sc query Florete | grep -q RUNNING"
-enrolled=$(win enroll "Z:$W/laptop.bundle.json" --from "Z:$W/operator/out" || true)
+enrolled=$(win enroll "Z:$RETE_BUNDLE" || true)
 indent <<<"$enrolled"
 check "flor enroll succeeded: '$(head -n1 <<<"$enrolled")'" grep -q "enrolled node laptop in rete demo.flor" <<<"$enrolled"
 check "the scope is in C:\\ProgramData\\Florete\\retes\\demo.flor" test -f "$programdata/retes/demo.flor/scope.json"
@@ -121,26 +90,19 @@ else
 fi
 check "the agent's log goes to its scope (agent.log)" grep -q "running v1" "$programdata/retes/demo.flor/agent.log"
 
-echo "== operator publishes version 1 as olga (her certificate is on the Windows laptop)"
-check "retectl publish succeeds" bash -c "set -o pipefail; cd '$W/operator/my-rete' && HOME='$W/operator' '$retectl' publish ../out \
+echo "== operator publishes as olga with the certificate and key the Windows laptop holds"
+check "retectl publish succeeds (the same version 1 again)" bash -c "set -o pipefail; cd '$RETE_DIR/operator/my-rete' && HOME='$RETE_DIR/operator' '$retectl' publish ../out \
 	--as '$programdata/retes/demo.flor/certs/user/olga.crt' --key '$programdata/retes/demo.flor/keys/user/olga.key' 2>&1 | sed 's/^/     /'"
-
-echo "== alpha (Linux): the wiki behind a real HTTP server"
-mkdir -p "$W/alpha/www" && echo "hello from the demo.flor wiki on alpha" >"$W/alpha/www/index.html"
-bg alpha http.log python3 -m http.server --bind 127.0.0.2 8080 --directory www
-check "alpha enrolls from the config-server over Florete" on alpha "$flor" enroll alpha.bundle.json
-bg alpha agent.log "$flor" agent run --rete demo.flor
-check "alpha's vertex is healthy" until_ok 30 healthy_linux alpha
 
 echo "== traffic through the Windows vertex"
 bob=$(socks_port bob || echo 0)
 carol=$(socks_port carol || echo 0)
 page=$(curl -sS --max-time 20 --socks5-hostname "127.0.0.1:$bob" http://wiki.demo.flor.rete/ 2>&1 || true)
-check "bob (wiki-reader) gets the page through 127.0.0.1:$bob: '$page'" grep -q "hello from the demo.flor wiki" <<<"$page"
+check "bob (wiki-reader) gets the page through 127.0.0.1:$bob: '$page'" grep -qF "$RETE_WIKI" <<<"$page"
 refused=$(curl -sS --max-time 20 --socks5-hostname "127.0.0.1:$carol" http://wiki.demo.flor.rete/ 2>&1 || true)
 check "carol (no role) is refused by the ACL (SOCKS5 reply 2) through 127.0.0.1:$carol: '$refused'" grep -q "connection to wiki.demo.flor.rete. (2)" <<<"$refused"
 check "alpha's vertex logged carol's refusal" \
-	bash -c "grep -rqs 'refused spiffe://demo.flor/user/carol' '$W/alpha/agent.log' '$W/alpha/.run'"
+	bash -c "grep -rqs 'refused spiffe://demo.flor/user/carol' '$RETE_DIR/alpha/agent.log' '$RETE_DIR/alpha/.run'"
 
 echo "== net stop Florete"
 check "the service stops" bash -c "'$wine' net stop Florete 2>&1 | tr -d '\r' | grep -qi 'stopped'"
