@@ -54,7 +54,7 @@ pub enum EnrollError {
     /// Key or CSR generation failed.
     Crypto(String),
     /// No `--from` was given and the config-server cannot be dialled.
-    NoSource(String),
+    NoSource(crate::sync::SourceError),
     /// Fetching the artifacts failed.
     Fetch(FetchError),
     /// The artifacts were refused or could not be stored.

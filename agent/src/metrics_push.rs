@@ -70,7 +70,8 @@ pub struct Pusher {
 impl Pusher {
     /// A pusher for agent.json's `metrics` section; the first push is one interval away.
     pub fn new(scope: &Scope, info: &ScopeInfo, m: &MetricsPush) -> Result<Pusher, String> {
-        let client = crate::sync::florete_client(scope, info, &m.service, m.addr.0)?;
+        let client = crate::sync::florete_client(scope, info, &m.service, m.addr.0)
+            .map_err(|e| e.to_string())?;
         let interval = Duration::from_secs(u64::from(m.interval_s.max(1)));
         Ok(Pusher {
             client,

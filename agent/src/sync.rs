@@ -33,6 +33,41 @@ impl fmt::Display for SyncError {
 
 impl std::error::Error for SyncError {}
 
+/// Why the agent cannot say where to fetch from, or cannot reach the rete's
+/// own services as its node: what `flor enroll`, the agent, `flor doctor`
+/// and the metrics pusher report.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The bundle's mirror URL does not parse.
+    Mirror(FetchError),
+    /// A file the node proves itself with (the rete CA, its certificate or key).
+    Read(std::path::PathBuf, std::io::Error),
+    /// The node's certificate and key do not make credentials.
+    Credentials(flor_vertex::net::NetError),
+    /// The rete CA does not load.
+    Ca(flor_vertex::net::NetError),
+    /// The service to reach is not one a node can dial.
+    Target(
+        Box<flor_vertex::identity::SpiffeId>,
+        flor_vertex::identity::IdentityError,
+    ),
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceError::Mirror(e) => write!(f, "the bundle's mirror URL: {e}"),
+            SourceError::Read(p, e) => write!(f, "{}: {e}", p.display()),
+            SourceError::Credentials(e) => write!(f, "node credentials: {e}"),
+            SourceError::Ca(e) => write!(f, "the rete CA: {e}"),
+            SourceError::Target(id, e) => write!(f, "{id}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SourceError {}
+
 /// The outcome of a fetch.
 #[derive(Debug)]
 pub enum Fetched {
@@ -46,15 +81,15 @@ pub enum Fetched {
 /// plain-HTTP mirror if the bundle named one (an operator's explicit choice,
 /// e.g. the management node's own loopback listener), else the config-server
 /// over Florete as the node's `node/<name>` identity.
-pub fn default_source(scope: &Scope, info: &ScopeInfo) -> Result<Source, String> {
+pub fn default_source(scope: &Scope, info: &ScopeInfo) -> Result<Source, SourceError> {
     if let Some(url) = info.mirror_url.as_ref() {
-        return Source::parse(url).map_err(|e| e.to_string());
+        return Source::parse(url).map_err(SourceError::Mirror);
     }
     florete_source(scope, info)
 }
 
 /// The config-server over Florete, with this node's identity and the scope's CA.
-pub fn florete_source(scope: &Scope, info: &ScopeInfo) -> Result<Source, String> {
+pub fn florete_source(scope: &Scope, info: &ScopeInfo) -> Result<Source, SourceError> {
     let cs = &info.config_server;
     florete_client(scope, info, &cs.service, cs.addr.0).map(|f| Source::Florete(Box::new(f)))
 }
@@ -67,23 +102,23 @@ pub fn florete_client(
     info: &ScopeInfo,
     service: &flor_vertex::identity::SpiffeId,
     addr: std::net::SocketAddr,
-) -> Result<crate::fetch::Florete, String> {
+) -> Result<crate::fetch::Florete, SourceError> {
     use flor_vertex::artifact::{cert_path, key_path, CA_PATH};
     use flor_vertex::identity::{Dialable, Kind, SpiffeId};
     use flor_vertex::limits::MAX_PEM_LEN;
     let read = |rel: &str| {
         let p = scope.install.join(rel);
-        flor_vertex::file::read_bounded(&p, MAX_PEM_LEN)
-            .map_err(|e| format!("{}: {e}", p.display()))
+        flor_vertex::file::read_bounded(&p, MAX_PEM_LEN).map_err(|e| SourceError::Read(p, e))
     };
     let me = SpiffeId::new(info.rete.clone(), Kind::Node, info.node.clone());
     let ca = read(CA_PATH)?;
     let cert = read(cert_path(&me).as_str())?;
     let key = read(key_path(&me).as_str())?;
     let caller = flor_vertex::net::Credentials::from_pem(me, &cert, &key)
-        .map_err(|e| format!("node credentials: {e}"))?;
-    let dialer = flor_vertex::net::Dialer::new(&ca).map_err(|e| format!("dialer: {e}"))?;
-    let target = Dialable::new(service.clone()).map_err(|e| format!("{service}: {e}"))?;
+        .map_err(SourceError::Credentials)?;
+    let dialer = flor_vertex::net::Dialer::new(&ca).map_err(SourceError::Ca)?;
+    let target = Dialable::new(service.clone())
+        .map_err(|e| SourceError::Target(Box::new(service.clone()), e))?;
     Ok(crate::fetch::Florete {
         dialer: std::sync::Arc::new(dialer),
         caller: std::sync::Arc::new(caller),
