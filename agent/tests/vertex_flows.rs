@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -101,8 +101,32 @@ fn start_http() -> (ChildGuard, TempDir, u16) {
         .stderr(Stdio::null())
         .spawn()
         .expect("python3 is installed by ci/setup.sh");
-    let guard = ChildGuard(child);
+    let mut guard = ChildGuard(child);
     wait_tcp(port);
+    // Accepting is not serving: wait for a real answer, and say so if the
+    // server died (a flake once showed the wiki's port refusing a flow).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = guard.0.try_wait() {
+            panic!("python3 -m http.server on {port} exited: {status}");
+        }
+        let answered = TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+                let mut head = [0u8; 12];
+                s.read_exact(&mut head)?;
+                Ok(head.ends_with(b"200"))
+            })
+            .unwrap_or(false);
+        if answered {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the wiki on {port} never answered 200"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     (guard, www, port)
 }
 
