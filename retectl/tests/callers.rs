@@ -115,13 +115,7 @@ fn an_upstream_learns_who_calls_and_only_its_account_may_ask() {
         ),
     );
     let out = tmp.join("out");
-    d.ok(&[
-        "compile",
-        d.repo_s(),
-        "--all",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    d.compile_all(&out);
     let artifact = std::fs::read_to_string(out.join("beta/mgmt/vertices/flor.json")).unwrap();
     assert!(
         artifact.contains(r#""caller_socket":{"user":"nobody","group":"12346"}"#),
@@ -130,19 +124,7 @@ fn an_upstream_learns_who_calls_and_only_its_account_may_ask() {
     let mut homes = Vec::new();
     let mut groups = Vec::new();
     for node in ["beta", "laptop"] {
-        let bundle = tmp.join(format!("{node}.bundle.json"));
-        d.issue_bundle(node, None, &bundle);
-        let home = tmp.join(format!("{node}-home"));
-        let o = flor(&home)
-            .args([
-                "enroll",
-                bundle.to_str().unwrap(),
-                "--from",
-                out.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{node}: {}", common::out(&o));
+        let home = d.enroll_from(node, tmp, &out);
         std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
         groups.push(spawn(
             &home,

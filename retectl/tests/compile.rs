@@ -14,17 +14,6 @@ use flor_vertex::identity::{Name, SpiffeId, TrustDomain};
 
 const NODES: [&str; 4] = ["alpha", "beta", "laptop", "mgmt01"];
 
-/// `retectl compile <repo> --all --out <out>`; what it printed.
-fn compile_all(d: &Demo, out: &Path) -> String {
-    d.ok(&[
-        "compile",
-        d.repo_s(),
-        "--all",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-}
-
 fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     walk(dir)
         .into_iter()
@@ -79,8 +68,8 @@ fn compile_is_byte_identical_twice_and_from_a_fresh_copy() {
     let d = Demo::with_ca();
     let a = d.tmp.path().join("out-a");
     let b = d.tmp.path().join("out-b");
-    compile_all(&d, &a);
-    compile_all(&d, &b);
+    d.compile_all(&a);
+    d.compile_all(&b);
     let ta = tree(&a);
     assert_eq!(
         ta.len(),
@@ -128,7 +117,7 @@ fn compile_is_byte_identical_twice_and_from_a_fresh_copy() {
 fn envelopes_verify_and_payloads_round_trip_on_the_device_parser() {
     let d = Demo::with_ca();
     let out = d.tmp.path().join("out");
-    compile_all(&d, &out);
+    d.compile_all(&out);
     let td = TrustDomain::new("demo.flor").unwrap();
     let signers = trusted(&d);
     for node in NODES {
@@ -194,7 +183,7 @@ fn envelopes_verify_and_payloads_round_trip_on_the_device_parser() {
 fn artifacts_carry_only_what_the_node_needs() {
     let d = Demo::with_ca();
     let out = d.tmp.path().join("out");
-    compile_all(&d, &out);
+    d.compile_all(&out);
     let text_of = |node: &str| {
         let mut s = fs::read_to_string(out.join(node).join("mgmt/vertices/flor.json")).unwrap();
         s.push_str(&fs::read_to_string(out.join(node).join("mgmt/agent.json")).unwrap());
@@ -312,7 +301,7 @@ fn artifacts_carry_only_what_the_node_needs() {
 fn a_changed_rete_needs_a_new_version() {
     let d = Demo::with_ca();
     let out = d.tmp.path().join("out");
-    compile_all(&d, &out);
+    d.compile_all(&out);
     let before = tree(&out);
     d.edit(
         "services.yaml",
@@ -334,7 +323,7 @@ fn a_changed_rete_needs_a_new_version() {
     );
     assert_eq!(tree(&out), before, "a refused compile writes nothing");
     d.edit("rete.yaml", "version: 1", "version: 2");
-    compile_all(&d, &out);
+    d.compile_all(&out);
     let v = fs::read(out.join("alpha/mgmt/vertices/flor.json")).unwrap();
     assert_eq!(envelope::peek_header(&v).unwrap().version, 2);
     // Going back to an older version is refused too.
@@ -360,7 +349,7 @@ fn a_node_removed_from_the_rete_loses_its_compiled_tree() {
         "  - name: beta\n",
         "  - name: gamma\n    listen: 127.0.0.4:7443\n  - name: beta\n",
     );
-    compile_all(&d, &out);
+    d.compile_all(&out);
     assert!(out.join("gamma/mgmt/agent.json").is_file());
     // Something of the operator's in the output directory, and a node-looking
     // directory of another rete: neither is compile's to delete.
@@ -384,7 +373,7 @@ fn a_node_removed_from_the_rete_loses_its_compiled_tree() {
         out.to_str().unwrap(),
     ]);
     assert!(out.join("gamma").exists());
-    let said = compile_all(&d, &out);
+    let said = d.compile_all(&out);
     assert!(
         !out.join("gamma").exists(),
         "gamma's tree is still published"
@@ -478,7 +467,7 @@ fn invalid_repo_is_not_compiled() {
 fn example_payloads_match_the_snapshots() {
     let d = Demo::with_ca();
     let out = d.tmp.path().join("out");
-    compile_all(&d, &out);
+    d.compile_all(&out);
     for node in ["alpha", "laptop"] {
         let env: serde_json::Value = serde_json::from_slice(
             &fs::read(out.join(node).join("mgmt/vertices/flor.json")).unwrap(),
@@ -518,7 +507,7 @@ fn bump_version(d: &Demo) {
 fn removing_a_user_leaves_every_other_port_where_it_was() {
     let d = Demo::with_ca();
     let before = d.tmp.path().join("before");
-    compile_all(&d, &before);
+    d.compile_all(&before);
     let old: Vec<_> = NODES.iter().map(|n| socks_ports(&d, &before, n)).collect();
     assert_eq!(old[2]["spiffe://demo.flor/user/carol"], 1081);
 
@@ -529,7 +518,7 @@ fn removing_a_user_leaves_every_other_port_where_it_was() {
     );
     bump_version(&d);
     let after = d.tmp.path().join("after");
-    compile_all(&d, &after);
+    d.compile_all(&after);
     for (i, node) in NODES.iter().enumerate() {
         let mut expect = old[i].clone();
         if *node == "laptop" {
@@ -546,7 +535,7 @@ fn removing_a_user_leaves_every_other_port_where_it_was() {
 fn adding_a_user_with_a_declared_port_leaves_every_other_port_where_it_was() {
     let d = Demo::with_ca();
     let before = d.tmp.path().join("before");
-    compile_all(&d, &before);
+    d.compile_all(&before);
     let old: Vec<_> = NODES.iter().map(|n| socks_ports(&d, &before, n)).collect();
 
     let mut users = d.read("users.yaml");
@@ -566,7 +555,7 @@ fn adding_a_user_with_a_declared_port_leaves_every_other_port_where_it_was() {
     );
     bump_version(&d);
     let after = d.tmp.path().join("after");
-    compile_all(&d, &after);
+    d.compile_all(&after);
     for (i, node) in NODES.iter().enumerate() {
         let mut expect = old[i].clone();
         match *node {

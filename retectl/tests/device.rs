@@ -47,13 +47,7 @@ fn enroll_from(home: &Path, bundle: &Path, tree: &Path) -> (bool, String, String
 fn flor_enrolls_with_flow_a_bundle_and_verifies_compiled_artifacts() {
     let d = Demo::with_ca();
     let out = d.tmp.path().join("out");
-    d.ok(&[
-        "compile",
-        d.repo_s(),
-        "--all",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    d.compile_all(&out);
     let bundle = d.tmp.path().join("laptop.bundle.json");
     d.issue_bundle("laptop", None, &bundle);
     let home = d.tmp.path().join("flor-home");
@@ -79,13 +73,7 @@ fn flor_enrolls_with_flow_a_bundle_and_verifies_compiled_artifacts() {
 fn flow_b_with_real_flor_id_create() {
     let d = Demo::with_ca();
     let out = d.tmp.path().join("out");
-    d.ok(&[
-        "compile",
-        d.repo_s(),
-        "--all",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    d.compile_all(&out);
     let home = d.tmp.path().join("flor-home");
     let csr = d.tmp.path().join("alpha.csr.json");
     let (ok, o, e) = run_flor(
@@ -115,13 +103,7 @@ fn flow_b_with_real_flor_id_create() {
     // The device refuses an artifact signed by a signer its bundle does not trust.
     let other = Demo::with_ca();
     let out2 = other.tmp.path().join("out");
-    other.ok(&[
-        "compile",
-        other.repo_s(),
-        "--all",
-        "--out",
-        out2.to_str().unwrap(),
-    ]);
+    other.compile_all(&out2);
     let home2 = d.tmp.path().join("flor-home-2");
     let (ok, _, _) = run_flor(
         &home2,
@@ -206,13 +188,7 @@ fn a_running_vertex_keeps_every_port_when_a_user_is_removed() {
     let d = Demo::with_ca();
     let tmp = d.tmp.path();
     let compile = |out: &Path| {
-        d.ok(&[
-            "compile",
-            d.repo_s(),
-            "--all",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        d.compile_all(out);
     };
     let v1 = tmp.join("out-v1");
     compile(&v1);

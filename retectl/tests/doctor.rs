@@ -130,13 +130,7 @@ fn doctor_and_ping_on_the_example_rete() {
 
     let tmp = d.tmp.path();
     let tree = tmp.join("out");
-    d.ok(&[
-        "compile",
-        d.repo_s(),
-        "--all",
-        "--out",
-        tree.to_str().unwrap(),
-    ]);
+    d.compile_all(&tree);
     let bundle = |n: &str| tmp.join(format!("{n}.bundle.json"));
     let mut hosts: Vec<Host> = ["mgmt01", "alpha", "beta", "laptop"]
         .into_iter()

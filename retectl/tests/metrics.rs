@@ -129,13 +129,7 @@ fn prometheus_and_the_operator_read_every_nodes_counters() {
         d.edit(file, from, &to);
     }
     let out = tmp.join("out");
-    d.ok(&[
-        "compile",
-        d.repo_s(),
-        "--all",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    d.compile_all(&out);
     let agent_json = std::fs::read_to_string(out.join("alpha/mgmt/agent.json")).unwrap();
     assert!(agent_json.contains("service/metrics-push"), "{agent_json}");
 
@@ -144,20 +138,7 @@ fn prometheus_and_the_operator_read_every_nodes_counters() {
     let mut groups = Vec::new();
     let mut homes = BTreeMap::new();
     for node in ["mgmt01", "alpha", "laptop"] {
-        let bundle = tmp.join(format!("{node}.bundle.json"));
-        d.issue_bundle(node, None, &bundle);
-        let home = tmp.join(format!("{node}-home"));
-        let o = flor(&home)
-            .args([
-                "enroll",
-                bundle.to_str().unwrap(),
-                "--from",
-                out.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{node}: {:?}", text(&o));
-        homes.insert(node, home);
+        homes.insert(node, d.enroll_from(node, tmp, &out));
     }
     let mgmt = &homes["mgmt01"];
     for home in homes.values() {

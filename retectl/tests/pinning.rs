@@ -192,13 +192,7 @@ fn pinned_certificates_and_flow_b_renewal_on_running_nodes() {
             .unwrap();
         }
         let out = tmp.join(format!("out-v{version}"));
-        d.ok(&[
-            "compile",
-            d.repo_s(),
-            "--all",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        d.compile_all(&out);
         out
     };
     let enroll = |home: &Path, bundle: &Path, tree: &Path, extra: &[&str]| -> String {
@@ -243,13 +237,7 @@ fn pinned_certificates_and_flow_b_renewal_on_running_nodes() {
     );
     // Deterministic with pins too: the same repo compiles to the same bytes.
     let again = tmp.join("out-v1-again");
-    d.ok(&[
-        "compile",
-        d.repo_s(),
-        "--all",
-        "--out",
-        again.to_str().unwrap(),
-    ]);
+    d.compile_all(&again);
     for f in walk(&v1) {
         let rel = f.strip_prefix(&v1).unwrap();
         let other = std::fs::read(again.join(rel)).unwrap();

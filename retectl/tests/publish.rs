@@ -57,13 +57,7 @@ fn operator_publishes_over_florete_and_others_are_refused() {
     let [read, publish, push, metrics] = free_management_ports(&d);
     let tmp = d.tmp.path();
     let v1 = tmp.join("out-v1");
-    d.ok(&[
-        "compile",
-        d.repo_s(),
-        "--all",
-        "--out",
-        v1.to_str().unwrap(),
-    ]);
+    d.compile_all(&v1);
     let mgmt_bundle = tmp.join("mgmt01.bundle.json");
     let laptop_bundle = tmp.join("laptop.bundle.json");
     d.issue_bundle("mgmt01", None, &mgmt_bundle);
@@ -230,13 +224,7 @@ fn operator_publishes_over_florete_and_others_are_refused() {
     // v2, then an attempt to publish v1 again: the config-server refuses the rollback.
     d.edit("rete.yaml", "version: 1", "version: 2");
     let v2 = tmp.join("out-v2");
-    d.ok(&[
-        "compile",
-        d.repo_s(),
-        "--all",
-        "--out",
-        v2.to_str().unwrap(),
-    ]);
+    d.compile_all(&v2);
     let o = publish_as(&v2, &olga);
     assert!(o.status.success(), "{}", out(&o));
     let o = publish_as(&v1, &olga);
@@ -257,13 +245,7 @@ fn operator_publishes_over_florete_and_others_are_refused() {
     // the repo around the current directory, from a subdirectory of it.
     d.edit("rete.yaml", "version: 2", "version: 3");
     let v3 = tmp.join("out-v3");
-    d.ok(&[
-        "compile",
-        d.repo_s(),
-        "--all",
-        "--out",
-        v3.to_str().unwrap(),
-    ]);
+    d.compile_all(&v3);
     let laptop_home = tmp.join("laptop-home");
     let scope = laptop_home.join("retes/demo.flor");
     std::fs::create_dir_all(scope.join("certs/user")).unwrap();
@@ -331,13 +313,7 @@ fn operator_publishes_over_florete_and_others_are_refused() {
     assert_eq!(moved.matches("node: alpha").count(), 3, "{moved}");
     std::fs::write(d.repo.join("services.yaml"), moved).unwrap();
     let v4 = tmp.join("out-v4");
-    d.ok(&[
-        "compile",
-        d.repo_s(),
-        "--all",
-        "--out",
-        v4.to_str().unwrap(),
-    ]);
+    d.compile_all(&v4);
     let o = by_name(&v4, "olga", &sub);
     assert!(o.status.success(), "{}", out(&o));
     let o = flor(&home)

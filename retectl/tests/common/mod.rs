@@ -115,6 +115,36 @@ impl Demo {
     }
 
     /// `retectl issue-bundle` for `node` (Flow B with `csr`), written to `out`; asserts success.
+    /// `retectl compile <repo> --all --out <out>`; what it printed.
+    pub fn compile_all(&self, out: &Path) -> String {
+        self.ok(&[
+            "compile",
+            self.repo_s(),
+            "--all",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    }
+
+    /// Issues `node`'s bundle into `dir` and enrolls it with `flor enroll
+    /// --from <out>` into `<dir>/<node>-home`, which it returns.
+    pub fn enroll_from(&self, node: &str, dir: &Path, out: &Path) -> PathBuf {
+        let bundle = dir.join(format!("{node}.bundle.json"));
+        self.issue_bundle(node, None, &bundle);
+        let home = dir.join(format!("{node}-home"));
+        let o = flor(&home)
+            .args([
+                "enroll",
+                bundle.to_str().unwrap(),
+                "--from",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{node}: {}", self::out(&o));
+        home
+    }
+
     pub fn issue_bundle(&self, node: &str, csr: Option<&Path>, out: &Path) -> String {
         let mut args = vec!["issue-bundle", self.repo_s(), "--node", node];
         if let Some(csr) = csr {
