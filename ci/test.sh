@@ -54,6 +54,14 @@ fi
 step "cross: every board built, qemu smoke test, size check (ci/cross.sh)"
 ci/cross.sh
 
+# The cross/ images for real (issue 17): the Debian base from debootstrap, the
+# toolchain image from the same cross/setup.sh, then `cross build` (cross-rs from
+# crates.io, Debian's toolchain linked into rustup) of openwrt-mipsel inside
+# florete/cross:mipsel-unknown-linux-musl; its binary must be byte for byte the
+# one the native step above built. Images are kept for the next run.
+step "cross-rs: openwrt-mipsel built inside its cross/ image, same bytes as native (ci/cross.sh --docker)"
+ci/cross.sh --docker openwrt-mipsel
+
 # ---- packaging (issue 6) --------------------------------------------------
 # install.sh in scratch roots (systemd unit verified, launchd plist parsed), and
 # the OpenWrt .ipk built from the mipsel binary ci/cross.sh just built: control

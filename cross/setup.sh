@@ -15,6 +15,8 @@
 #   ziglang, cargo-zigbuild (pip)       linker and C compiler for the musl (OpenWrt) boards
 #   qemu-user-static                    runs every board's binary on the build host
 #   file, binutils-multiarch            linkage checks and symbol sizes for size-report
+#   llvm                                the same for Mach-O (macOS boards), which binutils
+#                                       cannot read on arm64
 #
 # Result: $FLOR_CROSS_HOME/bin (default /opt/florete-cross/bin) holds cargo, rustc,
 # rustdoc (Debian's), zig and cargo-zigbuild; `source cross/env.sh` puts it first
@@ -33,6 +35,7 @@ PKGS=(
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
   qemu-user-static file binutils-multiarch
+  llvm # llvm-nm and llvm-size: size-report reads the macOS boards' Mach-O with them
   ca-certificates python3 python3-venv
   curl # the real SOCKS5 client of ci/cross.sh's smoke test
 )
@@ -98,6 +101,15 @@ exec "$venv/bin/python3" -m ziglang ar "\$@"
 ZIGAR
 chmod +x "$bin/zigar"
 
+# Debian's toolchain in the shape rustup expects of a linked toolchain (bin/
+# and lib/), for cross-rs on the host: ci/cross.sh --docker runs `rustup
+# toolchain link florete-debian` on it. Symlinks, so the same directory names
+# the image's identical Debian toolchain when cross-rs mounts it there.
+tc=$FLOR_CROSS_HOME/toolchain
+mkdir -p "$tc/bin"
+for t in cargo rustc rustdoc; do ln -sf "/usr/bin/$t" "$tc/bin/$t"; done
+ln -sfn /usr/lib "$tc/lib"
+
 # Stable linker/C-compiler names for the musl boards, so plain `cargo build`
 # (natively, in the images, and under cross-rs) links the same way. Each is the
 # exact command cargo-zigbuild's own per-build wrapper runs: its `zig cc`
@@ -116,5 +128,8 @@ zig_wrapper mipsel-unknown-linux-musl mipsel-linux-musleabi
 zig_wrapper mips-unknown-linux-musl mips-linux-musleabi
 zig_wrapper armv7-unknown-linux-musleabihf arm-linux-musleabihf -mcpu=generic+v7a+vfp3d16+thumb2
 zig_wrapper aarch64-unknown-linux-musl aarch64-linux-musl
+# macOS (boards macos-*): zig brings libSystem's stubs; no Apple SDK needed.
+zig_wrapper aarch64-apple-darwin aarch64-macos-none
+zig_wrapper x86_64-apple-darwin x86_64-macos-none
 
 echo "cross/setup.sh: ok: $("$bin/rustc" --version), zig $("$bin/zig" version), $("$bin/cargo-zigbuild" --version)"

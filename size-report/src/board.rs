@@ -19,7 +19,7 @@ pub struct Board {
     pub summary: String,
     /// Rust target triple.
     pub target: String,
-    /// `musl` or `glibc`.
+    /// `musl`, `glibc`, or `libsystem` (macOS).
     pub libc: String,
     /// What `file` must report: `static` or `dynamic`.
     pub link: Link,
@@ -45,12 +45,23 @@ pub struct Board {
     pub flash_budget_bytes: u64,
     /// Resident memory agent + vertex may use on the board.
     pub ram_budget_kib: u64,
-    /// How to run the binary on the build host.
-    pub qemu: Qemu,
+    /// How to run the binary on the build host; none for a board nothing here
+    /// can run (macOS): it is built, checked with `file` and measured only.
+    #[serde(default)]
+    pub qemu: Option<Qemu>,
+    /// Whether the shipped binary is stripped. macOS boards keep their symbols:
+    /// zig's linker signs the Mach-O ad hoc, which Apple silicon requires, and
+    /// stripping afterwards would void that signature.
+    #[serde(default = "yes")]
+    pub strip: bool,
     /// What `file` must say.
     pub file: FileExpect,
     /// The real hardware this profile stands for (free text, shown in reports).
     pub hardware: toml::Table,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How a board's binary links.
@@ -133,11 +144,13 @@ impl Board {
         if board.flash_budget_bytes == 0 {
             return invalid("flash_budget_bytes must be > 0");
         }
-        if board.libc != "musl" && board.libc != "glibc" {
-            return invalid("libc must be \"musl\" or \"glibc\"");
+        if !matches!(board.libc.as_str(), "musl" | "glibc" | "libsystem") {
+            return invalid("libc must be \"musl\", \"glibc\" or \"libsystem\"");
         }
-        if board.link == Link::Dynamic && board.qemu.ld_prefix.is_empty() {
-            return invalid("a dynamic board needs qemu.ld_prefix (its libc's sysroot)");
+        if let Some(q) = &board.qemu {
+            if board.libc == "glibc" && q.ld_prefix.is_empty() {
+                return invalid("a glibc board needs qemu.ld_prefix (its libc's sysroot)");
+            }
         }
         if board.file.expect.is_empty() {
             return invalid("file.expect must name at least the architecture");
@@ -194,9 +207,15 @@ impl Board {
         let mut flags = self.rustflags.clone();
         flags.extend(self.release_rustflags.iter().cloned());
         put("BOARD_RUSTFLAGS", &flags.join(" "));
-        put("BOARD_QEMU", &self.qemu.binary);
-        put("BOARD_QEMU_CPU", &self.qemu.cpu);
-        put("BOARD_QEMU_LD_PREFIX", &self.qemu.ld_prefix);
+        // Empty BOARD_QEMU: nothing here runs this board's binary.
+        let q = self.qemu.clone().unwrap_or(Qemu {
+            binary: String::new(),
+            cpu: String::new(),
+            ld_prefix: String::new(),
+        });
+        put("BOARD_QEMU", &q.binary);
+        put("BOARD_QEMU_CPU", &q.cpu);
+        put("BOARD_QEMU_LD_PREFIX", &q.ld_prefix);
         put("BOARD_FLASH_BUDGET", &self.flash_budget_bytes.to_string());
         let expect: Vec<String> = self.file.expect.iter().map(|s| shell_quote(s)).collect();
         out.push_str(&format!("BOARD_FILE_EXPECT=({})\n", expect.join(" ")));
@@ -219,11 +238,13 @@ impl Board {
             format!("CC_{low}={}", self.linker),
             format!("AR_{low}={}", self.ar),
             format!("CARGO_TARGET_{up}_RUSTFLAGS=\"{}\"", flags.join(" ")),
-            format!("CARGO_TARGET_{up}_RUNNER={}", self.qemu.binary),
-            format!("QEMU_CPU={}", self.qemu.cpu),
         ];
-        if !self.qemu.ld_prefix.is_empty() {
-            env.push(format!("QEMU_LD_PREFIX={}", self.qemu.ld_prefix));
+        if let Some(q) = &self.qemu {
+            env.push(format!("CARGO_TARGET_{up}_RUNNER={}", q.binary));
+            env.push(format!("QEMU_CPU={}", q.cpu));
+            if !q.ld_prefix.is_empty() {
+                env.push(format!("QEMU_LD_PREFIX={}", q.ld_prefix));
+            }
         }
         format!(
             "# florete/cross:{target} for board {name} ({summary}).\n\
@@ -256,7 +277,7 @@ fn board_files(dir: &Path) -> Result<Vec<PathBuf>, BoardError> {
 }
 
 /// Single-quotes `s` for a POSIX shell.
-fn shell_quote(s: &str) -> String {
+pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
@@ -275,6 +296,8 @@ mod tests {
         assert_eq!(
             names,
             [
+                "macos-aarch64",
+                "macos-x86_64",
                 "openwrt-aarch64",
                 "openwrt-armv7",
                 "openwrt-mips",
@@ -298,6 +321,11 @@ mod tests {
                     b.name
                 );
             }
+            // Every board runs under qemu-user in CI except macOS, which nothing
+            // here emulates; macOS ships signed, hence unstripped.
+            let mac = b.target.ends_with("-apple-darwin");
+            assert_eq!(b.qemu.is_none(), mac, "{}: [qemu]", b.name);
+            assert_eq!(b.strip, !mac, "{}: strip", b.name);
         }
     }
 

@@ -122,6 +122,47 @@ fn target_env(prefix: &str, target: &str, upper: bool) -> String {
     format!("{prefix}{}", if upper { t.to_ascii_uppercase() } else { t })
 }
 
+/// `cargo build` and its arguments for `flor` on `board`, without the jobs or
+/// the environment: the native build below and ci/cross.sh's cross-rs build
+/// (`size-report env`'s `BOARD_CARGO_ARGS`) both use exactly these.
+pub fn cargo_build_args(
+    board: &Board,
+    std_features: &str,
+    extra_features: &[String],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "flor",
+        "--bin",
+        "flor",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(["--target".to_owned(), board.target.clone()]);
+    args.push(format!("-Zbuild-std={}", board.build_std));
+    if !std_features.is_empty() {
+        args.push(format!("-Zbuild-std-features={std_features}"));
+    }
+    // A board names every feature it carries: flor's defaults (the `mgmt`
+    // roles) are for the native x86_64 builds, not for a router's flash.
+    args.push("--no-default-features".to_owned());
+    let features: Vec<&str> = board
+        .features
+        .iter()
+        .chain(extra_features)
+        .map(|f| f.as_str())
+        .collect();
+    if !features.is_empty() {
+        args.push("--features".to_owned());
+        args.push(features.join(","));
+    }
+    args
+}
+
 /// The cargo command that builds `flor` for `board`.
 pub fn cargo_command(
     workspace: &Path,
@@ -146,25 +187,9 @@ pub fn cargo_command(
 
     let mut cmd = Command::new("cargo");
     cmd.current_dir(workspace)
-        .arg("build")
-        .arg("--release")
-        .arg("--locked")
-        .args(["-p", "flor", "--bin", "flor"])
-        .args(["--target", &board.target])
-        .arg(format!("-Zbuild-std={}", board.build_std))
+        .args(cargo_build_args(board, &std_features, &ov.features))
         .arg("-j")
         .arg(jobs.to_string());
-    if !std_features.is_empty() {
-        cmd.arg(format!("-Zbuild-std-features={std_features}"));
-    }
-    // A board names every feature it carries: flor's defaults (the `mgmt`
-    // roles) are for the native x86_64 builds, not for a router's flash.
-    cmd.arg("--no-default-features");
-    let features: Vec<&String> = board.features.iter().chain(&ov.features).collect();
-    if !features.is_empty() {
-        let list: Vec<&str> = features.iter().map(|f| f.as_str()).collect();
-        cmd.arg("--features").arg(list.join(","));
-    }
     cmd.env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_TARGET_DIR", &target_dir)
         // Exact flags, no word splitting (0x1f is cargo's separator).
@@ -217,6 +242,18 @@ pub fn build(
     let symbols = dir.join("flor.symbols");
     let stripped = dir.join("flor");
     std::fs::copy(&out, &symbols).map_err(|e| BuildError::Io(out.clone(), e))?;
+    if board.strip {
+        strip(&symbols, &stripped)?;
+    } else {
+        // Ships as linked (a macOS board: its ad-hoc signature covers the symbols).
+        std::fs::copy(&symbols, &stripped).map_err(|e| BuildError::Io(symbols.clone(), e))?;
+    }
+    Ok(Built { stripped, symbols })
+}
+
+/// Writes `output`: `input` as it ships, without symbols. Every build that is
+/// compared with a board's (cross-rs in ci/cross.sh --docker) is stripped here.
+pub fn strip(input: &Path, output: &Path) -> Result<(), BuildError> {
     // binutils-multiarch's strip handles every board's ELF. Beyond symbols it
     // drops two sections nothing loads: `.pdr` (MIPS procedure descriptors for
     // debuggers; LLVM emits them for every function: 152,568 bytes, 10% of the
@@ -227,10 +264,9 @@ pub fn build(
         .arg("--remove-section=.pdr")
         .arg("--remove-section=.comment")
         .arg("-o")
-        .arg(&stripped)
-        .arg(&symbols);
-    run(strip, "strip")?;
-    Ok(Built { stripped, symbols })
+        .arg(output)
+        .arg(input);
+    run(strip, "strip")
 }
 
 /// Where a previous `build` left its files (for `report --no-build`).

@@ -48,6 +48,7 @@ enum Cmd {
     Dockerfile(DockerfileCmd),
     Build(BuildCmd),
     Env(EnvCmd),
+    Strip(StripCmd),
     Report(ReportCmd),
     Ladder(LadderCmd),
 }
@@ -85,6 +86,19 @@ struct EnvCmd {
     /// board name
     #[argh(positional)]
     board: String,
+}
+
+/// Strip a binary built elsewhere exactly as `build` strips a board's (so two
+/// builds of one board compare byte for byte).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "strip")]
+struct StripCmd {
+    /// the unstripped binary
+    #[argh(positional)]
+    input: PathBuf,
+    /// where to write the stripped copy
+    #[argh(positional)]
+    output: PathBuf,
 }
 
 /// Build (release) and measure the boards; write report.md and report.json.
@@ -143,7 +157,13 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Cmd::Env(c) => {
             let b = one(&boards_dir, &c.board)?;
             print!("{}", b.shell_env());
+            // The shipped build's cargo arguments, for builds that set the
+            // environment themselves (cross-rs in the images: ci/cross.sh --docker).
+            let args = build::cargo_build_args(&b, &b.build_std_features, &[]);
+            let quoted: Vec<String> = args.iter().map(|a| board::shell_quote(a)).collect();
+            println!("BOARD_CARGO_ARGS=({})", quoted.join(" "));
         }
+        Cmd::Strip(c) => build::strip(&c.input, &c.output)?,
         Cmd::Build(c) => {
             let b = one(&boards_dir, &c.board)?;
             let v = Variant::parse(&c.variant)?;

@@ -108,7 +108,7 @@ impl Report {
     /// The summary table alone (what the terminal shows).
     pub fn table(&self) -> String {
         let mut s = String::new();
-        s.push_str("| board | target | link | stripped bytes | budget | headroom | used |\n");
+        s.push_str("| board | target | link | shipped bytes | budget | headroom | used |\n");
         s.push_str("|---|---|---|---:|---:|---:|---:|\n");
         for b in &self.boards {
             let _ = writeln!(
@@ -133,9 +133,11 @@ impl Report {
         s.push_str("# flor size report\n\n");
         let _ = writeln!(
             s,
-            "Written by `size-report report` at commit `{}` with `{}`. Bytes are the stripped \
-             `flor` (what the flash holds); crates and symbols come from `nm --print-size` on \
-             the same link before stripping (see size-report/README.md).\n",
+            "Written by `size-report report` at commit `{}` with `{}`. Bytes are the `flor` \
+             that ships (what the flash holds): stripped, except on macOS, whose code \
+             signature covers its symbols. Crates and symbols come from `nm --print-size` on \
+             the same link before stripping (Mach-O: `llvm-nm`, each symbol sized up to the \
+             next; see size-report/README.md).\n",
             self.commit, self.rustc
         );
         s.push_str(&self.table());

@@ -27,13 +27,69 @@ pub struct Symbol {
     pub krate: String,
 }
 
+/// Whether `binary` is a Mach-O (macOS boards) rather than an ELF file.
+fn is_macho(binary: &Path) -> Result<bool, BuildError> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(binary)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(|e| BuildError::Io(binary.to_owned(), e))?;
+    // MH_MAGIC_64 / MH_CIGAM_64 and the universal (fat) header.
+    Ok(matches!(
+        magic,
+        [0xcf, 0xfa, 0xed, 0xfe] | [0xfe, 0xed, 0xfa, 0xcf] | [0xca, 0xfe, 0xba, 0xbe]
+    ))
+}
+
 /// Runs `nm` on an unstripped binary and returns its sized symbols.
 pub fn read(binary: &Path) -> Result<Vec<Symbol>, BuildError> {
+    if is_macho(binary)? {
+        // binutils cannot read arm64 Mach-O, and Mach-O symbols carry no size:
+        // LLVM's nm lists them by address and a symbol's size is the distance
+        // to the next one (what cargo-bloat does for Mach-O).
+        let mut cmd = Command::new("llvm-nm");
+        cmd.args(["--numeric-sort", "--defined-only", "--radix=d"])
+            .arg(binary);
+        return Ok(parse_nm_by_address(&output(cmd, "llvm-nm")?));
+    }
     let mut cmd = Command::new("nm");
     cmd.args(["--print-size", "--size-sort", "--radix=d"])
         .arg(binary);
     let text = output(cmd, "nm")?;
     Ok(parse_nm(&text))
+}
+
+/// Parses `llvm-nm --numeric-sort --radix=d` lines of a Mach-O, `<addr> <type>
+/// <name>`, sizing each code or data symbol up to the next symbol's address.
+/// The last symbol of the file gets no size (it is usually a section end).
+pub fn parse_nm_by_address(text: &str) -> Vec<Symbol> {
+    let mut rows: Vec<(u64, &str, &str)> = Vec::new();
+    for line in text.lines() {
+        let mut it = line.splitn(3, ' ');
+        let (Some(addr), Some(kind), Some(raw)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        if let Ok(a) = addr.parse::<u64>() {
+            rows.push((a, kind, raw));
+        }
+    }
+    let mut out = Vec::new();
+    for pair in rows.windows(2) {
+        let ((addr, kind, raw), (next, _, _)) = (pair[0], pair[1]);
+        if !matches!(kind, "t" | "T" | "s" | "S" | "d" | "D") || next <= addr {
+            continue;
+        }
+        // Mach-O prefixes every C-level name with an underscore.
+        let raw = raw.strip_prefix('_').unwrap_or(raw);
+        let name = format!("{:#}", rustc_demangle::demangle(raw));
+        let krate = crate_of(&name);
+        out.push(Symbol {
+            name,
+            bytes: next - addr,
+            krate,
+        });
+    }
+    out
 }
 
 /// Parses `nm --print-size --radix=d` lines: `<addr> <size> <type> <name>`.
@@ -122,18 +178,24 @@ pub fn largest(symbols: &[Symbol], n: usize) -> Vec<Symbol> {
 
 /// Section sizes (`size -A`) of the allocated sections that are stored in the file.
 pub fn sections(binary: &Path) -> Result<Vec<(String, u64)>, BuildError> {
-    let mut cmd = Command::new("size");
+    // ELF sections are `.text`...; Mach-O's `__text`..., zero-fill ones take no file bytes.
+    let (tool, stored): (&str, fn(&str) -> bool) = if is_macho(binary)? {
+        ("llvm-size", |n| {
+            n.starts_with("__") && !matches!(n, "__bss" | "__common" | "__thread_bss")
+        })
+    } else {
+        ("size", |n| {
+            n.starts_with('.') && n != ".bss" && n != ".tbss" && !n.starts_with(".comment")
+        })
+    };
+    let mut cmd = Command::new(tool);
     cmd.args(["-A", "-d"]).arg(binary);
-    let text = output(cmd, "size")?;
+    let text = output(cmd, tool)?;
     let mut v = Vec::new();
     for line in text.lines() {
         let mut it = line.split_whitespace();
         if let (Some(name), Some(size)) = (it.next(), it.next()) {
-            if name.starts_with('.')
-                && name != ".bss"
-                && name != ".tbss"
-                && !name.starts_with(".comment")
-            {
+            if stored(name) {
                 if let Ok(n) = size.parse::<u64>() {
                     if n > 0 {
                         v.push((name.to_owned(), n));
@@ -208,6 +270,28 @@ mod tests {
         assert_eq!(syms[0].bytes, 12);
         assert_eq!(syms[0].krate, "flor");
         assert_eq!(by_crate(&syms)[0], ("flor".to_owned(), 12));
+    }
+
+    #[test]
+    fn macho_symbols_are_sized_by_the_next_address() {
+        // From `llvm-nm --numeric-sort --defined-only --radix=d` on a Mach-O flor.
+        let text = "4294967296 T __mh_execute_header\n\
+                    4294970000 T __ZN4flor4main17h0123456789abcdefE\n\
+                    4294970100 t _ring_core_0_17_14_bn_mul_mont\n\
+                    4294970160 b _some_bss\n\
+                    4294970200 S _last\n";
+        let syms = parse_nm_by_address(text);
+        let names: Vec<(&str, u64)> = syms.iter().map(|s| (s.name.as_str(), s.bytes)).collect();
+        assert_eq!(
+            names,
+            [
+                ("_mh_execute_header", 2704),
+                ("flor::main", 100),
+                ("ring_core_0_17_14_bn_mul_mont", 60)
+            ]
+        );
+        assert_eq!(syms[1].krate, "flor");
+        assert_eq!(syms[2].krate, "ring");
     }
 
     #[test]
