@@ -5,8 +5,9 @@
 #   .deb        amd64 from the host build, installed in a Debian container built from a
 #               debootstrap base: the service picks up `flor enroll <bundle>` and
 #               traffic flows (test-deb.sh); arm64 and armhf from the rpi-aarch64 and
-#               rpi-armv7 board builds (ci/test.sh's ci/cross.sh builds every board):
-#               contents, `file`, and the packaged binary run under qemu-user
+#               rpi-armv7 board builds (ci/test.sh's ci/cross.sh builds every board),
+#               installed the same way in that Debian with the Pi's architecture
+#               added, the packaged binary run by qemu-user through binfmt_misc
 #   .ipk        for the mipsel router board, from its static musl build (test-ipk.sh);
 #               its `flor service run` under qemu-user picks up a newly enrolled node
 #   .msi        around an x86_64-pc-windows-gnu flor.exe (test-msi.sh): tables, then
@@ -114,7 +115,7 @@ for row in "rpi-aarch64 arm64" "rpi-armv7 armhf"; do
 	pi=target/boards/$b/release/flor
 	if [ -f "$pi" ]; then
 		deb=$(packaging/deb/build-deb.sh --binary "$pi" --arch "$a")
-		run_check "deb-$a" packaging/tests/test-deb.sh "$deb" "$a" "$pi"
+		run_check "deb-$a" packaging/tests/test-deb.sh "$deb" "$a" "$pi" "$flor" "$retectl"
 	else
 		results+=("deb-$a: not built (no $pi; ci/cross.sh $b builds it)")
 	fi

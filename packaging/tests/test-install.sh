@@ -211,18 +211,39 @@ if command -v systemd-analyze >/dev/null; then
 fi
 
 echo "== install.sh: macOS layout (launchd), in a scratch root"
-# No macOS host here: the Mach-O file is a header-only fixture (64-bit x86_64 magic and
-# cputype) that exercises the installer's detection and layout, not a runnable flor.
+# The release directory holds the macOS boards' builds (boards/macos-*.toml), which
+# ci/cross.sh (run by ci/test.sh before this) leaves in target/boards. No macOS host
+# here: they are installed, never run. Run alone without them, a header-only Mach-O
+# fixture (64-bit x86_64 magic and cputype) stands in for the installer's detection.
 MAC=$T/mac
 mkdir -p "$MAC"
 cp "$install_sh" "$MAC/install.sh"
-printf '\xcf\xfa\xed\xfe\x07\x00\x00\x01\x03\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00' >"$MAC/flor-darwin-x86_64"
+boards_dir=$repo/target/boards
+mac_real=0
+if [ -f "$boards_dir/macos-x86_64/release/flor" ] && [ -f "$boards_dir/macos-aarch64/release/flor" ]; then
+	mac_real=1
+	cp "$boards_dir/macos-x86_64/release/flor" "$MAC/flor-darwin-x86_64"
+	cp "$boards_dir/macos-aarch64/release/flor" "$MAC/flor-darwin-aarch64"
+	echo "     release dir: the macos-x86_64 and macos-aarch64 board builds ($(file -b "$MAC/flor-darwin-aarch64" | cut -d, -f1))"
+else
+	echo "     note: no macOS board builds in $boards_dir (ci/cross.sh macos-x86_64 macos-aarch64): a header-only fixture"
+	printf '\xcf\xfa\xed\xfe\x07\x00\x00\x01\x03\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00' >"$MAC/flor-darwin-x86_64"
+fi
 R5=$T/mac-root
 mkdir -p "$R5/Library/LaunchDaemons"
 echo '<plist/>' >"$R5/Library/LaunchDaemons/org.florete.flor-agent.demo.flor.plist"
 "$MAC/install.sh" --root "$R5" --os darwin --arch x86_64 >/dev/null
 plist=$R5/Library/LaunchDaemons/org.florete.flor.plist
 check "flor at /usr/local/bin/flor, mode 755" [ "$(mode "$R5/usr/local/bin/flor")" = 755 ]
+if [ "$mac_real" = 1 ]; then
+	check "--arch x86_64 installed the macos-x86_64 build, byte for byte" cmp -s "$MAC/flor-darwin-x86_64" "$R5/usr/local/bin/flor"
+	R6=$T/mac-arm-root
+	"$MAC/install.sh" --root "$R6" --os darwin --arch aarch64 >/dev/null
+	check "--arch aarch64 installed the macos-aarch64 build (Mach-O arm64), with the same LaunchDaemon" \
+		bash -c "cmp -s '$MAC/flor-darwin-aarch64' '$R6/usr/local/bin/flor' && file -b '$R6/usr/local/bin/flor' | grep -q 'Mach-O 64-bit arm64' && test -f '$R6/Library/LaunchDaemons/org.florete.flor.plist'"
+	check "a Mac binary of the other architecture is refused" \
+		bash -c "! '$install_sh' --root '$T/mac3' --os darwin --arch x86_64 --binary '$MAC/flor-darwin-aarch64' >/dev/null 2>&1"
+fi
 check "one LaunchDaemon org.florete.flor.plist, mode 644" [ "$(mode "$plist")" = 644 ]
 check "the per-scope plist of an earlier release is gone" [ ! -e "$R5/Library/LaunchDaemons/org.florete.flor-agent.demo.flor.plist" ]
 if command -v xmllint >/dev/null; then
