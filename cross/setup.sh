@@ -128,6 +128,7 @@ zig_wrapper mipsel-unknown-linux-musl mipsel-linux-musleabi
 zig_wrapper mips-unknown-linux-musl mips-linux-musleabi
 zig_wrapper armv7-unknown-linux-musleabihf arm-linux-musleabihf -mcpu=generic+v7a+vfp3d16+thumb2
 zig_wrapper aarch64-unknown-linux-musl aarch64-linux-musl
+zig_wrapper x86_64-unknown-linux-musl x86_64-linux-musl
 # macOS (boards macos-*): zig brings libSystem's stubs; no Apple SDK needed.
 zig_wrapper aarch64-apple-darwin aarch64-macos-none
 zig_wrapper x86_64-apple-darwin x86_64-macos-none

@@ -302,6 +302,7 @@ mod tests {
                 "openwrt-armv7",
                 "openwrt-mips",
                 "openwrt-mipsel",
+                "openwrt-x86_64",
                 "rpi-aarch64",
                 "rpi-armv7"
             ]
