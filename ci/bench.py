@@ -190,7 +190,7 @@ class Rete:
         # mgmt01's agent runs the config-server and the metrics collector its
         # artifact publishes (docs/config-server.md); nodes enrolled from the tree.
         for n in ("alpha", "laptop"):
-            self.agents[n] = self.bg(n, [args.flor, "agent", "run", "--rete", TD])
+            self.agents[n] = self.bg(n, [args.node_flor or args.flor, "agent", "run", "--rete", TD])
         for n in ("mgmt01", "alpha", "laptop"):
             self.healthy(n)
 
@@ -346,6 +346,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--src", required=True)
     ap.add_argument("--flor", required=True)
+    ap.add_argument("--node-flor", default="",
+                    help="the flor alpha's and laptop's agents (and so their vertices) run, "
+                         "e.g. the openwrt-x86_64 board build as the router's proxy; "
+                         "mgmt01 keeps --flor (it needs the mgmt roles)")
     ap.add_argument("--retectl", required=True)
     ap.add_argument("--client", required=True)
     ap.add_argument("--reps", type=int, default=3)
@@ -539,11 +543,16 @@ def report(args, m, started, load_start, load_end):
     # namespace of its own, which the host's /sys does not show.
     link = subprocess.run(["ip", "-o", "link", "show", "lo"], capture_output=True, text=True)
     lo_mtu = (re.search(r"\bmtu (\d+)", link.stdout) or [None, "?"])[1]
+    def shown(path):
+        return os.path.relpath(path, args.src) if path.startswith(args.src) else os.path.basename(path)
+
     head = (f"{started:%Y-%m-%d %H:%M} UTC, bench at commit {commit}"
             f"{' (with uncommitted changes)' if dirty else ''}, flor measured: "
-            f"{os.path.relpath(args.flor, args.src) if args.flor.startswith(args.src) else os.path.basename(args.flor)}"
+            f"{shown(args.flor)}"
             f" ({os.path.getsize(args.flor)} bytes), "
-            f"{os.cpu_count()} × {cpu}, Linux {platform.release()}, loopback MTU {lo_mtu}; "
+            + (f"alpha and laptop running {shown(args.node_flor)} "
+               f"({os.path.getsize(args.node_flor)} bytes), " if args.node_flor else "")
+            + f"{os.cpu_count()} × {cpu}, Linux {platform.release()}, loopback MTU {lo_mtu}; "
             f"load average (1 min) "
             f"{load_start} at the start, {load_end} at the end; {args.reps} runs, iperf3 "
             f"-t {args.seconds}; a run is *disturbed* when other processes used more than "

@@ -23,14 +23,18 @@ CLIENT=$(cargo bench --locked -p flor --bench dataplane --no-run 2>&1 |
 case "$CLIENT" in /*) ;; *) CLIENT="$SRC/$CLIENT" ;; esac
 [ -x "$CLIENT" ] || { echo "bench client not built" >&2; exit 1; }
 # FLOR_BIN: measure another flor (e.g. a build of main for the "before" rows).
+# BENCH_NODE_FLOR: the flor alpha and laptop run instead (mgmt01 keeps FLOR_BIN),
+# e.g. the openwrt-x86_64 board's static musl build for router memory figures:
+#   BENCH_NODE_FLOR=target/boards/openwrt-x86_64/release/flor ci/bench.sh --only memory
 if [ -z "${FLOR_BIN:-}" ]; then
   cargo build --locked --release -p flor
   FLOR_BIN="$SRC/target/release/flor"
 fi
 # retectl only prepares the rete: a debug build is enough.
 cargo build --locked -p retectl
-BENCH=(python3 ci/bench.py --src "$SRC" --flor "$FLOR_BIN"
-  --retectl "$SRC/target/debug/retectl" --client "$CLIENT" "$@")
+BENCH=(python3 ci/bench.py --src "$SRC" --flor "$(realpath "$FLOR_BIN")"
+  --retectl "$SRC/target/debug/retectl" --client "$CLIENT"
+  ${BENCH_NODE_FLOR:+--node-flor "$(realpath "$BENCH_NODE_FLOR")"} "$@")
 # BENCH_LO_MTU=1500: run everything in a network namespace of its own whose
 # loopback has that MTU, i.e. the packet size of an Ethernet path, for both
 # tunnels alike (TCP keeps its segmentation offload there, as on a real NIC;
