@@ -25,7 +25,7 @@ for a in "$@"; do
   case "$a" in
     --docker) docker_mode=1 ;;
     --pic) pic_check=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     -*) echo "ci/cross.sh: unknown option $a" >&2; exit 2 ;;
     *) boards+=("$a") ;;
   esac
@@ -54,6 +54,13 @@ SR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys;
 HOST_PATH=$PATH
 # shellcheck source=cross/env.sh
 source cross/env.sh
+
+# Sets the BOARD_* variables of a board (size-report env), or fails naming it.
+board_env() { # <board>
+  local e
+  e=$("$SR" env "$1") || fail "no board $1 (size-report list names them)"
+  eval "$e"
+}
 
 # Runs the board's flor under qemu-user with the board's CPU and libc prefix.
 qemu_flor() { # <bin> args...
@@ -93,6 +100,7 @@ basic_smoke() { # <bin>
 # ---------------------------------------------------------------- docker mode
 if [ "$docker_mode" = 1 ]; then
   [ "${#boards[@]}" -gt 0 ] || boards=(openwrt-mipsel)
+  docker info >/dev/null 2>&1 || fail "--docker needs a running Docker engine (docker info failed)"
   # shellcheck source=ci/debian-image.sh
   source ci/debian-image.sh
   step "base image $DEBIAN_BASE_IMAGE (no registry: debootstrap + docker import)"
@@ -110,7 +118,8 @@ if [ "$docker_mode" = 1 ]; then
   # equal). Only the named boards' images: each ENV layer is a commit (~35 s here).
   step "per-board images florete/cross:<target> (cross/Dockerfile.<target>)"
   for b in "${boards[@]}"; do
-    eval "$("$SR" env "$b")"
+    board_env "$b"
+    [ -n "$BOARD_QEMU" ] || fail "$b: --docker builds the Linux boards (cross-rs images carry a qemu runner); $b has none"
     [ -f "cross/Dockerfile.$BOARD_TARGET" ] || fail "no cross/Dockerfile.$BOARD_TARGET for board $b"
     timed "image-$BOARD_TARGET" docker build -q -t "florete/cross:$BOARD_TARGET" -f "cross/Dockerfile.$BOARD_TARGET" cross/
   done
@@ -126,7 +135,9 @@ if [ "$docker_mode" = 1 ]; then
   step "cross-rs $CROSS_RS_VERSION with Debian's toolchain (rustup toolchain link)"
   command -v rustup >/dev/null || fail "cross-rs needs rustup on the host (https://rustup.rs); none on PATH"
   if [ "$(PATH=$HOST_PATH cross --version 2>/dev/null | head -1)" != "cross $CROSS_RS_VERSION" ]; then
-    timed install-cross-rs env PATH="$HOST_PATH" nice -n 19 cargo install -q --locked cross --version "$CROSS_RS_VERSION"
+    # With the host's own toolchain, not env.sh's Debian rustc.
+    timed install-cross-rs env -u RUSTC -u RUSTDOC -u RUSTC_BOOTSTRAP PATH="$HOST_PATH" \
+      nice -n 19 cargo install -q --locked cross --version "$CROSS_RS_VERSION"
   fi
   host_triple=$(PATH=$HOST_PATH rustc -vV | sed -n 's/^host: //p')
   for name in florete-debian "florete-debian-$host_triple"; do
@@ -135,7 +146,7 @@ if [ "$docker_mode" = 1 ]; then
   echo "toolchain: $(PATH=$HOST_PATH rustc +florete-debian --version)"
 
   for b in "${boards[@]}"; do
-    eval "$("$SR" env "$b")"
+    board_env "$b"
     step "$b: cross build inside florete/cross:$BOARD_TARGET (cold: its own target dir)"
     rm -rf target/cross-rs
     # The native build's environment (size-report build): no stripping by the
@@ -149,11 +160,10 @@ if [ "$docker_mode" = 1 ]; then
     echo "built: $out/flor ($(stat -c %s "$out/flor") bytes)"
     check_file "$out/flor"
     basic_smoke "$out/flor"
-    native=target/boards/$b/release/flor
-    if [ ! -f "$native" ]; then
-      step "$b: native build to compare with (ci/cross.sh $b)"
-      nice -n 19 "$SR" --jobs "$JOBS" build "$b" >/dev/null
-    fi
+    # The native build of the same sources (incremental: a no-op right after
+    # ci/cross.sh built the board, as in CI).
+    step "$b: native build to compare with"
+    native=$(nice -n 19 "$SR" --jobs "$JOBS" build "$b" 2>/dev/null) || fail "$b: native build failed"
     a=$(sha256sum <"$out/flor" | cut -d' ' -f1)
     n=$(sha256sum <"$native" | cut -d' ' -f1)
     echo "sha256: cross-rs $a"
@@ -189,7 +199,7 @@ vertex_smoke() { # <bin> [log name]
 
 declare -A results
 for b in "${boards[@]}"; do
-  eval "$("$SR" env "$b")"
+  board_env "$b"
   step "$b: build flor for $BOARD_TARGET"
   t0=$(now)
   bin=$(nice -n 19 "$SR" --jobs "$JOBS" build "$b" 2> >(grep -E '^size-report:|^error|^warning: unused' >&2)) \

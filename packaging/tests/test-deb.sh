@@ -155,7 +155,7 @@ if [ -n "$foreign" ]; then
 	if binfmt_ready "$foreign"; then
 		ok "binfmt_misc runs $arch binaries through $(sed -n 's/^interpreter //p' "/proc/sys/fs/binfmt_misc/qemu-$foreign") (flags $(sed -n 's/^flags: //p' "/proc/sys/fs/binfmt_misc/qemu-$foreign"))"
 	else
-		bad "binfmt_misc: cannot register qemu-$foreign (needs root and qemu-user-static; cross/setup.sh installs it)"
+		bad "binfmt_misc: no qemu-$foreign entry with the F flag (registering needs root and qemu-user-static, which cross/setup.sh installs; an entry without F, from another package, must be removed first: echo -1 > /proc/sys/fs/binfmt_misc/qemu-$foreign)"
 		summary
 		exit
 	fi

@@ -241,8 +241,11 @@ if [ "$mac_real" = 1 ]; then
 	"$MAC/install.sh" --root "$R6" --os darwin --arch aarch64 >/dev/null
 	check "--arch aarch64 installed the macos-aarch64 build (Mach-O arm64), with the same LaunchDaemon" \
 		bash -c "cmp -s '$MAC/flor-darwin-aarch64' '$R6/usr/local/bin/flor' && file -b '$R6/usr/local/bin/flor' | grep -q 'Mach-O 64-bit arm64' && test -f '$R6/Library/LaunchDaemons/org.florete.flor.plist'"
-	check "a Mac binary of the other architecture is refused" \
-		bash -c "! '$install_sh' --root '$T/mac3' --os darwin --arch x86_64 --binary '$MAC/flor-darwin-aarch64' >/dev/null 2>&1"
+	if refusal=$("$install_sh" --root "$T/mac3" --os darwin --arch x86_64 --binary "$MAC/flor-darwin-aarch64" 2>&1); then
+		refusal="exit 0: $refusal"
+	fi
+	check "a Mac binary of the other architecture is refused: '$refusal'" \
+		grep -q "is a darwin-aarch64 build, but this is darwin-x86_64" <<<"$refusal"
 fi
 check "one LaunchDaemon org.florete.flor.plist, mode 644" [ "$(mode "$plist")" = 644 ]
 check "the per-scope plist of an earlier release is gone" [ ! -e "$R5/Library/LaunchDaemons/org.florete.flor-agent.demo.flor.plist" ]

@@ -50,7 +50,11 @@ pub fn read(binary: &Path) -> Result<Vec<Symbol>, BuildError> {
         let mut cmd = Command::new("llvm-nm");
         cmd.args(["--numeric-sort", "--defined-only", "--radix=d"])
             .arg(binary);
-        return Ok(parse_nm_by_address(&output(cmd, "llvm-nm")?));
+        let text = output(cmd, "llvm-nm")?;
+        let mut cmd = Command::new("llvm-objdump");
+        cmd.arg("--section-headers").arg(binary);
+        let ranges = parse_section_ranges(&output(cmd, "llvm-objdump")?);
+        return Ok(parse_nm_by_address(&text, &ranges));
     }
     let mut cmd = Command::new("nm");
     cmd.args(["--print-size", "--size-sort", "--radix=d"])
@@ -59,10 +63,29 @@ pub fn read(binary: &Path) -> Result<Vec<Symbol>, BuildError> {
     Ok(parse_nm(&text))
 }
 
+/// Address ranges `[start, end)` of the sections in `llvm-objdump
+/// --section-headers` output (`Idx Name Size VMA Type`, hexadecimal).
+pub fn parse_section_ranges(text: &str) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || f[0].parse::<u32>().is_err() {
+            continue;
+        }
+        if let (Ok(size), Ok(vma)) = (u64::from_str_radix(f[2], 16), u64::from_str_radix(f[3], 16))
+        {
+            out.push((vma, vma.saturating_add(size)));
+        }
+    }
+    out
+}
+
 /// Parses `llvm-nm --numeric-sort --radix=d` lines of a Mach-O, `<addr> <type>
-/// <name>`, sizing each code or data symbol up to the next symbol's address.
-/// The last symbol of the file gets no size (it is usually a section end).
-pub fn parse_nm_by_address(text: &str) -> Vec<Symbol> {
+/// <name>`, sizing each code or data symbol up to the next symbol's address but
+/// never past the end of its own section (`sections`, from
+/// [`parse_section_ranges`]): a symbol in no section, or the last of the file,
+/// is left out; padding at a section's end counts to its last symbol.
+pub fn parse_nm_by_address(text: &str, sections: &[(u64, u64)]) -> Vec<Symbol> {
     let mut rows: Vec<(u64, &str, &str)> = Vec::new();
     for line in text.lines() {
         let mut it = line.splitn(3, ' ');
@@ -74,18 +97,26 @@ pub fn parse_nm_by_address(text: &str) -> Vec<Symbol> {
         }
     }
     let mut out = Vec::new();
-    for pair in rows.windows(2) {
-        let ((addr, kind, raw), (next, _, _)) = (pair[0], pair[1]);
-        if !matches!(kind, "t" | "T" | "s" | "S" | "d" | "D") || next <= addr {
+    for (i, &(addr, kind, raw)) in rows.iter().enumerate() {
+        if !matches!(kind, "t" | "T" | "s" | "S" | "d" | "D") {
             continue;
         }
+        let Some(&(_, section_end)) = sections.iter().find(|(a, b)| *a <= addr && addr < *b) else {
+            continue;
+        };
+        let next = rows[i + 1..]
+            .iter()
+            .map(|r| r.0)
+            .find(|&a| a > addr)
+            .unwrap_or(section_end);
+        let end = next.min(section_end);
         // Mach-O prefixes every C-level name with an underscore.
         let raw = raw.strip_prefix('_').unwrap_or(raw);
         let name = format!("{:#}", rustc_demangle::demangle(raw));
         let krate = crate_of(&name);
         out.push(Symbol {
             name,
-            bytes: next - addr,
+            bytes: end - addr,
             krate,
         });
     }
@@ -178,24 +209,30 @@ pub fn largest(symbols: &[Symbol], n: usize) -> Vec<Symbol> {
 
 /// Section sizes (`size -A`) of the allocated sections that are stored in the file.
 pub fn sections(binary: &Path) -> Result<Vec<(String, u64)>, BuildError> {
-    // ELF sections are `.text`...; Mach-O's `__text`..., zero-fill ones take no file bytes.
-    let (tool, stored): (&str, fn(&str) -> bool) = if is_macho(binary)? {
-        ("llvm-size", |n| {
-            n.starts_with("__") && !matches!(n, "__bss" | "__common" | "__thread_bss")
-        })
+    let mut v = if is_macho(binary)? {
+        let mut cmd = Command::new("llvm-size");
+        cmd.arg("-m").arg(binary);
+        parse_macho_sections(&output(cmd, "llvm-size")?)
     } else {
-        ("size", |n| {
-            n.starts_with('.') && n != ".bss" && n != ".tbss" && !n.starts_with(".comment")
-        })
+        let mut cmd = Command::new("size");
+        cmd.args(["-A", "-d"]).arg(binary);
+        parse_elf_sections(&output(cmd, "size")?)
     };
-    let mut cmd = Command::new(tool);
-    cmd.args(["-A", "-d"]).arg(binary);
-    let text = output(cmd, tool)?;
+    v.sort_by_key(|s| std::cmp::Reverse(s.1));
+    Ok(v)
+}
+
+/// `size -A -d` lines `<name> <size> <addr>`: the ELF sections the file stores.
+fn parse_elf_sections(text: &str) -> Vec<(String, u64)> {
     let mut v = Vec::new();
     for line in text.lines() {
         let mut it = line.split_whitespace();
         if let (Some(name), Some(size)) = (it.next(), it.next()) {
-            if stored(name) {
+            if name.starts_with('.')
+                && name != ".bss"
+                && name != ".tbss"
+                && !name.starts_with(".comment")
+            {
                 if let Ok(n) = size.parse::<u64>() {
                     if n > 0 {
                         v.push((name.to_owned(), n));
@@ -204,8 +241,32 @@ pub fn sections(binary: &Path) -> Result<Vec<(String, u64)>, BuildError> {
             }
         }
     }
-    v.sort_by_key(|s| std::cmp::Reverse(s.1));
-    Ok(v)
+    v
+}
+
+/// `llvm-size -m` output (`Segment __TEXT: n` then `\tSection __text: n` lines):
+/// `__TEXT,__text`-style names, since Mach-O reuses section names across
+/// segments (`__const` is in both `__TEXT` and `__DATA`); zero-fill sections
+/// take no file bytes and are left out.
+fn parse_macho_sections(text: &str) -> Vec<(String, u64)> {
+    let mut v = Vec::new();
+    let mut segment = "";
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("Segment ") {
+            segment = rest.split(':').next().unwrap_or("");
+        } else if let Some(rest) = line.trim_start().strip_prefix("Section ") {
+            let mut it = rest.splitn(2, ": ");
+            if let (Some(name), Some(size)) = (it.next(), it.next()) {
+                let zero_fill = matches!(name, "__bss" | "__common" | "__thread_bss");
+                if let Ok(n) = size.trim().parse::<u64>() {
+                    if n > 0 && !zero_fill {
+                        v.push((format!("{segment},{name}"), n));
+                    }
+                }
+            }
+        }
+    }
+    v
 }
 
 /// The newest `GLIBC_x.y` symbol version a dynamic binary asks for: the oldest
@@ -273,25 +334,52 @@ mod tests {
     }
 
     #[test]
-    fn macho_symbols_are_sized_by_the_next_address() {
-        // From `llvm-nm --numeric-sort --defined-only --radix=d` on a Mach-O flor.
-        let text = "4294967296 T __mh_execute_header\n\
-                    4294970000 T __ZN4flor4main17h0123456789abcdefE\n\
-                    4294970100 t _ring_core_0_17_14_bn_mul_mont\n\
-                    4294970160 b _some_bss\n\
-                    4294970200 S _last\n";
-        let syms = parse_nm_by_address(text);
-        let names: Vec<(&str, u64)> = syms.iter().map(|s| (s.name.as_str(), s.bytes)).collect();
+    fn macho_symbols_are_sized_by_the_next_address_within_their_section() {
+        // From `llvm-objdump --section-headers` and `llvm-nm --numeric-sort
+        // --defined-only --radix=d` on a Mach-O flor (addresses shortened).
+        let sections = parse_section_ranges(
+            "Sections:\n\
+             Idx Name            Size     VMA              Type\n  \
+             0 __text          00000100 0000000000001000 TEXT\n  \
+             1 __const         00000040 0000000000002000 DATA\n",
+        );
+        assert_eq!(sections, [(0x1000, 0x1100), (0x2000, 0x2040)]);
+        let text = "4096 T __ZN4flor4main17h0123456789abcdefE\n\
+                    4196 t _ring_core_0_17_14_bn_mul_mont\n\
+                    8192 S _HELLO_RETRY_REQUEST_RANDOM\n\
+                    8224 s _last_const\n\
+                    9000 T _outside_every_section\n\
+                    12288 b _some_bss\n";
+        let syms = parse_nm_by_address(text, &sections);
+        let got: Vec<(&str, u64)> = syms.iter().map(|s| (s.name.as_str(), s.bytes)).collect();
         assert_eq!(
-            names,
+            got,
             [
-                ("_mh_execute_header", 2704),
                 ("flor::main", 100),
-                ("ring_core_0_17_14_bn_mul_mont", 60)
+                // Up to the end of __text (0x1100), not to the next symbol in __const.
+                ("ring_core_0_17_14_bn_mul_mont", 0x1100 - 4196),
+                ("HELLO_RETRY_REQUEST_RANDOM", 32),
+                ("last_const", 0x2040 - 8224),
             ]
         );
-        assert_eq!(syms[1].krate, "flor");
-        assert_eq!(syms[2].krate, "ring");
+        assert_eq!(syms[0].krate, "flor");
+        assert_eq!(syms[1].krate, "ring");
+    }
+
+    #[test]
+    fn macho_sections_are_named_with_their_segment() {
+        let text =
+            "Segment __TEXT: 1329504\n\tSection __text: 1014896\n\tSection __const: 255560\n\
+                    \ttotal 1323875\nSegment __DATA: 54624\n\tSection __const: 50584\n\
+                    \tSection __bss: 320\n\ttotal 54515\n";
+        assert_eq!(
+            parse_macho_sections(text),
+            [
+                ("__TEXT,__text".to_owned(), 1014896),
+                ("__TEXT,__const".to_owned(), 255560),
+                ("__DATA,__const".to_owned(), 50584)
+            ]
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub enum HexError {
 pub fn encode<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut n = 0;
-    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+    for (b, pair) in bytes.iter().zip(out.as_chunks_mut::<2>().0) {
         pair[0] = DIGITS[usize::from(b >> 4)];
         pair[1] = DIGITS[usize::from(b & 0x0f)];
         n += 2;
@@ -40,7 +40,7 @@ pub fn decode(text: &str, out: &mut [u8]) -> Result<(), HexError> {
     if t.len() != out.len() * 2 {
         return Err(HexError::BadLength);
     }
-    for (o, pair) in out.iter_mut().zip(t.chunks_exact(2)) {
+    for (o, pair) in out.iter_mut().zip(t.as_chunks::<2>().0) {
         *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
     Ok(())
