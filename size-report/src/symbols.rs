@@ -27,6 +27,16 @@ pub struct Symbol {
     pub krate: String,
 }
 
+impl Symbol {
+    /// A symbol from its mangled name: demangled without the hash, and
+    /// attributed to its crate.
+    fn new(raw: &str, bytes: u64) -> Symbol {
+        let name = format!("{:#}", rustc_demangle::demangle(raw));
+        let krate = crate_of(&name);
+        Symbol { name, bytes, krate }
+    }
+}
+
 /// Whether `binary` is a Mach-O (macOS boards) rather than an ELF file.
 fn is_macho(binary: &Path) -> Result<bool, BuildError> {
     use std::io::Read;
@@ -83,8 +93,8 @@ pub fn parse_section_ranges(text: &str) -> Vec<(u64, u64)> {
 /// Parses `llvm-nm --numeric-sort --radix=d` lines of a Mach-O, `<addr> <type>
 /// <name>`, sizing each code or data symbol up to the next symbol's address but
 /// never past the end of its own section (`sections`, from
-/// [`parse_section_ranges`]): a symbol in no section, or the last of the file,
-/// is left out; padding at a section's end counts to its last symbol.
+/// [`parse_section_ranges`]): a symbol in no section is left out, and the
+/// last symbol of a section (padding included) runs to the section's end.
 pub fn parse_nm_by_address(text: &str, sections: &[(u64, u64)]) -> Vec<Symbol> {
     let mut rows: Vec<(u64, &str, &str)> = Vec::new();
     for line in text.lines() {
@@ -111,14 +121,10 @@ pub fn parse_nm_by_address(text: &str, sections: &[(u64, u64)]) -> Vec<Symbol> {
             .unwrap_or(section_end);
         let end = next.min(section_end);
         // Mach-O prefixes every C-level name with an underscore.
-        let raw = raw.strip_prefix('_').unwrap_or(raw);
-        let name = format!("{:#}", rustc_demangle::demangle(raw));
-        let krate = crate_of(&name);
-        out.push(Symbol {
-            name,
-            bytes: end - addr,
-            krate,
-        });
+        out.push(Symbol::new(
+            raw.strip_prefix('_').unwrap_or(raw),
+            end - addr,
+        ));
     }
     out
 }
@@ -143,9 +149,7 @@ pub fn parse_nm(text: &str) -> Vec<Symbol> {
         let Ok(bytes) = size.parse::<u64>() else {
             continue;
         };
-        let name = format!("{:#}", rustc_demangle::demangle(raw));
-        let krate = crate_of(&name);
-        out.push(Symbol { name, bytes, krate });
+        out.push(Symbol::new(raw, bytes));
     }
     out
 }
