@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Side-by-side data-plane bench (driven by ci/bench.sh, which builds first).
 
-One invocation measures three paths to the same upstreams on loopback:
+One invocation measures five paths to the same upstreams on loopback:
 
 - direct TCP;
 - a stunnel4 mTLS pair (TLS 1.3, P-256 certificates and key exchange);
+- OpenSSH's dynamic forwarding (`ssh -D`): a SOCKS5 port on one end of a
+  warm, encrypted SSH connection whose far end dials the upstream, the same
+  shape as a flow through Florete, and what people use for it today;
+- microsocks: a plain SOCKS5 relay on the same host, no encryption and no
+  second hop, the least any SOCKS5 ingress can cost a new flow;
 - Florete on the example rete (examples/my-rete: mgmt01 with the
   config-server, alpha hosting the wiki, the laptop with bob's SOCKS5 port),
   every node a real `flor agent run` with its vertex.
@@ -14,7 +19,7 @@ and the project's echo (agent/benches/dataplane.rs) on 9000, published as an
 `echo` service bob may use (added to the copied rete only).
 
 Rows: iperf3 bulk with 1 and 8 streams in both directions (through SOCKS5 with
-proxychains4 for Florete), bulk of the project's client through the echo,
+proxychains4 for Florete, ssh -D and microsocks), bulk of the project's client through the echo,
 new-flow latency (connect + 1-byte echo + close) median and p99, CPU cores of
 the tunnel processes during bulk, and memory idle, after bulk and with 1,000
 open flows. Each run also records the CPU used by everything else on the
@@ -109,6 +114,25 @@ def smaps_private(pid):
             elif head[0] in ("Private_Clean:", "Private_Dirty:"):
                 out[name] = out.get(name, 0) + int(head[1])
     return sorted(((v, k) for k, v in out.items() if v), reverse=True)[:6]
+
+
+def descendants(pid):
+    """Every process below `pid` (sshd forks a session per connection)."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
 
 
 def loadavg():
@@ -285,6 +309,60 @@ socket = r:TCP_NODELAY=1
         wait_tcp("127.0.0.1", self.ports["echo"], "stunnel client")
 
 
+class SshDynamic:
+    """`ssh -D`: an OpenSSH client with a SOCKS5 port, connected (once, warm)
+    to an sshd of its own on 127.0.0.3 whose session dials the upstreams.
+    Default ciphers, as people run it; the keys are made here."""
+
+    def __init__(self, work, procs):
+        d = os.path.join(work, "ssh")
+        os.makedirs(d)
+        for k in ("host", "user"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                            os.path.join(d, k)], check=True)
+        shutil.copy(os.path.join(d, "user.pub"), os.path.join(d, "authorized_keys"))
+        port = free_port()
+        with open(os.path.join(d, "sshd_config"), "w") as f:
+            f.write(f"ListenAddress 127.0.0.3:{port}\nHostKey {d}/host\n"
+                    f"AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\n"
+                    "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+                    "StrictModes no\nUsePAM no\nAllowTcpForwarding yes\nPidFile none\n")
+        # sshd's privilege-separation directory (made by its service, not its package).
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        self.sshd = procs.start(["/usr/sbin/sshd", "-D", "-e", "-f",
+                                 os.path.join(d, "sshd_config")], os.path.join(d, "sshd.log"))
+        wait_tcp("127.0.0.3", port, "sshd")
+        self.port = free_port()
+        self.client = procs.start(
+            ["ssh", "-N", "-F", "none", "-i", os.path.join(d, "user"), "-p", str(port),
+             "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={d}/known_hosts",
+             "-o", "ExitOnForwardFailure=yes", "-D", f"127.0.0.1:{self.port}",
+             f"{os.environ.get('USER') or 'root'}@127.0.0.3"], os.path.join(d, "ssh.log"))
+        wait_tcp("127.0.0.1", self.port, "ssh -D")
+
+    def pids(self):
+        """The client, the listener and the sshd processes serving the connection."""
+        return [self.client.pid, self.sshd.pid] + descendants(self.sshd.pid)
+
+
+class Microsocks:
+    """microsocks: a plain SOCKS5 server (a thread per connection)."""
+
+    def __init__(self, work, procs):
+        self.port = free_port()
+        self.proc = procs.start(["microsocks", "-i", "127.0.0.1", "-p", str(self.port)],
+                                os.path.join(work, "microsocks.log"))
+        wait_tcp("127.0.0.1", self.port, "microsocks")
+
+
+def proxychains_conf(work, name, port):
+    path = os.path.join(work, f"proxychains-{name}.conf")
+    with open(path, "w") as f:
+        f.write(f"strict_chain\nproxy_dns\nremote_dns_subnet 224\ntcp_read_time_out 15000\n"
+                f"tcp_connect_time_out 8000\n[ProxyList]\nsocks5 127.0.0.1 {port}\n")
+    return path
+
+
 def children_cpu():
     """CPU seconds of every waited-for child (the iperf3 and Rust clients)."""
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -358,7 +436,7 @@ def main():
     ap.add_argument("--section", help="name of the docs/performance.md section to rewrite")
     ap.add_argument("--note", default="", help="one line under the table (what was measured)")
     ap.add_argument("--only", default="", help="comma list of row groups: bulk,rust,latency,memory")
-    ap.add_argument("--paths", default="direct,stunnel4,flor",
+    ap.add_argument("--paths", default="direct,stunnel4,ssh,microsocks,flor",
                     help="comma list of paths to measure (e.g. flor alone under perf)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
@@ -377,12 +455,15 @@ def main():
         iperf_server = procs.procs[0]
         rete = Rete(args, work, procs)
         stunnel = Stunnel(work, procs)
+        ssh = SshDynamic(work, procs)
+        micro = Microsocks(work, procs)
         wait_tcp(ALPHA_IP, IPERF_PORT, "iperf3 -s")
         bob = rete.socks_port("bob")
-        pc = os.path.join(work, "proxychains.conf")
-        with open(pc, "w") as f:
-            f.write(f"strict_chain\nproxy_dns\nremote_dns_subnet 224\ntcp_read_time_out 15000\n"
-                    f"tcp_connect_time_out 8000\n[ProxyList]\nsocks5 127.0.0.1 {bob}\n")
+        pc = proxychains_conf(work, "flor", bob)
+        socks = lambda port: dict(
+            iperf=(["proxychains4", "-q", "-f", proxychains_conf(work, str(port), port)],
+                   ALPHA_IP, IPERF_PORT),
+            echo=f"socks:{port}:{ALPHA_IP}:{ECHO_PORT}")
         nodes = {n: rete.pids(n) for n in ("alpha", "laptop")}
         paths = {
             "direct": dict(iperf=([], ALPHA_IP, IPERF_PORT), echo=f"tcp:{ALPHA_IP}:{ECHO_PORT}",
@@ -390,6 +471,8 @@ def main():
             "stunnel4": dict(iperf=([], "127.0.0.1", stunnel.ports["iperf"]),
                              echo=f"tcp:127.0.0.1:{stunnel.ports['echo']}",
                              pids=[p.pid for p in stunnel.procs.values()]),
+            "ssh": dict(socks(ssh.port), pids=ssh.pids()),
+            "microsocks": dict(socks(micro.port), pids=[micro.proc.pid]),
             "flor": dict(iperf=(["proxychains4", "-q", "-f", pc], f"wiki.{TD}.rete", IPERF_PORT),
                          echo=f"socks:{bob}:echo.{TD}.rete:{ECHO_PORT}",
                          pids=[p for n in nodes.values() for p in n]),
@@ -503,10 +586,22 @@ def main():
     report(args, m, started, load_start, load_end)
 
 
+def peers():
+    """The peers' versions, as their packages give them."""
+    def version(pkg):
+        r = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True,
+                           text=True)
+        return r.stdout.strip() or "?"
+    return (f"stunnel4 {version('stunnel4')}, OpenSSH {version('openssh-client')} "
+            f"(default ciphers), microsocks {version('microsocks')}")
+
+
 def report(args, m, started, load_start, load_end):
-    paths = ["direct", "stunnel4", "flor"]
-    lines = ["| | direct TCP | stunnel4 mTLS | flor | flor / stunnel4 | flor / direct |",
-             "|---|---|---|---|---|---|"]
+    paths = ["direct", "stunnel4", "ssh", "microsocks", "flor"]
+    bases = ["stunnel4", "ssh", "microsocks", "direct"]
+    lines = ["| | direct TCP | stunnel4 mTLS | ssh -D | microsocks | flor | flor / stunnel4 "
+             "| flor / ssh -D | flor / microsocks | flor / direct |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row, per in m.v.items():
         cells = []
         for p in paths:
@@ -520,7 +615,7 @@ def report(args, m, started, load_start, load_end):
             else:
                 cells.append("")
         ratios = []
-        for base in ("stunnel4", "direct"):
+        for base in bases:
             b, f = per.get(base), per.get("flor")
             r = ""
             if b and f and not isinstance(b[0][0], tuple) and "other load" not in row:
@@ -552,6 +647,7 @@ def report(args, m, started, load_start, load_end):
             f" ({os.path.getsize(args.flor)} bytes), "
             + (f"alpha and laptop running {shown(args.node_flor)} "
                f"({os.path.getsize(args.node_flor)} bytes), " if args.node_flor else "")
+            + f"{peers()}; "
             + f"{os.cpu_count()} × {cpu}, Linux {platform.release()}, loopback MTU {lo_mtu}; "
             f"load average (1 min) "
             f"{load_start} at the start, {load_end} at the end; {args.reps} runs, iperf3 "

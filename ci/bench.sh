@@ -12,7 +12,8 @@ SRC="$PWD"
 # shellcheck source=ci/setup.sh
 source ci/setup.sh
 # The other tunnel and the clients the bench drives (Debian names).
-ensure_commands stunnel4:stunnel4 iperf3:iperf3 proxychains4:proxychains4 openssl:openssl git:git
+ensure_commands stunnel4:stunnel4 iperf3:iperf3 proxychains4:proxychains4 openssl:openssl git:git \
+  ssh:openssh-client /usr/sbin/sshd:openssh-server microsocks:microsocks
 # 1,000 held flows need ~4,000 descriptors across the clients and tunnels.
 ulimit -n 16384 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
