@@ -322,6 +322,10 @@ impl VertexCmd {
         // handler (which would exit without closing the connections).
         let mut signals = crate::process::stop_signals().map_err(VertexCmdError::Signals)?;
         net::block_on(async {
+            // In a task of its own: the future given to block_on is polled on
+            // every wake-up of the vertex, and each poll of the signal stream
+            // is a read of its pipe (one wasted system call per packet).
+            let stop = net::spawn(async move { signals.next().await });
             let mut running = net::start(setup).map_err(VertexCmdError::Net)?;
             write_status(&status_path, &running, version)?;
             log::info!(
@@ -364,7 +368,7 @@ impl VertexCmd {
                     }
                     smol::future::pending().await
                 };
-                smol::future::or(signals.next(), pipe).await
+                smol::future::or(stop, pipe).await
             };
             // Callers get SHUTDOWN and redial the next process at once,
             // instead of waiting for a connection that will never answer.

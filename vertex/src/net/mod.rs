@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use dial::{client_endpoint, DialError, Dialer, Flow};
-pub use exec::block_on;
+pub use exec::{block_on, spawn};
 pub use forward::{pump, Moved};
 pub use reset::ResetSecret;
 pub use response::{read_response, ResponseError};
