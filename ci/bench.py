@@ -8,8 +8,9 @@ One invocation measures five paths to the same upstreams on loopback:
 - OpenSSH's dynamic forwarding (`ssh -D`): a SOCKS5 port on one end of a
   warm, encrypted SSH connection whose far end dials the upstream, the same
   shape as a flow through Florete, and what people use for it today;
-- microsocks: a plain SOCKS5 relay on the same host, no encryption and no
-  second hop, the least any SOCKS5 ingress can cost a new flow;
+- microsocks: a plain SOCKS5 relay on the client's host that dials the
+  upstream directly, no encryption and no second hop, the least any SOCKS5
+  ingress can cost a new flow;
 - Florete on the example rete (examples/my-rete: mgmt01 with the
   config-server, alpha hosting the wiki, the laptop with bob's SOCKS5 port),
   every node a real `flor agent run` with its vertex.
@@ -25,6 +26,10 @@ the tunnel processes during bulk, and memory idle, after bulk and with 1,000
 open flows. Each run also records the CPU used by everything else on the
 machine (from /proc/stat); a run where that exceeds DISTURBED_CORES is marked
 and left out of the spread.
+
+BENCH_RTT_MS puts the client's host and the servers' host a network apart:
+the hops between them get that round-trip time (delay_links), the hops that
+stay on one host do not.
 
 Writes the table to stdout and, with --section NAME, into docs/performance.md
 between the markers of that section.
@@ -52,6 +57,13 @@ FLOWS = 1000
 ALPHA_IP = "127.0.0.2"
 IPERF_PORT = 8080  # the wiki's upstream in examples/my-rete
 ECHO_PORT = 9000
+# Direct TCP (and microsocks, a relay on the client's host that then dials
+# directly) reach upstreams of their own: the same programs on the same
+# address, other ports, so that BENCH_RTT_MS can delay that traffic without
+# delaying a tunnel's last, server-local hop to its upstream.
+DIRECT_IPERF_PORT = 8081
+DIRECT_ECHO_PORT = 9001
+QUIC_PORT = 7443  # the server nodes' UDP port in examples/my-rete
 TD = "demo.flor"
 
 
@@ -133,6 +145,35 @@ def descendants(pid):
             out.append(c)
             todo.append(c)
     return out
+
+
+def delay_links(rtt_ms, ports, work, procs):
+    """BENCH_RTT_MS: put the client's host and the servers' host a network
+    apart. Loopback packets to or from `ports` (the hops that cross between
+    hosts: direct TCP to its upstream, stunnel4 client to server, ssh to sshd,
+    Florete's QUIC) are held rtt/2 each by ci/delay.py (NFQUEUE: this kernel
+    has no netem); the hops that stay on one host (an application to its
+    local SOCKS5 or stunnel port, a tunnel's exit to its upstream) are not.
+    Only in a network namespace of the bench's own (ci/bench.sh makes it): on
+    the host's loopback it would delay everything else too. Returns the
+    delay program's process, whose CPU is the bench's own."""
+    if os.environ.get("BENCH_NETNS") != os.readlink("/proc/self/ns/net"):
+        sys.exit("bench: BENCH_RTT_MS needs the bench's own network namespace "
+                 "(run it through ci/bench.sh, as root)")
+    delay = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "delay.py"),
+                              "0", str(rtt_ms / 2)], stdout=subprocess.PIPE,
+                             stderr=open(os.path.join(work, "delay.log"), "wb"),
+                             start_new_session=True)
+    procs.procs.append(delay)
+    if delay.stdout.readline().strip() != b"ready":
+        sys.exit(f"bench: ci/delay.py did not start; see {work}/delay.log")
+    for port in ports:
+        for proto in ("tcp", "udp"):
+            for side in ("--dport", "--sport"):
+                subprocess.run(["iptables", "-A", "OUTPUT", "-p", proto, side, str(port), "-j",
+                                "NFQUEUE", "--queue-num", "0"], check=True)
+    log(f"links between hosts: RTT {rtt_ms} ms on ports {sorted(ports)}")
+    return delay
 
 
 def loadavg():
@@ -280,12 +321,13 @@ class Stunnel:
             ssl("req", "-new", "-key", f"{who}.key", "-subj", f"/CN={who}", "-out", f"{who}.csr")
             ssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
                 "-CAcreateserial", "-days", "2", "-out", f"{who}.crt")
-        self.ports = {}
+        self.ports, self.server_ports = {}, []
         conf = {"server": [], "client": []}
         for name, upstream in (("iperf", f"{ALPHA_IP}:{IPERF_PORT}"),
                                ("echo", f"{ALPHA_IP}:{ECHO_PORT}")):
             s, c = free_port(), free_port()
             self.ports[name] = c
+            self.server_ports.append(s)
             conf["server"].append(f"[{name}]\naccept = 127.0.0.1:{s}\nconnect = {upstream}\n")
             conf["client"].append(f"[{name}]\nclient = yes\naccept = 127.0.0.1:{c}\n"
                                   f"connect = 127.0.0.1:{s}\n")
@@ -321,7 +363,7 @@ class SshDynamic:
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
                             os.path.join(d, k)], check=True)
         shutil.copy(os.path.join(d, "user.pub"), os.path.join(d, "authorized_keys"))
-        port = free_port()
+        self.sshd_port = port = free_port()
         with open(os.path.join(d, "sshd_config"), "w") as f:
             f.write(f"ListenAddress 127.0.0.3:{port}\nHostKey {d}/host\n"
                     f"AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\n"
@@ -440,6 +482,9 @@ def main():
                     help="comma list of paths to measure (e.g. flor alone under perf)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
+    if os.environ.get("BENCH_RTT_MS") and only != {"latency"}:
+        sys.exit("bench: BENCH_RTT_MS measures new flows only (--only latency): bulk through "
+                 "the user-space delay of ci/delay.py would measure that program")
     want = lambda g: not only or g in only
 
     work = tempfile.mkdtemp(prefix="florete-bench.")
@@ -448,34 +493,52 @@ def main():
     load_start = loadavg()
     try:
         log("rete in", work)
-        procs.start(["iperf3", "-s", "-B", ALPHA_IP, "-p", str(IPERF_PORT)],
-                    os.path.join(work, "iperf3.log"))
-        echo = procs.start([args.client, "echo", f"{ALPHA_IP}:{ECHO_PORT}"],
-                           os.path.join(work, "echo.log"))
-        iperf_server = procs.procs[0]
+        # The upstreams: the tunnels' (the ports examples/my-rete names) and
+        # direct's own (DIRECT_*_PORT).
+        ups = {}
+        for iperf_port, echo_port in ((IPERF_PORT, ECHO_PORT),
+                                      (DIRECT_IPERF_PORT, DIRECT_ECHO_PORT)):
+            ups[iperf_port] = procs.start(["iperf3", "-s", "-B", ALPHA_IP, "-p", str(iperf_port)],
+                                          os.path.join(work, f"iperf3-{iperf_port}.log")).pid
+            ups[echo_port] = procs.start([args.client, "echo", f"{ALPHA_IP}:{echo_port}"],
+                                         os.path.join(work, f"echo-{echo_port}.log")).pid
         rete = Rete(args, work, procs)
         stunnel = Stunnel(work, procs)
         ssh = SshDynamic(work, procs)
         micro = Microsocks(work, procs)
-        wait_tcp(ALPHA_IP, IPERF_PORT, "iperf3 -s")
+        for port in ups:
+            wait_tcp(ALPHA_IP, port, "upstream")
+        rtt = float(os.environ.get("BENCH_RTT_MS") or 0)
+        own = []  # processes of the bench's own whose CPU is not "other load"
+        if rtt:
+            own.append(delay_links(rtt, [DIRECT_IPERF_PORT, DIRECT_ECHO_PORT, QUIC_PORT,
+                                          ssh.sshd_port] + stunnel.server_ports, work, procs).pid)
         bob = rete.socks_port("bob")
         pc = proxychains_conf(work, "flor", bob)
-        socks = lambda port: dict(
-            iperf=(["proxychains4", "-q", "-f", proxychains_conf(work, str(port), port)],
-                   ALPHA_IP, IPERF_PORT),
-            echo=f"socks:{port}:{ALPHA_IP}:{ECHO_PORT}")
+
+        def path(iperf_pre, iperf_host, iperf_port, echo, echo_port, pids):
+            return dict(iperf=(iperf_pre, iperf_host, iperf_port), echo=echo, pids=pids,
+                        upstreams=dict(iperf=ups[iperf_port], echo=ups[echo_port]))
+
+        def socks(port, iperf_port, echo_port, pids):
+            return path(["proxychains4", "-q", "-f", proxychains_conf(work, str(port), port)],
+                        ALPHA_IP, iperf_port, f"socks:{port}:{ALPHA_IP}:{echo_port}", echo_port,
+                        pids)
+
         nodes = {n: rete.pids(n) for n in ("alpha", "laptop")}
         paths = {
-            "direct": dict(iperf=([], ALPHA_IP, IPERF_PORT), echo=f"tcp:{ALPHA_IP}:{ECHO_PORT}",
-                           pids=[]),
-            "stunnel4": dict(iperf=([], "127.0.0.1", stunnel.ports["iperf"]),
-                             echo=f"tcp:127.0.0.1:{stunnel.ports['echo']}",
-                             pids=[p.pid for p in stunnel.procs.values()]),
-            "ssh": dict(socks(ssh.port), pids=ssh.pids()),
-            "microsocks": dict(socks(micro.port), pids=[micro.proc.pid]),
-            "flor": dict(iperf=(["proxychains4", "-q", "-f", pc], f"wiki.{TD}.rete", IPERF_PORT),
-                         echo=f"socks:{bob}:echo.{TD}.rete:{ECHO_PORT}",
-                         pids=[p for n in nodes.values() for p in n]),
+            "direct": path([], ALPHA_IP, DIRECT_IPERF_PORT, f"tcp:{ALPHA_IP}:{DIRECT_ECHO_PORT}",
+                           DIRECT_ECHO_PORT, []),
+            "stunnel4": path([], "127.0.0.1", IPERF_PORT,
+                             f"tcp:127.0.0.1:{stunnel.ports['echo']}", ECHO_PORT,
+                             [p.pid for p in stunnel.procs.values()]),
+            "ssh": socks(ssh.port, IPERF_PORT, ECHO_PORT, ssh.pids()),
+            # On the client's host: a local SOCKS5 port, then direct TCP.
+            "microsocks": socks(micro.port, DIRECT_IPERF_PORT, DIRECT_ECHO_PORT,
+                                [micro.proc.pid]),
+            "flor": path(["proxychains4", "-q", "-f", pc], f"wiki.{TD}.rete", IPERF_PORT,
+                         f"socks:{bob}:echo.{TD}.rete:{ECHO_PORT}", ECHO_PORT,
+                         [p for n in nodes.values() for p in n]),
         }
         paths = {k: v for k, v in paths.items() if k in args.paths.split(",")}
         client = lambda *a: json.loads(subprocess.run(
@@ -505,7 +568,7 @@ def main():
 
         def timed(p, extra, fn):
             """Runs fn(); returns (its result, tunnel cores, disturbed, other cores)."""
-            watched = p["pids"] + extra
+            watched = p["pids"] + extra + own
             c0 = {x: cpu_ticks(x) for x in watched}
             t0, b0, k0 = time.time(), machine_busy(), children_cpu()
             r = fn()
@@ -523,7 +586,7 @@ def main():
                         f"{'down (-R)' if reverse else 'up'}"
                 for name, p in paths.items():
                     pre, host, port = p["iperf"]
-                    gbit, tunnel, disturbed, other = timed(p, [iperf_server.pid], lambda: iperf(
+                    gbit, tunnel, disturbed, other = timed(p, [p["upstreams"]["iperf"]], lambda: iperf(
                         pre, host, port, args.seconds, streams, reverse))
                     m.add(f"bulk iperf3, {label}, Gbit/s", name, gbit, disturbed)
                     if p["pids"]:
@@ -535,7 +598,7 @@ def main():
             if want("rust"):
                 for name, p in paths.items():
                     r, tunnel, disturbed, other = timed(
-                        p, [echo.pid], lambda: client("bulk", p["echo"], str(1 << 30)))
+                        p, [p["upstreams"]["echo"]], lambda: client("bulk", p["echo"], str(1 << 30)))
                     m.add("bulk, project's Rust client via the echo, 1 GiB each way at once, "
                           "Gbit/s each way", name, r["gbit_s"], disturbed)
                     if p["pids"]:
@@ -543,7 +606,7 @@ def main():
                               tunnel, disturbed)
             if want("latency"):
                 for name, p in paths.items():
-                    r, _, disturbed, _ = timed(p, [echo.pid], lambda: client(
+                    r, _, disturbed, _ = timed(p, [p["upstreams"]["echo"]], lambda: client(
                         "latency", p["echo"], str(args.samples)))
                     m.add(f"new flow (connect + 1-byte echo + close), median of {args.samples}, us",
                           name, r["median_us"], disturbed)
@@ -641,6 +704,7 @@ def report(args, m, started, load_start, load_end):
     def shown(path):
         return os.path.relpath(path, args.src) if path.startswith(args.src) else os.path.basename(path)
 
+    rtt = float(os.environ.get("BENCH_RTT_MS") or 0)
     head = (f"{started:%Y-%m-%d %H:%M} UTC, bench at commit {commit}"
             f"{' (with uncommitted changes)' if dirty else ''}, flor measured: "
             f"{shown(args.flor)}"
@@ -649,7 +713,10 @@ def report(args, m, started, load_start, load_end):
                f"({os.path.getsize(args.node_flor)} bytes), " if args.node_flor else "")
             + f"{peers()}; "
             + f"{os.cpu_count()} × {cpu}, Linux {platform.release()}, loopback MTU {lo_mtu}; "
-            f"load average (1 min) "
+            + (f"**between the client's host and the servers' host a round-trip time of "
+               f"{rtt} ms** (BENCH_RTT_MS: ci/delay.py holds the packets of the hops that "
+               f"cross hosts, none of the hops within one); " if rtt else "")
+            + f"load average (1 min) "
             f"{load_start} at the start, {load_end} at the end; {args.reps} runs, iperf3 "
             f"-t {args.seconds}; a run is *disturbed* when other processes used more than "
             f"{DISTURBED_CORES} cores during it (from /proc/stat); † marks a cell where every run was "

@@ -4,7 +4,8 @@
 # build of flor, real agents and vertices). Prints a markdown table; with
 # `--section NAME` also rewrites that section of docs/performance.md.
 # Options go to ci/bench.py (--reps, --seconds, --samples, --only, --note);
-# BENCH_LO_MTU=1500 runs it all over a 1,500-byte loopback (below).
+# BENCH_LO_MTU=1500 runs it all over a 1,500-byte loopback, BENCH_RTT_MS=2
+# with hosts a 2 ms round trip apart (below).
 # Takes ~6 minutes with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,8 +41,14 @@ BENCH=(python3 ci/bench.py --src "$SRC" --flor "$(realpath "$FLOR_BIN")"
 # loopback has that MTU, i.e. the packet size of an Ethernet path, for both
 # tunnels alike (TCP keeps its segmentation offload there, as on a real NIC;
 # QUIC's path MTU discovery stops at the link's size). Needs root.
-if [ -n "${BENCH_LO_MTU:-}" ]; then
-  exec unshare --net sh -c 'ip link set lo up && ip link set lo mtu "$0" && exec "$@"' \
-    "$BENCH_LO_MTU" "${BENCH[@]}"
+# BENCH_RTT_MS=2 (with --only latency): the same network namespace of its own,
+# where ci/bench.py delays the hops between the client's host and the
+# servers' host to that round-trip time (iptables NFQUEUE and ci/delay.py), as
+# between a laptop and a server.
+if [ -n "${BENCH_LO_MTU:-}${BENCH_RTT_MS:-}" ]; then
+  ensure_commands iptables:iptables
+  exec unshare --net sh -c 'ip link set lo up && ip link set lo mtu "$0" &&
+    BENCH_NETNS=$(readlink /proc/self/ns/net) && export BENCH_NETNS && exec "$@"' \
+    "${BENCH_LO_MTU:-65536}" "${BENCH[@]}"
 fi
 exec "${BENCH[@]}"
