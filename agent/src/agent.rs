@@ -27,6 +27,7 @@
 //! vertex for its counters every interval (`counters` on the same pipe) and
 //! pushes them with its own ([`crate::metrics_push`]).
 
+use std::fmt;
 use std::fs;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -40,18 +41,20 @@ use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncBufReadExt, AsyncWriteExt};
 use smol::stream::StreamExt;
 
-use crate::control::{self, Request, FAILED, OK};
-use crate::core::machine::{Action, ClientId, FetchOutcome, Input, Machine, Now, Scoped, Start};
+use crate::control::{self, ControlError, Request, FAILED, OK};
+use crate::core::machine::{
+    Action, ClientId, FetchOutcome, Input, Machine, Now, RescopeError, Scoped, StageError, Start,
+};
 use crate::core::roles::{self, Hosted, Role, RoleSpec};
 use crate::fetch::Source;
-use crate::metrics_push::{self, Gauges, Pusher};
-use crate::process;
-use crate::scope::{Scope, ScopeInfo};
+use crate::metrics_push::{self, Gauges, PushError, Pusher};
+use crate::process::{self, ProcessError};
+use crate::scope::{Scope, ScopeError, ScopeInfo};
 use crate::status::{
     CertStatus, Listener, PendingStatus, PollStatus, QuicListener, RoleStatus, SocksListener,
     Status, VertexHealth, SCHEMA,
 };
-use crate::store::{self, Recovered, Verified};
+use crate::store::{self, Recovered, StoreError, Verified};
 use crate::sync::{self, Fetched, SyncError};
 use crate::vertex_cmd::{VertexStatus, APPLIED, APPLY, COUNTERS, COUNTERS_ANSWER};
 use flor_vertex::contract::AGENT_REL;
@@ -80,7 +83,109 @@ enum Msg {
     /// A line the vertex with this pid wrote on its control pipe.
     Vertex(u32, String),
     /// A metrics push ended.
-    Pushed(Result<(), String>),
+    Pushed(Result<(), PushError>),
+}
+
+/// Why the installed version cannot be run: what `flor agent run` and a
+/// reload report.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum InstalledError {
+    /// The scope has no live version.
+    NothingInstalled,
+    /// The live mgmt/agent.json could not be read.
+    Read(StoreError),
+    /// The live mgmt/agent.json was refused against the scope's signers.
+    Refused(StoreError),
+}
+
+impl fmt::Display for InstalledError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InstalledError::NothingInstalled => f.write_str("nothing is installed"),
+            InstalledError::Read(e) => write!(f, "{e}"),
+            InstalledError::Refused(e) => write!(f, "installed mgmt/agent.json refused: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InstalledError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InstalledError::NothingInstalled => None,
+            InstalledError::Read(e) | InstalledError::Refused(e) => Some(e),
+        }
+    }
+}
+
+/// The machine carries no I/O types: it gets the shell's words.
+impl From<InstalledError> for RescopeError {
+    fn from(e: InstalledError) -> Self {
+        match e {
+            InstalledError::NothingInstalled => RescopeError::NothingInstalled,
+            InstalledError::Read(_) | InstalledError::Refused(_) => {
+                RescopeError::AgentConfig(e.to_string())
+            }
+        }
+    }
+}
+
+/// Why `flor agent run` could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The scope could not be read.
+    Scope(ScopeError),
+    /// An interrupted sync could not be recovered.
+    Recover(StoreError),
+    /// The installed version cannot be run.
+    Installed(InstalledError),
+    /// The control endpoint could not be served.
+    Control(ControlError),
+    /// The stop signals cannot be watched.
+    Process(ProcessError),
+}
+
+impl fmt::Display for AgentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgentError::Scope(e) => write!(f, "{e}"),
+            AgentError::Recover(e) => write!(f, "{e}"),
+            AgentError::Installed(e) => write!(f, "{e}"),
+            AgentError::Control(e) => write!(f, "{e}"),
+            AgentError::Process(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for AgentError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AgentError::Scope(e) => Some(e),
+            AgentError::Recover(e) => Some(e),
+            AgentError::Installed(e) => Some(e),
+            AgentError::Control(e) => Some(e),
+            AgentError::Process(e) => Some(e),
+        }
+    }
+}
+
+impl From<InstalledError> for AgentError {
+    fn from(e: InstalledError) -> Self {
+        AgentError::Installed(e)
+    }
+}
+
+impl From<ControlError> for AgentError {
+    fn from(e: ControlError) -> Self {
+        AgentError::Control(e)
+    }
+}
+
+impl From<ProcessError> for AgentError {
+    fn from(e: ProcessError) -> Self {
+        AgentError::Process(e)
+    }
 }
 
 /// The shell: everything with a clock, a socket, a process or a file.
@@ -119,11 +224,11 @@ fn now_unix() -> u64 {
 }
 
 /// The live mgmt/agent.json's configuration, verified against `info`'s signers.
-fn installed_cfg(scope: &Scope, info: &ScopeInfo) -> Result<AgentConfig, String> {
-    let bytes = store::read_live(scope, AGENT_REL).map_err(|e| e.to_string())?;
+fn installed_cfg(scope: &Scope, info: &ScopeInfo) -> Result<AgentConfig, InstalledError> {
+    let bytes = store::read_live(scope, AGENT_REL).map_err(InstalledError::Read)?;
     store::verify_agent(info, bytes, None)
         .map(|(_, cfg, _)| cfg)
-        .map_err(|e| format!("installed mgmt/agent.json refused: {e}"))
+        .map_err(InstalledError::Refused)
 }
 
 fn start_of(r: Recovered) -> Start {
@@ -140,8 +245,8 @@ fn start_of(r: Recovered) -> Start {
 }
 
 /// The scope as the machine needs it, read from disk.
-fn scoped(scope: &Scope, info: &ScopeInfo) -> Result<(Scoped, Option<Source>), String> {
-    let live = store::live_version(scope).ok_or("nothing is installed")?;
+fn scoped(scope: &Scope, info: &ScopeInfo) -> Result<(Scoped, Option<Source>), InstalledError> {
+    let live = store::live_version(scope).ok_or(InstalledError::NothingInstalled)?;
     let cfg = installed_cfg(scope, info)?;
     let source = match sync::default_source(scope, info) {
         Ok(s) => Some(s),
@@ -175,9 +280,9 @@ fn pusher(scope: &Scope, info: &ScopeInfo) -> Option<Pusher> {
 }
 
 /// Runs the agent for `scope` until SIGTERM/SIGINT.
-pub fn run(scope: Scope) -> Result<(), String> {
-    let mut info = scope.info().map_err(|e| e.to_string())?;
-    let recovered = store::recover(&scope, &mut info, now_unix()).map_err(|e| e.to_string())?;
+pub fn run(scope: Scope) -> Result<(), AgentError> {
+    let mut info = scope.info().map_err(AgentError::Scope)?;
+    let recovered = store::recover(&scope, &mut info, now_unix()).map_err(AgentError::Recover)?;
     let (cfg, source) = scoped(&scope, &info)?;
     stop_orphan(
         &scope,
@@ -536,7 +641,7 @@ impl Shell {
         self.ex
             .spawn(async move {
                 let r = metrics_push::push(&client, &node, &body).await;
-                let _ = tx.send(Msg::Pushed(r.map_err(|e| e.to_string()))).await;
+                let _ = tx.send(Msg::Pushed(r)).await;
             })
             .detach();
     }
@@ -638,9 +743,9 @@ impl Shell {
                 let result = match self.candidate.take() {
                     Some(v) if v.version() == version => {
                         store::stage(&self.scope, &v, previous, deadline_unix, auto)
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| StageError::Store(e.to_string()))
                     }
-                    _ => Err("the fetched version is gone".to_string()),
+                    _ => Err(StageError::Gone),
                 };
                 let now = self.now();
                 self.machine.handle(now, Input::Staged(result));
@@ -669,7 +774,7 @@ impl Shell {
                 let result = self
                     .scope
                     .info()
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| RescopeError::Scope(e.to_string()))
                     .and_then(|info| {
                         let (s, source) = scoped(&self.scope, &info)?;
                         self.info = info;

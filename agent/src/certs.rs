@@ -13,7 +13,7 @@ use flor_vertex::artifact::{cert_path, CA_PATH};
 use flor_vertex::file;
 use flor_vertex::identity::{Kind, SpiffeId};
 use flor_vertex::limits::MAX_PEM_LEN;
-use flor_vertex::validity::{Utc, Validity, DAY_S};
+use flor_vertex::validity::{Utc, Validity, ValidityError, DAY_S};
 
 use crate::core::machine::HeldCert;
 use crate::scope::{Scope, ScopeInfo};
@@ -21,13 +21,41 @@ use crate::scope::{Scope, ScopeInfo};
 /// Whose certificate the CA's entry is, as messages name it.
 pub const CA_NAME: &str = "the rete CA";
 
+/// Why a held certificate's window could not be read.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CertError {
+    /// The certificate file could not be read.
+    Read(PathBuf, std::io::Error),
+    /// The file holds no certificate whose window can be read.
+    Validity(PathBuf, ValidityError),
+}
+
+impl fmt::Display for CertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertError::Read(p, e) => write!(f, "{}: {e}", p.display()),
+            CertError::Validity(p, e) => write!(f, "{}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for CertError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CertError::Read(_, e) => Some(e),
+            CertError::Validity(_, e) => Some(e),
+        }
+    }
+}
+
 /// One certificate on disk.
 #[derive(Debug)]
 pub struct Held {
     /// A SPIFFE ID, or [`CA_NAME`].
     pub who: String,
     /// Its window, or why it could not be read.
-    pub validity: Result<Validity, String>,
+    pub validity: Result<Validity, CertError>,
 }
 
 impl Held {
@@ -35,7 +63,7 @@ impl Held {
     pub fn left(&self, now: i64) -> String {
         match &self.validity {
             Ok(v) => Left(v, now).to_string(),
-            Err(e) => e.clone(),
+            Err(e) => e.to_string(),
         }
     }
 }
@@ -85,11 +113,10 @@ pub fn held(scope: &Scope, info: &ScopeInfo, vertex: &str) -> Vec<Held> {
     }
     list.into_iter()
         .map(|(who, path)| {
-            let validity = file::read_bounded(&path, MAX_PEM_LEN)
-                .map_err(|e| format!("{}: {e}", path.display()))
-                .and_then(|pem| {
-                    Validity::of_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
-                });
+            let validity = match file::read_bounded(&path, MAX_PEM_LEN) {
+                Ok(pem) => Validity::of_pem(&pem).map_err(|e| CertError::Validity(path, e)),
+                Err(e) => Err(CertError::Read(path, e)),
+            };
             Held { who, validity }
         })
         .collect()

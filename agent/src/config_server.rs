@@ -32,7 +32,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::fs;
 use std::io;
 use std::net::SocketAddr;
@@ -51,7 +51,7 @@ use smol::net::{TcpListener, TcpStream};
 
 use crate::caller_id::{self, Authority, Caller};
 use crate::live::Live;
-use crate::scope::Scope;
+use crate::scope::{Scope, ScopeError};
 
 /// The live-tree pointer in the store.
 const TREE_LINK: &str = "tree";
@@ -93,12 +93,75 @@ struct Server {
     slots: std::sync::Arc<smol::lock::Semaphore>,
 }
 
+/// Why a management service's loopback listener could not be bound (this
+/// server's and the metrics collector's).
+#[derive(Debug)]
+pub struct ListenError {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// Why the bind failed.
+    pub source: io::Error,
+}
+
+impl fmt::Display for ListenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot listen on {}: {}", self.addr, self.source)
+    }
+}
+
+impl std::error::Error for ListenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Why `flor config-server` could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigServerError {
+    /// The scope it checks publishes against could not be read.
+    Scope(ScopeError),
+    /// The store directory could not be created.
+    Store(PathBuf, io::Error),
+    /// A listener could not be bound.
+    Listen(ListenError),
+    /// A bound listener has no local address.
+    LocalAddr(io::Error),
+}
+
+impl fmt::Display for ConfigServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigServerError::Scope(e) => write!(f, "{e}"),
+            ConfigServerError::Store(p, e) => write!(f, "{}: {e}", p.display()),
+            ConfigServerError::Listen(e) => write!(f, "{e}"),
+            ConfigServerError::LocalAddr(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigServerError::Scope(e) => Some(e),
+            ConfigServerError::Store(_, e) | ConfigServerError::LocalAddr(e) => Some(e),
+            ConfigServerError::Listen(e) => Some(e),
+        }
+    }
+}
+
+impl From<ListenError> for ConfigServerError {
+    fn from(e: ListenError) -> Self {
+        ConfigServerError::Listen(e)
+    }
+}
+
 /// A loopback listener of a management service (this server's and the
 /// metrics collector's), or why it cannot listen.
-pub(crate) async fn listen(addr: SocketAddr) -> Result<TcpListener, String> {
+pub(crate) async fn listen(addr: SocketAddr) -> Result<TcpListener, ListenError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+        .map_err(|source| ListenError { addr, source })
 }
 
 /// Runs the config-server until killed.
@@ -107,9 +170,11 @@ pub fn run(
     read: SocketAddr,
     publish: SocketAddr,
     store: PathBuf,
-) -> Result<(), String> {
-    let info = scope.info().map_err(|e| e.to_string())?;
-    fs::create_dir_all(store.join(TREES_DIR)).map_err(|e| format!("{}: {e}", store.display()))?;
+) -> Result<(), ConfigServerError> {
+    let info = scope.info().map_err(ConfigServerError::Scope)?;
+    if let Err(e) = fs::create_dir_all(store.join(TREES_DIR)) {
+        return Err(ConfigServerError::Store(store, e));
+    }
     smol::block_on(async move {
         let read_l = listen(read).await?;
         let pub_l = listen(publish).await?;
@@ -117,8 +182,8 @@ pub fn run(
             "config-server for rete {} serving {} (read on {}, publish on {})",
             info.rete,
             store.display(),
-            read_l.local_addr().map_err(|e| e.to_string())?,
-            pub_l.local_addr().map_err(|e| e.to_string())?
+            read_l.local_addr().map_err(ConfigServerError::LocalAddr)?,
+            pub_l.local_addr().map_err(ConfigServerError::LocalAddr)?
         );
         let server = Rc::new(Server {
             scope,

@@ -24,6 +24,7 @@
 //! the cookie. This is Tor's control-port cookie scheme: the right to read a
 //! file in the install root is again the right to drive the agent.
 
+use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,6 +46,75 @@ const COOKIE_BYTES: usize = 16;
 pub const OK: &str = "OK";
 /// Last line of a failed answer.
 pub const FAILED: &str = "FAILED";
+
+/// Why the control endpoint could not be served or an agent could not be asked.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// Another agent answers on the scope's endpoint.
+    AlreadyServed(PathBuf),
+    /// The endpoint file could not be bound, secured or written.
+    Endpoint(PathBuf, io::Error),
+    /// The system random generator failed (the Windows cookie).
+    #[cfg(not(unix))]
+    Random,
+    /// No agent answers on the scope's endpoint.
+    Unreachable {
+        /// The scope whose agent was asked.
+        scope: String,
+        /// Its endpoint file.
+        path: PathBuf,
+        /// Why connecting failed.
+        source: io::Error,
+    },
+    /// The request could not be sent.
+    Send(io::Error),
+    /// The agent's answer could not be read.
+    Answer(io::Error),
+    /// The agent closed the connection before its last line.
+    NoAnswer,
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::AlreadyServed(p) => write!(
+                f,
+                "another agent already serves {}; stop it first",
+                p.display()
+            ),
+            ControlError::Endpoint(p, e) => write!(f, "{}: {e}", p.display()),
+            #[cfg(not(unix))]
+            ControlError::Random => f.write_str("the system random generator failed"),
+            ControlError::Unreachable {
+                scope,
+                path,
+                source,
+            } => write!(
+                f,
+                "cannot reach the agent of scope {scope} at {} ({source}); is `flor agent run --rete {scope}` running?",
+                path.display()
+            ),
+            ControlError::Send(e) => write!(f, "{e}"),
+            ControlError::Answer(e) => write!(f, "reading the agent's answer: {e}"),
+            ControlError::NoAnswer => {
+                f.write_str("the agent closed the connection without an answer")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ControlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ControlError::Endpoint(_, e)
+            | ControlError::Unreachable { source: e, .. }
+            | ControlError::Send(e)
+            | ControlError::Answer(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// The socket path of a scope.
 pub fn socket_path(scope: &Scope) -> PathBuf {
@@ -71,16 +141,13 @@ pub struct Listener {
 
 impl Listener {
     /// Binds the scope's endpoint, refusing if another agent already serves it.
-    pub fn bind(scope: &Scope) -> Result<Listener, String> {
+    pub fn bind(scope: &Scope) -> Result<Listener, ControlError> {
         let path = socket_path(scope);
         if agent_running(scope) {
-            return Err(format!(
-                "another agent already serves {}; stop it first",
-                path.display()
-            ));
+            return Err(ControlError::AlreadyServed(path));
         }
         let _ = std::fs::remove_file(&path);
-        let fail = |e: io::Error| format!("{}: {e}", path.display());
+        let fail = |e: io::Error| ControlError::Endpoint(path.clone(), e);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -99,7 +166,7 @@ impl Listener {
             let addr = std_listener.local_addr().map_err(fail)?;
             let mut raw = [0u8; COOKIE_BYTES];
             ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
-                .map_err(|_| "the system random generator failed".to_string())?;
+                .map_err(|_| ControlError::Random)?;
             let mut hex = [0u8; 2 * COOKIE_BYTES];
             let cookie = flor_vertex::hex::encode(&raw, &mut hex);
             flor_vertex::file::write_atomic(&path, format!("{addr} {cookie}\n").as_bytes(), 0o600)
@@ -172,7 +239,7 @@ fn connect_raw(path: &Path) -> io::Result<std::net::TcpStream> {
 /// Sends `req` to the scope's agent and prints the answer; returns whether it succeeded.
 ///
 /// `timeout` bounds the whole exchange (a sync waits for the new vertex to come up).
-pub fn call(scope: &Scope, req: Request, timeout: Duration) -> Result<bool, String> {
+pub fn call(scope: &Scope, req: Request, timeout: Duration) -> Result<bool, ControlError> {
     let out = std::io::stdout();
     call_with(scope, req, timeout, |l| {
         let mut o = out.lock();
@@ -187,31 +254,28 @@ pub fn call_with(
     req: Request,
     timeout: Duration,
     mut on_line: impl FnMut(&str),
-) -> Result<bool, String> {
+) -> Result<bool, ControlError> {
     let path = socket_path(scope);
-    let mut s = connect_raw(&path).map_err(|e| {
-        format!(
-            "cannot reach the agent of scope {} at {} ({e}); is `flor agent run --rete {}` running?",
-            scope.name,
-            path.display(),
-            scope.name
-        )
+    let mut s = connect_raw(&path).map_err(|source| ControlError::Unreachable {
+        scope: scope.name.clone(),
+        path,
+        source,
     })?;
     s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+        .map_err(ControlError::Send)?;
     let mut line = req.to_line();
     line.push('\n');
-    s.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+    s.write_all(line.as_bytes()).map_err(ControlError::Send)?;
     let mut ok = None;
     for l in BufReader::new(s).lines() {
-        let l = l.map_err(|e| format!("reading the agent's answer: {e}"))?;
+        let l = l.map_err(ControlError::Answer)?;
         match l.as_str() {
             OK => ok = Some(true),
             FAILED => ok = Some(false),
             _ => on_line(&l),
         }
     }
-    ok.ok_or_else(|| "the agent closed the connection without an answer".to_string())
+    ok.ok_or(ControlError::NoAnswer)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 //! (else the node identity); a peer whose ACL does not grant that principal
 //! logs the refusal of the connection, which is harmless.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use flor_vertex::contract::AGENT_REL;
@@ -104,8 +104,26 @@ impl Checks<'_> {
     }
 }
 
+/// Why `flor doctor` could not print its report (a failed check is no error: it is in the report).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DoctorError {
+    /// The `--json` report does not fit in [`MAX_JSON`].
+    ReportTooLarge,
+}
+
+impl fmt::Display for DoctorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DoctorError::ReportTooLarge => f.write_str("the doctor's report is larger than 32 KiB"),
+        }
+    }
+}
+
+impl std::error::Error for DoctorError {}
+
 /// Runs every check on `scopes`; prints them; returns whether none failed.
-pub fn run(scopes: &[Scope], json: bool) -> Result<bool, String> {
+pub fn run(scopes: &[Scope], json: bool) -> Result<bool, DoctorError> {
     let mut all = Vec::new();
     for scope in scopes {
         all.extend(check_scope(scope));
@@ -119,7 +137,7 @@ pub fn run(scopes: &[Scope], json: bool) -> Result<bool, String> {
             checks: &all,
         };
         let n = serde_json_core::to_slice(&report, &mut buf)
-            .map_err(|_| "the doctor's report is larger than 32 KiB".to_string())?;
+            .map_err(|_| DoctorError::ReportTooLarge)?;
         println!("{}", String::from_utf8_lossy(&buf[..n]));
     } else {
         print!("{}", text(&all));

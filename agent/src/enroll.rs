@@ -65,8 +65,10 @@ pub enum EnrollError {
     Io(PathBuf, std::io::Error),
     /// The scope's running agent has a version pending: re-enrolling now would void it unseen.
     AgentPending(String),
-    /// Enrolled, but the running agent did not re-read the scope.
-    AgentReload(String, String),
+    /// Enrolled, but the running agent refused to re-read the scope.
+    AgentRefusedReload(String),
+    /// Enrolled, but the running agent could not be asked to re-read the scope.
+    AgentReload(String, crate::control::ControlError),
 }
 
 impl fmt::Display for EnrollError {
@@ -77,6 +79,10 @@ impl fmt::Display for EnrollError {
             EnrollError::AgentPending(s) => write!(
                 f,
                 "the agent of scope {s} has a version pending; confirm it (flor agent sync --rete {s} --confirm) or let it roll back, then enroll again. Nothing was changed."
+            ),
+            EnrollError::AgentRefusedReload(s) => write!(
+                f,
+                "enrolled, but the running agent of scope {s} did not take it (it refused); restart the agent"
             ),
             EnrollError::AgentReload(s, why) => write!(
                 f,
@@ -517,12 +523,7 @@ pub fn enroll(
         );
         match reload {
             Ok(true) => {}
-            Ok(false) => {
-                return Err(EnrollError::AgentReload(
-                    scope.name.clone(),
-                    "it refused".into(),
-                ))
-            }
+            Ok(false) => return Err(EnrollError::AgentRefusedReload(scope.name.clone())),
             Err(e) => return Err(EnrollError::AgentReload(scope.name.clone(), e)),
         }
     }

@@ -366,7 +366,7 @@ fn run(cmd: Cmd) -> Result<bool, String> {
         Cmd::Agent(AgentCmd { cmd }) => match cmd {
             AgentSub::Run(r) => {
                 let scope = scope::Scope::find(r.rete.as_deref()).map_err(|e| e.to_string())?;
-                agent::run(scope).map(|()| true)
+                agent::run(scope).map(|()| true).map_err(|e| e.to_string())
             }
             AgentSub::Sync(s) => {
                 let scope = scope::Scope::find(s.rete.as_deref()).map_err(|e| e.to_string())?;
@@ -385,6 +385,7 @@ fn run(cmd: Cmd) -> Result<bool, String> {
                     },
                     SYNC_CLIENT_TIMEOUT,
                 )
+                .map_err(|e| e.to_string())
             }
             AgentSub::Status(s) => {
                 let scope = scope::Scope::find(s.rete.as_deref()).map_err(|e| e.to_string())?;
@@ -393,12 +394,13 @@ fn run(cmd: Cmd) -> Result<bool, String> {
                     control::Request::Status { json: s.json },
                     Duration::from_secs(5),
                 )
+                .map_err(|e| e.to_string())
             }
         },
         Cmd::Vertex(c) => c.run().map(|()| true).map_err(|e| e.to_string()),
         Cmd::Service(ServiceCmd {
             cmd: ServiceSub::Run(_),
-        }) => service::run().map(|()| true),
+        }) => service::run().map(|()| true).map_err(|e| e.to_string()),
         Cmd::Doctor(d) => {
             let scopes = match d.rete.as_deref() {
                 Some(r) => vec![scope::Scope::find(Some(r)).map_err(|e| e.to_string())?],
@@ -413,7 +415,7 @@ fn run(cmd: Cmd) -> Result<bool, String> {
                         .collect::<Result<_, _>>()?
                 }
             };
-            doctor::run(&scopes, d.json)
+            doctor::run(&scopes, d.json).map_err(|e| e.to_string())
         }
         Cmd::Ping(p) => {
             let scope = scope::Scope::find(p.rete.as_deref()).map_err(|e| e.to_string())?;
@@ -425,12 +427,16 @@ fn run(cmd: Cmd) -> Result<bool, String> {
         #[cfg(feature = "mgmt")]
         Cmd::ConfigServer(c) => {
             let scope = scope::Scope::find(c.rete.as_deref()).map_err(|e| e.to_string())?;
-            config_server::run(scope, c.read_listen, c.publish_listen, c.store).map(|()| true)
+            config_server::run(scope, c.read_listen, c.publish_listen, c.store)
+                .map(|()| true)
+                .map_err(|e| e.to_string())
         }
         #[cfg(feature = "mgmt")]
         Cmd::MetricsServer(c) => {
             let scope = scope::Scope::find(c.rete.as_deref()).map_err(|e| e.to_string())?;
-            metrics_server::run(scope, c.push_listen, c.read_listen).map(|()| true)
+            metrics_server::run(scope, c.push_listen, c.read_listen)
+                .map(|()| true)
+                .map_err(|e| e.to_string())
         }
         #[cfg(not(feature = "mgmt"))]
         Cmd::ConfigServer(_) | Cmd::MetricsServer(_) => Err(NO_MGMT.to_owned()),

@@ -24,6 +24,7 @@ use smol::io::AsyncWriteExt;
 
 use crate::fetch::{with_timeout, FetchError, Florete};
 use crate::scope::{Scope, ScopeInfo};
+use crate::sync::SourceError;
 use crate::vertex_cmd::COUNTERS_SEP;
 
 /// How long the agent waits for the vertex's counters before pushing without them.
@@ -69,9 +70,8 @@ pub struct Pusher {
 
 impl Pusher {
     /// A pusher for agent.json's `metrics` section; the first push is one interval away.
-    pub fn new(scope: &Scope, info: &ScopeInfo, m: &MetricsPush) -> Result<Pusher, String> {
-        let client = crate::sync::florete_client(scope, info, &m.service, m.addr.0)
-            .map_err(|e| e.to_string())?;
+    pub fn new(scope: &Scope, info: &ScopeInfo, m: &MetricsPush) -> Result<Pusher, SourceError> {
+        let client = crate::sync::florete_client(scope, info, &m.service, m.addr.0)?;
         let interval = Duration::from_secs(u64::from(m.interval_s.max(1)));
         Ok(Pusher {
             client,

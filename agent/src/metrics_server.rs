@@ -27,7 +27,7 @@
 //! `flor_snapshot_stale{node} 1`, so a silent node shows instead of vanishing.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -40,8 +40,8 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 
 use crate::caller_id::{self, Authority, Caller};
-use crate::config_server::respond;
-use crate::scope::Scope;
+use crate::config_server::{respond, ListenError};
+use crate::scope::{Scope, ScopeError};
 
 /// Nodes whose last snapshot is kept (the spec's largest rete has 64 nodes; room for growth).
 pub const MAX_NODES: usize = 1024;
@@ -225,17 +225,55 @@ async fn push_caller(
         .map_err(|e| format!("{e}\n"))
 }
 
+/// Why `flor metrics-server` could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MetricsServerError {
+    /// The scope of the rete whose nodes push here could not be read.
+    Scope(ScopeError),
+    /// A listener could not be bound.
+    Listen(ListenError),
+    /// A bound listener has no local address.
+    LocalAddr(io::Error),
+}
+
+impl fmt::Display for MetricsServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetricsServerError::Scope(e) => write!(f, "{e}"),
+            MetricsServerError::Listen(e) => write!(f, "{e}"),
+            MetricsServerError::LocalAddr(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for MetricsServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MetricsServerError::Scope(e) => Some(e),
+            MetricsServerError::Listen(e) => Some(e),
+            MetricsServerError::LocalAddr(e) => Some(e),
+        }
+    }
+}
+
+impl From<ListenError> for MetricsServerError {
+    fn from(e: ListenError) -> Self {
+        MetricsServerError::Listen(e)
+    }
+}
+
 /// Runs the collector until killed.
-pub fn run(scope: Scope, push: SocketAddr, read: SocketAddr) -> Result<(), String> {
-    let info = scope.info().map_err(|e| e.to_string())?;
+pub fn run(scope: Scope, push: SocketAddr, read: SocketAddr) -> Result<(), MetricsServerError> {
+    let info = scope.info().map_err(MetricsServerError::Scope)?;
     smol::block_on(async move {
         let push_l = crate::config_server::listen(push).await?;
         let read_l = crate::config_server::listen(read).await?;
         log::info!(
             "metrics-server for rete {} (push on {}, read on {})",
             info.rete,
-            push_l.local_addr().map_err(|e| e.to_string())?,
-            read_l.local_addr().map_err(|e| e.to_string())?
+            push_l.local_addr().map_err(MetricsServerError::LocalAddr)?,
+            read_l.local_addr().map_err(MetricsServerError::LocalAddr)?
         );
         let collector = Rc::new(std::cell::RefCell::new(Collector {
             nodes: BTreeMap::new(),

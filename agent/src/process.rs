@@ -2,9 +2,34 @@
 //! `flor service run` (its agents): the one place that knows which binary a
 //! child runs and how a child is asked to stop.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
+
+/// Why a flor process cannot watch for its stop signals.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ProcessError {
+    /// The SIGTERM/SIGINT handlers could not be installed.
+    Signals(std::io::Error),
+}
+
+impl fmt::Display for ProcessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProcessError::Signals(e) => write!(f, "installing signal handlers: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProcessError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProcessError::Signals(e) => Some(e),
+        }
+    }
+}
 
 /// The binary children are started from: the one this process runs.
 ///
@@ -26,12 +51,12 @@ pub fn self_exe() -> std::io::Result<PathBuf> {
 
 /// The signals that ask a flor process to stop cleanly: SIGTERM (service
 /// managers) and SIGINT (Ctrl-C); Windows delivers only the latter.
-pub fn stop_signals() -> Result<async_signal::Signals, String> {
+pub fn stop_signals() -> Result<async_signal::Signals, ProcessError> {
     #[cfg(unix)]
     let wanted = [async_signal::Signal::Term, async_signal::Signal::Int];
     #[cfg(not(unix))]
     let wanted = [async_signal::Signal::Int];
-    async_signal::Signals::new(wanted).map_err(|e| format!("installing signal handlers: {e}"))
+    async_signal::Signals::new(wanted).map_err(ProcessError::Signals)
 }
 
 /// Asks a child to stop (SIGTERM on Unix), waits up to `grace` for it, then

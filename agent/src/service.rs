@@ -17,12 +17,14 @@
 //! refuses to run. Agents are started from the running binary ([`crate::process::self_exe`]),
 //! so a binary replaced by an upgrade never stops this supervisor.
 
+use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::core::settle::Init;
+use crate::process::ProcessError;
 use crate::scope::{base_dir, scopes_dir, Scope};
 
 /// How often the enrolled scopes are looked for and agents checked: a new
@@ -45,10 +47,68 @@ pub const AGENT_LOG: &str = "agent.log";
 /// leaves a stale claim behind (unlike a pid file).
 pub const SERVICE_LOCK: &str = "service.lock";
 
+/// Why `flor service run` could not run or stopped with an error.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The running binary, which agents are started from, cannot be found.
+    Exe(std::io::Error),
+    /// The service lock file (or its home) could not be created or locked.
+    Lock(PathBuf, std::io::Error),
+    /// Another service holds the lock of this flor home.
+    AlreadyRunning {
+        /// The flor home.
+        home: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+    },
+    /// The stop signals cannot be watched.
+    Process(ProcessError),
+    /// The Windows service dispatcher could not start.
+    #[cfg(windows)]
+    Dispatcher(windows_service::Error),
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceError::Exe(e) => write!(f, "cannot find the flor binary: {e}"),
+            ServiceError::Lock(p, e) => write!(f, "{}: {e}", p.display()),
+            ServiceError::AlreadyRunning { home, lock } => write!(
+                f,
+                "another flor service already runs for {} (it holds {}); stop it first",
+                home.display(),
+                lock.display()
+            ),
+            ServiceError::Process(e) => write!(f, "{e}"),
+            #[cfg(windows)]
+            ServiceError::Dispatcher(e) => write!(f, "starting the service dispatcher: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServiceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServiceError::Exe(e) | ServiceError::Lock(_, e) => Some(e),
+            ServiceError::AlreadyRunning { .. } => None,
+            ServiceError::Process(e) => Some(e),
+            #[cfg(windows)]
+            ServiceError::Dispatcher(e) => Some(e),
+        }
+    }
+}
+
+impl From<ProcessError> for ServiceError {
+    fn from(e: ProcessError) -> Self {
+        ServiceError::Process(e)
+    }
+}
+
 /// Takes `<home>/service.lock`; the lock lasts as long as the returned file.
-fn take_lock(home: &Path) -> Result<fs::File, String> {
+fn take_lock(home: &Path) -> Result<fs::File, ServiceError> {
     let path = home.join(SERVICE_LOCK);
-    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    let fail = |e: std::io::Error| ServiceError::Lock(path.clone(), e);
     // The service may start before anything created its home (a fresh install).
     fs::create_dir_all(home).map_err(fail)?;
     let f = fs::OpenOptions::new()
@@ -59,11 +119,10 @@ fn take_lock(home: &Path) -> Result<fs::File, String> {
         .map_err(fail)?;
     match f.try_lock() {
         Ok(()) => Ok(f),
-        Err(fs::TryLockError::WouldBlock) => Err(format!(
-            "another flor service already runs for {} (it holds {}); stop it first",
-            home.display(),
-            path.display()
-        )),
+        Err(fs::TryLockError::WouldBlock) => Err(ServiceError::AlreadyRunning {
+            home: home.to_path_buf(),
+            lock: path,
+        }),
         Err(fs::TryLockError::Error(e)) => Err(fail(e)),
     }
 }
@@ -231,11 +290,10 @@ fn ask_to_stop(c: &mut Child) {
 /// Supervises one agent per enrolled scope until `stop_within(SCAN)` says a stop was asked for.
 ///
 /// `stop_within(d)` waits at most `d` and returns whether the service must stop.
-pub fn supervise(mut stop_within: impl FnMut(Duration) -> bool) -> Result<(), String> {
+pub fn supervise(mut stop_within: impl FnMut(Duration) -> bool) -> Result<(), ServiceError> {
     #[cfg(windows)]
     crate::windows::kill_children_with_me();
-    let exe =
-        crate::process::self_exe().map_err(|e| format!("cannot find the flor binary: {e}"))?;
+    let exe = crate::process::self_exe().map_err(ServiceError::Exe)?;
     let _lock = take_lock(&base_dir())?;
     log::info!(
         "service: running an agent for every rete enrolled under {}",
@@ -298,12 +356,12 @@ mod win {
     ///
     /// `Ok(false)`: this process was not started by the service manager (a person
     /// ran it in a console), so the caller runs in the foreground instead.
-    pub fn run_as_service() -> Result<bool, String> {
+    pub fn run_as_service() -> Result<bool, super::ServiceError> {
         match windows_service::service_dispatcher::start(SERVICE_NAME, ffi_service_main) {
             Ok(()) => Ok(true),
             // ERROR_FAILED_SERVICE_CONTROLLER_CONNECT: not started as a service.
             Err(windows_service::Error::Winapi(e)) if e.raw_os_error() == Some(1063) => Ok(false),
-            Err(e) => Err(format!("starting the service dispatcher: {e}")),
+            Err(e) => Err(super::ServiceError::Dispatcher(e)),
         }
     }
 
@@ -366,7 +424,7 @@ mod win {
 
 /// `flor service run`: as a Windows service when the service manager started
 /// it, else in the foreground until SIGTERM or Ctrl-C.
-pub fn run() -> Result<(), String> {
+pub fn run() -> Result<(), ServiceError> {
     #[cfg(windows)]
     if win::run_as_service()? {
         return Ok(());
@@ -412,7 +470,10 @@ mod tests {
         assert!(!service_running(&home), "no lock file: no service");
         let held = take_lock(&home).unwrap();
         assert!(service_running(&home));
-        let second = take_lock(&home).err().unwrap_or_default();
+        let second = take_lock(&home)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(
             second.contains("another flor service already runs for"),
             "{second}"

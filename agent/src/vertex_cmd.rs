@@ -98,7 +98,7 @@ pub enum VertexCmdError {
     /// The vertex name is not a valid name.
     BadName(String),
     /// The stop-signal handlers could not be installed.
-    Signals(String),
+    Signals(crate::process::ProcessError),
 }
 
 impl fmt::Display for VertexCmdError {

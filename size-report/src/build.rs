@@ -39,14 +39,12 @@ impl Variant {
     }
 
     /// Parses a command-line name.
-    pub fn parse(s: &str) -> Result<Variant, String> {
+    pub fn parse(s: &str) -> Result<Variant, BuildError> {
         match s {
             "release" => Ok(Variant::Release),
             "diagnostic" => Ok(Variant::Diagnostic),
             "pic" => Ok(Variant::Pic),
-            _ => Err(format!(
-                "unknown variant {s:?}; use release, diagnostic or pic"
-            )),
+            _ => Err(BuildError::UnknownVariant(s.to_owned())),
         }
     }
 }
@@ -85,6 +83,8 @@ pub enum BuildError {
     Failed(String, std::process::ExitStatus),
     /// Copying the output failed.
     Io(PathBuf, std::io::Error),
+    /// A variant name on the command line is not one of [`Variant`]'s.
+    UnknownVariant(String),
 }
 
 impl fmt::Display for BuildError {
@@ -96,11 +96,21 @@ impl fmt::Display for BuildError {
             ),
             BuildError::Failed(what, st) => write!(f, "{what} failed: {st}"),
             BuildError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            BuildError::UnknownVariant(s) => {
+                write!(f, "unknown variant {s:?}; use release, diagnostic or pic")
+            }
         }
     }
 }
 
-impl std::error::Error for BuildError {}
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Spawn(_, e) | BuildError::Io(_, e) => Some(e),
+            BuildError::Failed(..) | BuildError::UnknownVariant(_) => None,
+        }
+    }
+}
 
 /// The RUSTFLAGS a variant of a board is built with.
 pub fn rustflags(board: &Board, variant: Variant) -> Vec<String> {
@@ -380,6 +390,7 @@ mod tests {
     fn unknown_variant_is_refused() {
         assert!(Variant::parse("small")
             .unwrap_err()
+            .to_string()
             .contains("release, diagnostic or pic"));
     }
 }

@@ -22,6 +22,7 @@
 //! commit timeout and rollback are the same for both; rolling back a hot
 //! change is a hot change back.
 
+use core::fmt;
 use std::collections::VecDeque;
 
 use flor_vertex::artifact::Change;
@@ -73,6 +74,53 @@ pub enum FetchOutcome {
     },
 }
 
+/// Why [`Action::Stage`] staged nothing. The machine only reports it; the
+/// store's own error holds I/O types the core does not carry, so the shell
+/// hands over its words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StageError {
+    /// The version to stage is no longer the one the shell fetched.
+    Gone,
+    /// The store could not write the new generation: what it said.
+    Store(String),
+}
+
+impl fmt::Display for StageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StageError::Gone => f.write_str("the fetched version is gone"),
+            StageError::Store(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for StageError {}
+
+/// Why [`Action::Rescope`] could not re-read the scope; as with
+/// [`StageError`], the shell's errors arrive as its words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RescopeError {
+    /// scope.json could not be read: what the shell said.
+    Scope(String),
+    /// The scope has no live version.
+    NothingInstalled,
+    /// The live mgmt/agent.json could not be read or was refused: what the shell said.
+    AgentConfig(String),
+}
+
+impl fmt::Display for RescopeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RescopeError::Scope(e) | RescopeError::AgentConfig(e) => f.write_str(e),
+            RescopeError::NothingInstalled => f.write_str("nothing is installed"),
+        }
+    }
+}
+
+impl std::error::Error for RescopeError {}
+
 /// What the shell learned when it re-read the scope (`reload` after `flor enroll`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scoped {
@@ -104,7 +152,7 @@ pub enum Input {
     /// The fetch of [`Action::Fetch`] ended.
     Fetched(FetchOutcome),
     /// [`Action::Stage`] finished: `Err` says why nothing was staged.
-    Staged(Result<(), String>),
+    Staged(Result<(), StageError>),
     /// [`Action::SpawnVertex`] started this process.
     Spawned {
         /// Its pid.
@@ -129,7 +177,7 @@ pub enum Input {
         /// The client that asked for the reload.
         to: ClientId,
         /// The re-read scope, or why it could not be read.
-        result: Result<Scoped, String>,
+        result: Result<Scoped, RescopeError>,
     },
     /// agent.json's values after a commit or a rollback changed the live version.
     Config {
@@ -835,7 +883,7 @@ impl Machine {
         });
     }
 
-    fn staged(&mut self, now: Now, result: Result<(), String>) {
+    fn staged(&mut self, now: Now, result: Result<(), StageError>) {
         let Some(s) = self.staging.take() else {
             return;
         };
@@ -888,7 +936,7 @@ impl Machine {
         }
     }
 
-    fn rescoped(&mut self, now: Now, to: ClientId, result: Result<Scoped, String>) {
+    fn rescoped(&mut self, now: Now, to: ClientId, result: Result<Scoped, RescopeError>) {
         let s = match result {
             Ok(s) => s,
             Err(e) => return self.fail(to, format!("the agent could not re-read the scope: {e}")),
@@ -1673,9 +1721,9 @@ mod tests {
         let mut t = T::running();
         t.sync(9, false, None);
         t.new_version(2, RESTART);
-        let a = t.input(Input::Staged(Err(
-            "writing a new generation: disk full".into()
-        )));
+        let a = t.input(Input::Staged(Err(StageError::Store(
+            "writing a new generation: disk full".into(),
+        ))));
         assert_eq!(
             lines(&a),
             "staging v2 failed: writing a new generation: disk full"
@@ -1759,7 +1807,7 @@ mod tests {
         );
         let a = t.input(Input::Rescoped {
             to: 11,
-            result: Err("scope.json: No such file".into()),
+            result: Err(RescopeError::Scope("scope.json: No such file".into())),
         });
         assert!(lines(&a).contains("could not re-read the scope"));
         assert_eq!(finished(&a), Some(false));

@@ -93,6 +93,66 @@ impl Drop for SideChannel {
     }
 }
 
+/// Why the identity side-channel of a service could not be set up.
+#[cfg(unix)]
+#[derive(Debug)]
+#[non_exhaustive]
+pub(crate) enum SideChannelError {
+    /// The artifact's `caller_socket` names a user or group this host does not have.
+    NoAccount {
+        /// The account database looked in (`/etc/passwd`, `/etc/group`).
+        db: &'static str,
+        /// The name asked for.
+        name: String,
+    },
+    /// The socket (or its directory) could not be created.
+    Io(std::path::PathBuf, std::io::Error),
+    /// The socket could not be given its owner, group and mode.
+    Secure {
+        /// The socket file (removed again).
+        path: std::path::PathBuf,
+        /// The owner asked for.
+        uid: Option<u32>,
+        /// The group asked for.
+        gid: Option<u32>,
+        /// The mode asked for.
+        mode: u32,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+#[cfg(unix)]
+impl core::fmt::Display for SideChannelError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SideChannelError::NoAccount { db, name } => write!(f, "no account {name:?} in {db}"),
+            SideChannelError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            SideChannelError::Secure {
+                path,
+                uid,
+                gid,
+                mode,
+                source,
+            } => write!(
+                f,
+                "{}: cannot give it owner {uid:?} group {gid:?} mode {mode:o}: {source}",
+                path.display()
+            ),
+        }
+    }
+}
+
+#[cfg(unix)]
+impl std::error::Error for SideChannelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SideChannelError::NoAccount { .. } => None,
+            SideChannelError::Io(_, e) | SideChannelError::Secure { source: e, .. } => Some(e),
+        }
+    }
+}
+
 #[cfg(unix)]
 pub(crate) use unix::{bind, serve_socket};
 
@@ -108,7 +168,7 @@ mod unix {
     use smol::io::{AsyncReadExt, AsyncWriteExt};
     use smol::net::unix::{UnixListener, UnixStream};
 
-    use super::{lock, Table};
+    use super::{lock, SideChannelError, Table};
     use crate::artifact::CallerSocket;
     use crate::callers::{account_id, error_line, Answer, Request, MAX_REQUEST_LINE};
     use crate::counters;
@@ -119,22 +179,28 @@ mod unix {
     /// Largest `/etc/passwd` or `/etc/group` read to resolve an account name.
     const MAX_ACCOUNT_DB: u64 = 1024 * 1024;
 
-    fn id_of(db: &str, name: &str) -> Result<u32, String> {
+    fn id_of(db: &'static str, name: &str) -> Result<u32, SideChannelError> {
         let text = std::fs::File::open(db)
             .and_then(|f| {
                 let mut s = String::new();
                 f.take(MAX_ACCOUNT_DB).read_to_string(&mut s).map(|_| s)
             })
             .unwrap_or_default();
-        account_id(&text, name).ok_or_else(|| format!("no account {name:?} in {db}"))
+        account_id(&text, name).ok_or_else(|| SideChannelError::NoAccount {
+            db,
+            name: name.to_owned(),
+        })
     }
 
     /// Binds `path` for the side-channel of one service, owned as `owner`
     /// says: mode 0600 (0660 with a group), chowned to the named user/group.
     /// Parent directories are made traversable (0755) so the service's
     /// account can reach the socket; the socket itself is what is guarded.
-    pub(crate) fn bind(path: &Path, owner: Option<&CallerSocket>) -> Result<UnixListener, String> {
-        let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    pub(crate) fn bind(
+        path: &Path,
+        owner: Option<&CallerSocket>,
+    ) -> Result<UnixListener, SideChannelError> {
+        let fail = |e: std::io::Error| SideChannelError::Io(path.to_path_buf(), e);
         let uid = match owner.and_then(|o| o.user.as_ref()) {
             Some(u) => Some(id_of("/etc/passwd", u.as_str())?),
             None => None,
@@ -163,10 +229,13 @@ mod unix {
             });
         if let Err(e) = secured {
             let _ = std::fs::remove_file(path);
-            return Err(format!(
-                "{}: cannot give it owner {uid:?} group {gid:?} mode {mode:o}: {e}",
-                path.display()
-            ));
+            return Err(SideChannelError::Secure {
+                path: path.to_path_buf(),
+                uid,
+                gid,
+                mode,
+                source: e,
+            });
         }
         Ok(listener)
     }
