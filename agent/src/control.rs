@@ -95,7 +95,7 @@ impl fmt::Display for ControlError {
                 "cannot reach the agent of scope {scope} at {} ({source}); is `flor agent run --rete {scope}` running?",
                 path.display()
             ),
-            ControlError::Send(e) => write!(f, "{e}"),
+            ControlError::Send(e) => write!(f, "sending the request to the agent: {e}"),
             ControlError::Answer(e) => write!(f, "reading the agent's answer: {e}"),
             ControlError::NoAnswer => {
                 f.write_str("the agent closed the connection without an answer")
