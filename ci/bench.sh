@@ -37,18 +37,29 @@ cargo build --locked -p retectl
 BENCH=(python3 ci/bench.py --src "$SRC" --flor "$(realpath "$FLOR_BIN")"
   --retectl "$SRC/target/debug/retectl" --client "$CLIENT"
   ${BENCH_NODE_FLOR:+--node-flor "$(realpath "$BENCH_NODE_FLOR")"} "$@")
-# BENCH_LO_MTU=1500: run everything in a network namespace of its own whose
-# loopback has that MTU, i.e. the packet size of an Ethernet path, for both
-# tunnels alike (TCP keeps its segmentation offload there, as on a real NIC;
-# QUIC's path MTU discovery stops at the link's size). Needs root.
-# BENCH_RTT_MS=2 (with --only latency): the same network namespace of its own,
-# where ci/bench.py delays the hops between the client's host and the
-# servers' host to that round-trip time (iptables NFQUEUE and ci/delay.py), as
-# between a laptop and a server.
-if [ -n "${BENCH_LO_MTU:-}${BENCH_RTT_MS:-}" ]; then
-  ensure_commands iptables:iptables
+# The bench runs in a network namespace of its own whenever it can (root):
+# the example rete's fixed ports (config-server, QUIC, SOCKS5) are then its
+# own, so a `ci/demo.sh` or a CI run on the same machine neither breaks it nor
+# is broken by it. Its loopback is the kernel's loopback as on the host (MTU
+# 65536), so the numbers are the same. BENCH_PAUSE prints how to enter it.
+# BENCH_LO_MTU=1500: that namespace's loopback gets that MTU, i.e. the packet
+# size of an Ethernet path, for all tunnels alike (TCP keeps its segmentation
+# offload there, as on a real NIC; QUIC's path MTU discovery stops at the
+# link's size).
+# BENCH_RTT_MS=2 (with --only latency): ci/bench.py delays the hops between the
+# client's host and the servers' host to that round-trip time (iptables
+# NFQUEUE and ci/delay.py), as between a laptop and a server.
+[ -z "${BENCH_RTT_MS:-}" ] || ensure_commands iptables:iptables
+if unshare --net true 2>/dev/null; then
   exec unshare --net sh -c 'ip link set lo up && ip link set lo mtu "$0" &&
     BENCH_NETNS=$(readlink /proc/self/ns/net) && export BENCH_NETNS && exec "$@"' \
     "${BENCH_LO_MTU:-65536}" "${BENCH[@]}"
 fi
+if [ -n "${BENCH_LO_MTU:-}${BENCH_RTT_MS:-}" ]; then
+  echo "bench: BENCH_LO_MTU and BENCH_RTT_MS need a network namespace of the bench's own" \
+    "(unshare --net), i.e. root" >&2
+  exit 1
+fi
+echo "bench: no network namespace of its own (unshare --net needs root): on this machine's" \
+  "loopback, so the example rete's ports must be free (no ci/demo.sh running)" >&2
 exec "${BENCH[@]}"
