@@ -11,6 +11,8 @@
 //! - reserved roles `node`, `operator` and groups `config-read`, `config-write` exist,
 //!   `config-read` holds `config` and `config-write` holds `config-publish`,
 //!   and at least one user has role `operator`;
+//! - the management plane stays reachable: every node may reach `config` (and
+//!   `metrics-push` when the rete has one), some user `config-publish`;
 //! - every reference (node → user, service → node/role/group, role → service/group,
 //!   group → service, config-server → node) resolves;
 //! - addresses are `ip:port` with a non-zero port; upstreams do not clash on a node;
@@ -32,8 +34,9 @@ use flor_vertex::limits;
 
 use crate::artifacts::{self, CompileError, Compiled, NodeArtifacts, Sealed, Signing};
 use crate::checked::{
-    Checked, DeclaredPort, Node, Rete, Role, Service, SignerName, User, GROUP_CONFIG_READ,
+    Access, Checked, DeclaredPort, Node, Rete, Role, Service, SignerName, User, GROUP_CONFIG_READ,
     GROUP_CONFIG_WRITE, ROLE_NODE, ROLE_OPERATOR, SERVICE_CONFIG, SERVICE_CONFIG_PUBLISH,
+    SERVICE_METRICS_PUSH,
 };
 use crate::model::{self, line, Problem, Source, S};
 
@@ -1139,6 +1142,7 @@ pub fn check_rules(dir: &std::path::Path) -> Result<Pending, Vec<Problem>> {
     let access = rete.access();
     if yaml_ok {
         problems.extend(crate::ports::check(&rete, &access));
+        problems.extend(management_reach(&src, &rete, &access));
     }
     Ok(Pending {
         checked: Checked {
@@ -1150,6 +1154,95 @@ pub fn check_rules(dir: &std::path::Path) -> Result<Pending, Vec<Problem>> {
         problems,
         yaml_ok,
     })
+}
+
+/// The management plane stays usable once published: every node may reach
+/// `config` (its agent fetches its artifacts there; without it a publish
+/// strands the node on what it has), every node may reach `metrics-push`
+/// when the rete has one (each agent is told to push there every
+/// `metrics_interval_s` and would be refused each time), and some user may
+/// reach `config-publish` (else nobody can publish the fix). The reserved
+/// groups holding those services is checked by [`config_server`]; this is
+/// the walk from the principals to them.
+fn management_reach(src: &Source, rete: &Rete, access: &Access) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let role_line = |name: &str| {
+        src.roles
+            .roles
+            .iter()
+            .find(|r| r.value.name.value == name)
+            .map(|r| line(&r.value.name))
+            .unwrap_or(1)
+    };
+    let may = |id: &SpiffeId, svc: &str| access.reach.get(id).is_some_and(|s| s.contains(svc));
+    // Which groups hold a service, to name the fix.
+    let holders = |svc: &str| {
+        let g: Vec<&str> = rete
+            .groups
+            .iter()
+            .filter(|(_, m)| m.contains(svc))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if g.is_empty() {
+            format!("list {svc:?} under its services")
+        } else {
+            format!("give it group {}", g.join(" or "))
+        }
+    };
+    let mut node_rule = |svc: &str, why: String| {
+        if !rete.services.contains_key(svc) {
+            return;
+        }
+        let left: Vec<&str> = rete
+            .nodes
+            .values()
+            .filter(|n| !may(&n.id, svc))
+            .map(|n| n.name.as_str())
+            .collect();
+        if !left.is_empty() {
+            out.push(Problem::new(
+                model::ROLES_FILE,
+                role_line(ROLE_NODE),
+                format!(
+                    "role {ROLE_NODE:?} does not reach service {svc:?}, so node{} {} may not: {why} ({})",
+                    if left.len() == 1 { "" } else { "s" },
+                    left.join(", "),
+                    holders(svc)
+                ),
+            ));
+        }
+    };
+    node_rule(
+        SERVICE_CONFIG,
+        "an agent that may not could never fetch a configuration again, so this publish \
+         would be the last it gets"
+            .into(),
+    );
+    node_rule(
+        SERVICE_METRICS_PUSH,
+        format!(
+            "each agent pushes its counters there every {} s and would be refused each time",
+            rete.metrics_interval_s
+        ),
+    );
+    if rete.services.contains_key(SERVICE_CONFIG_PUBLISH)
+        && rete.roles.contains_key(ROLE_OPERATOR)
+        && !rete
+            .users
+            .values()
+            .any(|u| may(&u.id, SERVICE_CONFIG_PUBLISH))
+    {
+        out.push(Problem::new(
+            model::ROLES_FILE,
+            role_line(ROLE_OPERATOR),
+            format!(
+                "no user reaches service {SERVICE_CONFIG_PUBLISH:?}: nobody could publish, not even a fix \
+                 (role {ROLE_OPERATOR:?}: {})",
+                holders(SERVICE_CONFIG_PUBLISH)
+            ),
+        ));
+    }
+    out
 }
 
 /// Runs every rule on the repo at `dir`: YAML, references, certificates,

@@ -788,3 +788,80 @@ fn json_output_lists_counts_or_every_problem_with_its_place() {
         assert!(p.iter().any(|p| p["file"] == "services.yaml"), "{cmd}: {v}");
     }
 }
+
+/// A rete can be valid name by name and still cut the management plane off
+/// itself: nodes that may not reach `config` would never get the next
+/// publish, nodes that may not reach `metrics-push` would be refused every
+/// push, and without a user reaching `config-publish` nobody could publish the fix.
+#[test]
+fn management_plane_stays_reachable() {
+    let d = Demo::new();
+    d.edit(
+        "roles.yaml",
+        "    groups: [config-read, metrics-write]",
+        "    groups: [metrics-write]",
+    );
+    let err = fails(&d);
+    let l = d.line_of("roles.yaml", "name: node");
+    has(
+        &err,
+        &format!("roles.yaml:{l}:"),
+        "role \"node\" does not reach service \"config\", so nodes alpha, beta, laptop, mgmt01 may not",
+    );
+    has(
+        &err,
+        &format!("roles.yaml:{l}:"),
+        "give it group config-read",
+    );
+    assert!(!err.contains("metrics-push"), "{err}");
+
+    let d = Demo::new();
+    d.edit(
+        "roles.yaml",
+        "    groups: [config-read, metrics-write]",
+        "    groups: [config-read]",
+    );
+    d.edit(
+        "roles.yaml",
+        "    groups: [config-read, config-write, infra]",
+        "    groups: [config-read, infra]",
+    );
+    let err = fails(&d);
+    has(
+        &err,
+        &format!("roles.yaml:{l}:"),
+        "service \"metrics-push\", so nodes alpha, beta, laptop, mgmt01 may not: each agent pushes its counters there every 30 s",
+    );
+    let op = d.line_of("roles.yaml", "name: operator");
+    has(
+        &err,
+        &format!("roles.yaml:{op}:"),
+        "no user reaches service \"config-publish\": nobody could publish",
+    );
+
+    // One node granted it by a role of its own is not named; the others are.
+    let d = Demo::new();
+    d.edit(
+        "roles.yaml",
+        "    groups: [config-read, metrics-write]",
+        "    groups: [config-read]",
+    );
+    d.edit(
+        "roles.yaml",
+        "  - name: wiki-reader\n",
+        "  - name: monitored\n    groups: [metrics-write]\n  - name: wiki-reader\n",
+    );
+    let nodes = std::fs::read_to_string(d.repo.join("nodes.yaml")).unwrap();
+    assert!(nodes.contains("  - name: alpha\n"), "{nodes}");
+    d.edit(
+        "nodes.yaml",
+        "  - name: alpha\n",
+        "  - name: alpha\n    roles: [monitored]\n",
+    );
+    let err = fails(&d);
+    has(
+        &err,
+        &format!("roles.yaml:{l}:"),
+        "service \"metrics-push\", so nodes beta, laptop, mgmt01 may not",
+    );
+}
