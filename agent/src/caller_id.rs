@@ -21,7 +21,9 @@ use std::path::PathBuf;
 
 use flor_vertex::acl::Acl;
 use flor_vertex::artifact::VertexConfig;
-use flor_vertex::callers::{Answer, AnswerError};
+#[cfg(unix)]
+use flor_vertex::callers::Answer;
+use flor_vertex::callers::AnswerError;
 use flor_vertex::identity::{Kind, Name, SpiffeId};
 
 use crate::scope::Scope;
@@ -41,6 +43,8 @@ const MAX_ANSWER: usize = 2 * flor_vertex::limits::MAX_SPIFFE_ID_LEN + 32;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
     /// A flow the vertex forwarded, from this principal (its certificate proved it).
+    // Windows builds have no side-channel to prove it with (`ask`).
+    #[cfg_attr(not(unix), allow(dead_code))]
     Proven(SpiffeId),
     /// A connection the vertex did not make: a process on this host.
     Local,
@@ -62,8 +66,11 @@ pub enum ProveError {
     /// The live vertex artifact could not be read or verified.
     Artifact(VertexCmdError),
     /// The side-channel socket could not be reached or did not answer.
+    // Windows builds have no side-channel to ask (`ask`).
+    #[cfg_attr(not(unix), allow(dead_code))]
     Unreachable(PathBuf, std::io::Error),
     /// The side-channel answered something else than an answer.
+    #[cfg_attr(not(unix), allow(dead_code))]
     Answer(PathBuf, AnswerError),
 }
 
