@@ -135,7 +135,9 @@ impl fmt::Display for ConfigServerError {
             ConfigServerError::Scope(e) => write!(f, "{e}"),
             ConfigServerError::Store(p, e) => write!(f, "{}: {e}", p.display()),
             ConfigServerError::Listen(e) => write!(f, "{e}"),
-            ConfigServerError::LocalAddr(e) => write!(f, "{e}"),
+            ConfigServerError::LocalAddr(e) => {
+                write!(f, "reading the address a listener was bound to: {e}")
+            }
         }
     }
 }

@@ -242,7 +242,9 @@ impl fmt::Display for MetricsServerError {
         match self {
             MetricsServerError::Scope(e) => write!(f, "{e}"),
             MetricsServerError::Listen(e) => write!(f, "{e}"),
-            MetricsServerError::LocalAddr(e) => write!(f, "{e}"),
+            MetricsServerError::LocalAddr(e) => {
+                write!(f, "reading the address a listener was bound to: {e}")
+            }
         }
     }
 }
