@@ -14,9 +14,10 @@
 //! `node` label, `# HELP` and `# TYPE`, so routers carry no help text.
 //!
 //! Counters only grow; a restarted process starts again at zero, which
-//! Prometheus reads as a counter reset. Byte counts are taken once per flow
-//! when it ends cleanly (the totals `net::pump` returns), so a flow
-//! that ends in an error or is still running adds nothing yet.
+//! Prometheus reads as a counter reset. Bytes are counted as they move
+//! (`net::pump`, one add per read or batched write), so a long flow shows in
+//! a rate while it runs and a flow that ends in an error (reset, idle
+//! timeout) keeps what it moved.
 
 use core::fmt::{self, Write};
 
@@ -142,9 +143,9 @@ pub struct Flows {
     side: &'static str,
     opened: Counter,
     refused: [Counter; Refusal::ALL.len()],
-    /// Bytes sent into Florete (TCP -> QUIC), of flows that ended cleanly.
+    /// Bytes sent into Florete (TCP -> QUIC), as they move.
     sent: Counter,
-    /// Bytes received from Florete (QUIC -> TCP), of flows that ended cleanly.
+    /// Bytes received from Florete (QUIC -> TCP), as they move.
     received: Counter,
 }
 
@@ -174,10 +175,24 @@ impl Flows {
         self.refused(v.into());
     }
 
-    /// A flow ended cleanly having moved `sent` bytes into Florete and `received` out of it.
-    pub fn moved(&self, sent: u64, received: u64) {
-        self.sent.add(sent);
-        self.received.add(received);
+    /// A flow read `n` bytes from its TCP side and handed them to Florete.
+    pub fn sent(&self, n: u64) {
+        self.sent.add(n);
+    }
+
+    /// A flow wrote `n` bytes from Florete to its TCP side.
+    pub fn received(&self, n: u64) {
+        self.received.add(n);
+    }
+
+    /// Bytes sent into Florete so far (`direction="sent"`).
+    pub fn sent_count(&self) -> u64 {
+        self.sent.get()
+    }
+
+    /// Bytes received from Florete so far (`direction="received"`).
+    pub fn received_count(&self) -> u64 {
+        self.received.get()
     }
 
     /// How many flows were refused for `why` so far.
@@ -557,7 +572,8 @@ mod tests {
         f.refused_with(Verdict::Denied);
         f.refused_with(Verdict::UpstreamRefused);
         f.refused(Refusal::NotPinned);
-        f.moved(10, 20);
+        f.sent(10);
+        f.received(20);
         let mut s = String::new();
         f.render(&mut s, '\n').unwrap();
         assert!(

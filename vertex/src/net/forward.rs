@@ -22,6 +22,7 @@ use smol::future;
 use smol::net::TcpStream;
 use smol::{Async, Timer};
 
+use crate::counters::Flows;
 use crate::limits::{FLOW_BUFFER_BYTES, UPSTREAM_WRITE_BATCH_BYTES, UPSTREAM_WRITE_BATCH_CHUNKS};
 
 /// Bytes moved by a finished flow.
@@ -38,11 +39,15 @@ pub struct Moved {
 /// TCP EOF finishes the QUIC send side; the QUIC stream's end shuts the TCP
 /// write side, so each direction closes on its own (half-close). A flow with
 /// no byte in either direction for `idle` ends with `TimedOut`.
+///
+/// Every read from TCP and every write to it is added to `bytes` (the
+/// side's counters) as it happens, whether the flow ends cleanly or not.
 pub async fn pump(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     tcp: TcpStream,
     idle: Duration,
+    bytes: &Flows,
 ) -> io::Result<Moved> {
     let start = Instant::now();
     // Milliseconds since `start` as a wrapping u32: 32-bit MIPS routers have no
@@ -73,6 +78,7 @@ pub async fn pump(
                 }
                 touch();
                 send.write_all(&buf[..n]).await.map_err(io::Error::from)?;
+                bytes.sent(n as u64);
                 total += n as u64;
             }
         }
@@ -111,6 +117,7 @@ pub async fn pump(
                 }
             }
             write_all_vectored(&tcp, &batch).await?;
+            bytes.received(len as u64);
             total += len as u64;
             if ended {
                 let _ = tcp.get_ref().shutdown(Shutdown::Write);

@@ -13,7 +13,6 @@ use smol::future;
 use smol::net::TcpStream;
 use smol::Timer;
 
-use super::counting;
 use super::forward::pump;
 use super::take_slot;
 use super::tls::{spiffe_id_of, HandshakeFailure};
@@ -358,7 +357,7 @@ async fn stream(
         return;
     }
     counters::SERVE.opened();
-    match counting::ended(&counters::SERVE, pump(send, recv, tcp, ctx.idle).await) {
+    match pump(send, recv, tcp, ctx.idle, &counters::SERVE).await {
         Ok(m) => log::debug!(
             "flow {caller} -> {target} done: {} bytes in, {} out",
             m.to_peer,

@@ -250,7 +250,7 @@ async fn session(mut tcp: TcpStream, caller: &Arc<Credentials>, ctx: &SocksCtx) 
     let _ = tcp.set_nodelay(true);
     counters::DIAL.opened();
     let (send, recv) = flow.into_parts();
-    match counting::ended(&counters::DIAL, pump(send, recv, tcp, ctx.idle).await) {
+    match pump(send, recv, tcp, ctx.idle, &counters::DIAL).await {
         Ok(m) => log::debug!(
             "flow {} -> {target} done: {} bytes out, {} in",
             caller.id,
