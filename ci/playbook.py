@@ -3,7 +3,8 @@
 the end-to-end test cannot drift: the test *is* the document's code blocks.
 
 A fenced block whose info string is `sh on=<host>` runs on that host
-(`ip netns exec flor-<host>`), in `$E2E/<host>`, with `set -euo pipefail`.
+(`ip netns exec flor<run id>-<host>`, named by ci/e2e.sh), in `$E2E/<host>`, with
+`set -euo pipefail`.
 A fenced `copy` block holds lines `<host>:<path> -> <host>:<dir>`: what a
 person does with scp or a USB stick, the harness does with cp. Every other
 block is illustration and is not run. Each step prints the heading it is under.
@@ -42,7 +43,9 @@ def run_sh(e2e, host, script, env):
     cwd = os.path.join(e2e, host)
     os.makedirs(cwd, exist_ok=True)
     full = "set -euo pipefail\n" + script + "\n"
-    cmd = ["ip", "netns", "exec", f"flor-{host}", "bash", "-c", full]
+    # ci/e2e.sh names its namespaces flor<run id>-<host>.
+    ns = f"{os.environ.get('E2E_NETNS_PREFIX', 'flor')}-{host}"
+    cmd = ["ip", "netns", "exec", ns, "bash", "-c", full]
     return subprocess.run(cmd, cwd=cwd, env=env, timeout=300)
 
 
