@@ -108,7 +108,10 @@ def machine_busy():
 
 def softirq_threads():
     """The kernel's ksoftirqd threads: the network work they do during a
-    run is the traffic the bench makes, so their CPU is ours."""
+    run is mostly the traffic the bench makes, so their CPU is counted as
+    ours. They serve the whole machine, though: softirq work of other
+    traffic (another test's veths, say) that spills into them is counted as
+    ours too, so "other load" under-reads a machine busy with network."""
     pids = []
     for d in os.listdir("/proc"):
         if d.isdigit():

@@ -40,8 +40,11 @@ BENCH=(python3 ci/bench.py --src "$SRC" --flor "$(realpath "$FLOR_BIN")"
 # The bench runs in a network namespace of its own whenever it can (root):
 # the example rete's fixed ports (config-server, QUIC, SOCKS5) are then its
 # own, so a `ci/demo.sh` or a CI run on the same machine neither breaks it nor
-# is broken by it. Its loopback is the kernel's loopback as on the host (MTU
-# 65536), so the numbers are the same. BENCH_PAUSE prints how to enter it.
+# is broken by it. Its loopback is the kernel's same loopback driver (MTU
+# 65536); the namespace's own sysctls (somaxconn, the local port range, some
+# tcp_* settings) start at the kernel's defaults rather than the host's, which
+# the bench's few hundred connections at a time do not reach. BENCH_PAUSE
+# prints how to enter it.
 # BENCH_LO_MTU=1500: that namespace's loopback gets that MTU, i.e. the packet
 # size of an Ethernet path, for all tunnels alike (TCP keeps its segmentation
 # offload there, as on a real NIC; QUIC's path MTU discovery stops at the
@@ -49,17 +52,17 @@ BENCH=(python3 ci/bench.py --src "$SRC" --flor "$(realpath "$FLOR_BIN")"
 # BENCH_RTT_MS=2 (with --only latency): ci/bench.py delays the hops between the
 # client's host and the servers' host to that round-trip time (iptables
 # NFQUEUE and ci/delay.py), as between a laptop and a server.
-[ -z "${BENCH_RTT_MS:-}" ] || ensure_commands iptables:iptables
-if unshare --net true 2>/dev/null; then
+if why=$(unshare --net true 2>&1); then
+  [ -z "${BENCH_RTT_MS:-}" ] || ensure_commands iptables:iptables
   exec unshare --net sh -c 'ip link set lo up && ip link set lo mtu "$0" &&
     BENCH_NETNS=$(readlink /proc/self/ns/net) && export BENCH_NETNS && exec "$@"' \
     "${BENCH_LO_MTU:-65536}" "${BENCH[@]}"
 fi
 if [ -n "${BENCH_LO_MTU:-}${BENCH_RTT_MS:-}" ]; then
-  echo "bench: BENCH_LO_MTU and BENCH_RTT_MS need a network namespace of the bench's own" \
-    "(unshare --net), i.e. root" >&2
+  echo "bench: BENCH_LO_MTU and BENCH_RTT_MS need a network namespace of the bench's own," \
+    "and unshare --net failed (it needs root, or CAP_SYS_ADMIN in a container): $why" >&2
   exit 1
 fi
-echo "bench: no network namespace of its own (unshare --net needs root): on this machine's" \
+echo "bench: no network namespace of its own (unshare --net: $why): on this machine's" \
   "loopback, so the example rete's ports must be free (no ci/demo.sh running)" >&2
 exec "${BENCH[@]}"

@@ -34,11 +34,24 @@ cleanup() {
 }
 trap cleanup EXIT
 # Hosts left by a run that was killed before its cleanup: flor<id>-* whose
-# run (pid <id>) is gone, and the fixed names of runs before 2026-12-03.
-for n in $(ip netns list | sed -n 's/^\(flor[0-9a-f]*-[a-z0-9]*\).*/\1/p'); do
+# run (pid <id>) is gone, or that carry this run's id (a reused pid). The fixed
+# names of runs before 2026-12-03 (flor-<host>, flor-sw) only when nothing runs
+# in any of them: a live run of that kind cannot be told apart otherwise, and
+# its switch namespace holds no process of its own.
+stale=$(ip netns list | sed -n 's/^\(flor[0-9a-f]*-[a-z0-9]*\).*/\1/p')
+legacy_busy=
+for n in $stale; do
+  case "$n" in flor-*) [ -z "$(ip netns pids "$n" 2>/dev/null)" ] || legacy_busy=$n ;; esac
+done
+for n in $stale; do
   id=${n#flor}
   id=${id%%-*}
-  if [ -z "$id" ] || ! kill -0 "$((16#$id))" 2>/dev/null; then
+  if [ -z "$id" ] && [ -n "$legacy_busy" ]; then
+    echo "   left alone: network namespace $n ($legacy_busy has processes: an e2e run of an" \
+      "older ci/e2e.sh?); remove by hand: ip netns pids <ns> | xargs -r kill; ip netns del <ns>"
+    continue
+  fi
+  if [ -z "$id" ] || [ "$id" = "$ID" ] || ! kill -0 "$((16#$id))" 2>/dev/null; then
     ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns del "$n" 2>/dev/null || true
   fi

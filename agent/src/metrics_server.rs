@@ -71,7 +71,7 @@ struct Snapshot {
 const FAMILIES: &[(&str, &str, &str)] = &[
     ("flor_flows_opened_total", "counter", "Flows admitted and connected, by side (serve: published services; dial: SOCKS5 clients)."),
     ("flor_flows_refused_total", "counter", "Flows refused, by side and reason (acl, unknown_service, upstream, overloaded, unreachable, handshake, identity, other)."),
-    ("flor_flow_bytes_total", "counter", "Bytes moved by flows as they move, by side and direction (sent into / received from Florete)."),
+    ("flor_flow_bytes_total", "counter", "Bytes forwarded by flows, counted as each is handed on, by side and direction (sent into / received from Florete)."),
     ("flor_flows_active", "gauge", "Flows being forwarded now, by side."),
     ("flor_handshakes_failed_total", "counter", "QUIC/mTLS handshakes that failed, by side and TLS alert."),
     ("flor_caller_lookups_total", "counter", "Identity side-channel questions answered, by answer (known, unknown)."),

@@ -1156,14 +1156,18 @@ pub fn check_rules(dir: &std::path::Path) -> Result<Pending, Vec<Problem>> {
     })
 }
 
+/// Most nodes a management-reach problem names before "and N more".
+const NAMED_NODES: usize = 8;
+
 /// The management plane stays usable once published: every node may reach
 /// `config` (its agent fetches its artifacts there; without it a publish
 /// strands the node on what it has), every node may reach `metrics-push`
 /// when the rete has one (each agent is told to push there every
 /// `metrics_interval_s` and would be refused each time), and some user may
-/// reach `config-publish` (else nobody can publish the fix). The reserved
-/// groups holding those services is checked by [`config_server`]; this is
-/// the walk from the principals to them.
+/// reach `config-publish` (else nobody can publish the fix). That the
+/// reserved groups hold `config` and `config-publish` is [`config_server`]'s
+/// rule (no group is reserved for `metrics-push`); this one walks from the
+/// principals, through whatever roles and groups they have, to the services.
 fn management_reach(src: &Source, rete: &Rete, access: &Access) -> Vec<Problem> {
     let mut out = Vec::new();
     let role_line = |name: &str| {
@@ -1175,8 +1179,8 @@ fn management_reach(src: &Source, rete: &Rete, access: &Access) -> Vec<Problem> 
             .unwrap_or(1)
     };
     let may = |id: &SpiffeId, svc: &str| access.reach.get(id).is_some_and(|s| s.contains(svc));
-    // Which groups hold a service, to name the fix.
-    let holders = |svc: &str| {
+    // What would grant a service to `role`: the groups holding it, or the service itself.
+    let fix = |svc: &str, role: &str| {
         let g: Vec<&str> = rete
             .groups
             .iter()
@@ -1184,12 +1188,13 @@ fn management_reach(src: &Source, rete: &Rete, access: &Access) -> Vec<Problem> 
             .map(|(n, _)| n.as_str())
             .collect();
         if g.is_empty() {
-            format!("list {svc:?} under its services")
+            format!("add {svc:?} to the services of role {role:?}")
         } else {
-            format!("give it group {}", g.join(" or "))
+            format!("add group {} to role {role:?}", g.join(" or "))
         }
     };
-    let mut node_rule = |svc: &str, why: String| {
+    // `why(one)`: the consequence, for one node or for several.
+    let mut node_rule = |svc: &str, why: &dyn Fn(bool) -> String| {
         if !rete.services.contains_key(svc) {
             return;
         }
@@ -1199,32 +1204,48 @@ fn management_reach(src: &Source, rete: &Rete, access: &Access) -> Vec<Problem> 
             .filter(|n| !may(&n.id, svc))
             .map(|n| n.name.as_str())
             .collect();
-        if !left.is_empty() {
-            out.push(Problem::new(
-                model::ROLES_FILE,
-                role_line(ROLE_NODE),
-                format!(
-                    "role {ROLE_NODE:?} does not reach service {svc:?}, so node{} {} may not: {why} ({})",
-                    if left.len() == 1 { "" } else { "s" },
-                    left.join(", "),
-                    holders(svc)
-                ),
-            ));
-        }
+        let named = match left.len() {
+            0 => return,
+            1 => format!("node {}", left[0]),
+            n if n <= NAMED_NODES => format!("nodes {}", left.join(", ")),
+            n => format!(
+                "nodes {} and {} more",
+                left[..NAMED_NODES].join(", "),
+                n - NAMED_NODES
+            ),
+        };
+        out.push(Problem::new(
+            model::ROLES_FILE,
+            role_line(ROLE_NODE),
+            format!(
+                "{named} may not reach service {svc:?} (role {ROLE_NODE:?} does not grant it): {}; {}",
+                why(left.len() == 1),
+                fix(svc, ROLE_NODE)
+            ),
+        ));
     };
-    node_rule(
-        SERVICE_CONFIG,
-        "an agent that may not could never fetch a configuration again, so this publish \
-         would be the last it gets"
-            .into(),
-    );
-    node_rule(
-        SERVICE_METRICS_PUSH,
+    node_rule(SERVICE_CONFIG, &|one| {
+        let (who, whose) = if one {
+            ("its agent", "its")
+        } else {
+            ("their agents", "their")
+        };
         format!(
-            "each agent pushes its counters there every {} s and would be refused each time",
-            rete.metrics_interval_s
-        ),
-    );
+            "{who} could never fetch another configuration, so the version published next \
+             would be {whose} last"
+        )
+    });
+    let every = rete.metrics_interval_s;
+    node_rule(SERVICE_METRICS_PUSH, &|one| {
+        let (who, push, whose) = if one {
+            ("its agent", "pushes", "its")
+        } else {
+            ("their agents", "push", "their")
+        };
+        format!(
+            "{who} {push} {whose} counters there every {every} s and would be refused each time"
+        )
+    });
     if rete.services.contains_key(SERVICE_CONFIG_PUBLISH)
         && rete.roles.contains_key(ROLE_OPERATOR)
         && !rete
@@ -1236,9 +1257,8 @@ fn management_reach(src: &Source, rete: &Rete, access: &Access) -> Vec<Problem> 
             model::ROLES_FILE,
             role_line(ROLE_OPERATOR),
             format!(
-                "no user reaches service {SERVICE_CONFIG_PUBLISH:?}: nobody could publish, not even a fix \
-                 (role {ROLE_OPERATOR:?}: {})",
-                holders(SERVICE_CONFIG_PUBLISH)
+                "no user may reach service {SERVICE_CONFIG_PUBLISH:?}: nobody could publish, not even a fix; {}",
+                fix(SERVICE_CONFIG_PUBLISH, ROLE_OPERATOR)
             ),
         ));
     }

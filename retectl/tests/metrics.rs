@@ -190,7 +190,7 @@ fn prometheus_and_the_operator_read_every_nodes_counters() {
     let mut page = String::new();
     s.read_to_string(&mut page).unwrap();
     assert!(page.ends_with("wiki"), "{page}");
-    drop(s); // both directions end: the flow ends cleanly and its bytes count
+    drop(s);
     let (code, _) = socks_connect(port_of("carol"), "wiki.demo.flor.rete");
     assert_eq!(
         code, 2,
@@ -238,11 +238,35 @@ fn prometheus_and_the_operator_read_every_nodes_counters() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    // The wiki page's bytes, both ways, on both ends of bob's flow.
-    let bytes = "flor_flow_bytes_total{direction=\"received\",side=\"serve\"}";
+    // The wiki page's bytes, both ways, on both ends of bob's flow: the
+    // 18-byte request goes into Florete at the laptop and out at alpha, the
+    // 42-byte answer the other way.
+    let bytes = |direction: &str, side: &str| {
+        format!("flor_flow_bytes_total{{direction=\"{direction}\",side=\"{side}\"}}")
+    };
+    let expect = [
+        (bytes("sent", "dial"), "laptop", 18.0),
+        (bytes("received", "serve"), "alpha", 18.0),
+        (bytes("sent", "serve"), "alpha", 42.0),
+        (bytes("received", "dial"), "laptop", 42.0),
+    ];
     let deadline = Instant::now() + Duration::from_secs(30);
-    while value_of(prom, bytes, "alpha") != Some(18.0) {
-        assert!(Instant::now() < deadline, "{:?}", query(prom, bytes));
+    loop {
+        let seen: Vec<Option<f64>> = expect
+            .iter()
+            .map(|(q, n, _)| value_of(prom, q, n))
+            .collect();
+        if expect
+            .iter()
+            .zip(&seen)
+            .all(|((_, _, want), got)| *got == Some(*want))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus has {seen:?} for {expect:?}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let days = value_of(

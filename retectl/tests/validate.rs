@@ -805,15 +805,25 @@ fn management_plane_stays_reachable() {
         );
         d
     };
+    let at = |d: &Demo, role: &str| {
+        format!(
+            "roles.yaml:{}:",
+            d.line_of("roles.yaml", &format!("name: {role}"))
+        )
+    };
     let d = node_groups("metrics-write");
     let err = fails(&d);
-    let at = format!("roles.yaml:{}:", d.line_of("roles.yaml", "name: node"));
     has(
         &err,
-        &at,
-        "role \"node\" does not reach service \"config\", so nodes alpha, beta, laptop, mgmt01 may not",
+        &at(&d, "node"),
+        "nodes alpha, beta, laptop, mgmt01 may not reach service \"config\" (role \"node\" does not grant it): \
+         their agents could never fetch another configuration",
     );
-    has(&err, &at, "give it group config-read");
+    has(
+        &err,
+        &at(&d, "node"),
+        "; add group config-read to role \"node\"",
+    );
     assert!(!err.contains("metrics-push"), "{err}");
 
     let d = node_groups("config-read");
@@ -825,31 +835,36 @@ fn management_plane_stays_reachable() {
     let err = fails(&d);
     has(
         &err,
-        &at,
-        "service \"metrics-push\", so nodes alpha, beta, laptop, mgmt01 may not: each agent pushes its counters there every 30 s",
+        &at(&d, "node"),
+        "nodes alpha, beta, laptop, mgmt01 may not reach service \"metrics-push\" (role \"node\" does not grant it): \
+         their agents push their counters there every 30 s and would be refused each time; \
+         add group metrics-write to role \"node\"",
     );
-    let op = d.line_of("roles.yaml", "name: operator");
     has(
         &err,
-        &format!("roles.yaml:{op}:"),
-        "no user reaches service \"config-publish\": nobody could publish",
+        &at(&d, "operator"),
+        "no user may reach service \"config-publish\": nobody could publish, not even a fix; \
+         add group config-write to role \"operator\"",
     );
 
-    // One node granted it by a role of its own is not named; the others are.
+    // Nodes granted it by a role of their own are not named; the one left is.
     let d = node_groups("config-read");
     d.edit(
         "roles.yaml",
         "  - name: wiki-reader\n",
         "  - name: monitored\n    groups: [metrics-write]\n  - name: wiki-reader\n",
     );
-    d.edit(
-        "nodes.yaml",
-        "  - name: alpha\n",
-        "  - name: alpha\n    roles: [monitored]\n",
-    );
+    for node in ["alpha", "beta", "laptop"] {
+        d.edit(
+            "nodes.yaml",
+            &format!("  - name: {node}\n"),
+            &format!("  - name: {node}\n    roles: [monitored]\n"),
+        );
+    }
     has(
         &fails(&d),
-        &at,
-        "service \"metrics-push\", so nodes beta, laptop, mgmt01 may not",
+        &at(&d, "node"),
+        "node mgmt01 may not reach service \"metrics-push\" (role \"node\" does not grant it): \
+         its agent pushes its counters there every 30 s",
     );
 }

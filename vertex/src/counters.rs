@@ -14,10 +14,11 @@
 //! `node` label, `# HELP` and `# TYPE`, so routers carry no help text.
 //!
 //! Counters only grow; a restarted process starts again at zero, which
-//! Prometheus reads as a counter reset. Bytes are counted as they move
-//! (`net::pump`, one add per read or batched write), so a long flow shows in
-//! a rate while it runs and a flow that ends in an error (reset, idle
-//! timeout) keeps what it moved.
+//! Prometheus reads as a counter reset. Bytes are counted as they are
+//! handed on (`net::pump`: one add per read passed to QUIC, per `writev` to
+//! TCP; the SOCKS5 side adds the early bytes sent with a flow's start), so a
+//! long flow shows in a rate while it runs and a flow that ends in an error
+//! (reset, idle timeout) keeps what it moved.
 
 use core::fmt::{self, Write};
 

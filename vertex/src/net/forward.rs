@@ -40,8 +40,9 @@ pub struct Moved {
 /// write side, so each direction closes on its own (half-close). A flow with
 /// no byte in either direction for `idle` ends with `TimedOut`.
 ///
-/// Every read from TCP and every write to it is added to `bytes` (the
-/// side's counters) as it happens, whether the flow ends cleanly or not.
+/// Bytes are added to `bytes` (the side's counters) as they are handed on:
+/// each read from TCP once quinn has taken it, each write to TCP as the
+/// kernel takes it, whether the flow ends cleanly or not.
 pub async fn pump(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -116,8 +117,7 @@ pub async fn pump(
                     None => break,
                 }
             }
-            write_all_vectored(&tcp, &batch).await?;
-            bytes.received(len as u64);
+            write_all_vectored(&tcp, &batch, bytes).await?;
             total += len as u64;
             if ended {
                 let _ = tcp.get_ref().shutdown(Shutdown::Write);
@@ -155,10 +155,12 @@ pub async fn pump(
     result
 }
 
-/// Writes every chunk to `tcp`, as few `writev` calls as the socket allows.
+/// Writes every chunk to `tcp`, as few `writev` calls as the socket allows,
+/// counting each call's bytes as received from Florete.
 async fn write_all_vectored<B: std::ops::Deref<Target = [u8]>>(
     tcp: &Async<std::net::TcpStream>,
     chunks: &[B],
+    bytes: &Flows,
 ) -> io::Result<()> {
     let mut iov: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
     let mut rest = &mut iov[..];
@@ -169,6 +171,7 @@ async fn write_all_vectored<B: std::ops::Deref<Target = [u8]>>(
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
+        bytes.received(n as u64);
         IoSlice::advance_slices(&mut rest, n);
     }
     Ok(())

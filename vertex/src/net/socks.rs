@@ -249,6 +249,8 @@ async fn session(mut tcp: TcpStream, caller: &Arc<Credentials>, ctx: &SocksCtx) 
     }
     let _ = tcp.set_nodelay(true);
     counters::DIAL.opened();
+    // Sent into Florete with the flow's start, so not through the pump.
+    counters::DIAL.sent(early_len as u64);
     let (send, recv) = flow.into_parts();
     match pump(send, recv, tcp, ctx.idle, &counters::DIAL).await {
         Ok(m) => log::debug!(
