@@ -89,6 +89,36 @@ fn query(prom: u16, q: &str) -> Vec<(BTreeMap<String, String>, f64)> {
         .unwrap_or_default()
 }
 
+/// Waits until Prometheus has every `(query, node, value)` of `expect`;
+/// fails after `within` with what it has and `logs()`.
+fn wait_for_values(
+    prom: u16,
+    expect: &[(String, &str, f64)],
+    within: Duration,
+    logs: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let seen: Vec<Option<f64>> = expect
+            .iter()
+            .map(|(q, n, _)| value_of(prom, q, n))
+            .collect();
+        if expect
+            .iter()
+            .zip(&seen)
+            .all(|((_, _, want), got)| *got == Some(*want))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus has {seen:?} for {expect:?}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// The value Prometheus has for `q` on `node` (with `side` when given).
 fn value_of(prom: u16, q: &str, node: &str) -> Option<f64> {
     query(prom, q)
@@ -216,28 +246,15 @@ fn prometheus_and_the_operator_read_every_nodes_counters() {
             1.0,
         ),
     ];
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let seen: Vec<Option<f64>> = expect
-            .iter()
-            .map(|(q, n, _)| value_of(prom, q, n))
-            .collect();
-        if expect
-            .iter()
-            .zip(&seen)
-            .all(|((_, _, want), got)| *got == Some(*want))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus has {seen:?} for {expect:?}\nprometheus log:\n{}\nmgmt01 agent log (with its metrics-server):\n{}\nlaptop agent log:\n{}",
+    let logs = || {
+        format!(
+            "prometheus log:\n{}\nmgmt01 agent log (with its metrics-server):\n{}\nlaptop agent log:\n{}",
             std::fs::read_to_string(prom_dir.join("log")).unwrap_or_default(),
             std::fs::read_to_string(mgmt.join("agent.log")).unwrap_or_default(),
             std::fs::read_to_string(homes["laptop"].join("agent.log")).unwrap_or_default(),
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        )
+    };
+    wait_for_values(prom, &expect, Duration::from_secs(90), logs);
     // The wiki page's bytes, both ways, on both ends of bob's flow: the
     // 18-byte request goes into Florete at the laptop and out at alpha, the
     // 42-byte answer the other way.
@@ -250,25 +267,7 @@ fn prometheus_and_the_operator_read_every_nodes_counters() {
         (bytes("sent", "serve"), "alpha", 42.0),
         (bytes("received", "dial"), "laptop", 42.0),
     ];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let seen: Vec<Option<f64>> = expect
-            .iter()
-            .map(|(q, n, _)| value_of(prom, q, n))
-            .collect();
-        if expect
-            .iter()
-            .zip(&seen)
-            .all(|((_, _, want), got)| *got == Some(*want))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus has {seen:?} for {expect:?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_for_values(prom, &expect, Duration::from_secs(30), logs);
     let days = value_of(
         prom,
         "flor_certificate_expiry_seconds{cert=\"ca\"}",
