@@ -847,6 +847,17 @@ fn management_plane_stays_reachable() {
          add group config-write to role \"operator\"",
     );
 
+    // A long list is cut: eight names, then how many more.
+    let d = node_groups("metrics-write");
+    let phones: String = (1..=6).map(|i| format!("  - name: phone{i}\n")).collect();
+    let nodes = format!("{}{phones}", d.read("nodes.yaml"));
+    std::fs::write(d.repo.join("nodes.yaml"), nodes).unwrap();
+    has(
+        &fails(&d),
+        &at(&d, "node"),
+        "nodes alpha, beta, laptop, mgmt01, phone1, phone2, phone3, phone4 and 2 more may not reach service \"config\"",
+    );
+
     // Nodes granted it by a role of their own are not named; the one left is.
     let d = node_groups("config-read");
     d.edit(
